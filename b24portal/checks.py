@@ -1,0 +1,62 @@
+"""Start-up checks of the configuration (run by every manage.py command, runserver and the workers)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography.fernet import Fernet
+from django.conf import settings
+from django.core.checks import Error, Warning, register
+
+
+@register()
+def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    problems: list[Any] = []
+    production = not settings.DEBUG
+
+    public = urlsplit(settings.PUBLIC_URL)
+    if public.scheme not in ("http", "https") or not public.netloc:
+        problems.append(Error("PUBLIC_URL must be an absolute http(s) URL, e.g. https://sms.example.com",
+                              id="b24portal.E002"))
+    elif public.scheme != "https" and production:
+        problems.append(Warning("PUBLIC_URL is not https: Bitrix24 frames and handlers need https in production.",
+                                id="b24portal.W002"))
+
+    for name in ("B24_OAUTH_URL", "B24_SERVER_ENDPOINT"):
+        url = urlsplit(getattr(settings, name))
+        if url.scheme not in ("http", "https") or not url.netloc:
+            problems.append(Error(f"{name} must be an absolute http(s) URL", id="b24portal.E003"))
+
+    if not settings.B24_CLIENT_ID or not settings.B24_CLIENT_SECRET:
+        problems.append(Warning("B24_CLIENT_ID / B24_CLIENT_SECRET are not set: token refresh will fail.",
+                                hint="Copy them from the app card in your Bitrix24 developer account.",
+                                id="b24portal.W004"))
+
+    if not settings.B24_PORTAL_DOMAINS:
+        problems.append(Error("B24_PORTAL_DOMAINS is empty: no portal could install the app.", id="b24portal.E005"))
+    for pattern in settings.B24_PORTAL_DOMAINS:
+        host = pattern.split(":", 1)[0]
+        if "/" in pattern or not host or host in ("*", "*.*") or host.count("*") > 1:
+            problems.append(Error(f"B24_PORTAL_DOMAINS entry {pattern!r} is not a host or a '*.suffix' pattern",
+                                  id="b24portal.E006"))
+
+    keys = settings.FIELD_ENCRYPTION_KEY
+    for index, key in enumerate(keys):
+        try:
+            Fernet(key.encode())
+        except Exception:
+            problems.append(Error(f"FIELD_ENCRYPTION_KEY entry #{index + 1} is not a valid Fernet key",
+                                  hint="Generate one: python -c 'from cryptography.fernet import Fernet; "
+                                       "print(Fernet.generate_key().decode())'",
+                                  id="b24portal.E007"))
+    if production:
+        dev_key = settings.DEV_FIELD_KEY_FILE
+        if dev_key.exists() and keys and keys[0] == dev_key.read_text().strip():
+            problems.append(Error("FIELD_ENCRYPTION_KEY is not set: a generated development key is in use.",
+                                  id="b24portal.E008"))
+        dev_secret = settings.DEV_SECRET_FILE
+        if dev_secret.exists() and settings.SECRET_KEY == dev_secret.read_text().strip():
+            problems.append(Error("SECRET_KEY is not set: a generated development key is in use.",
+                                  id="b24portal.E001"))
+    return problems

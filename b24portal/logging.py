@@ -1,0 +1,106 @@
+"""Structured logging helpers: the portal context on every line, and secrets never written.
+
+`log_context(member_id=...)` binds fields for the current request or task; `ContextFilter` adds them to
+every record; `RedactSecretsFilter` masks token-like values in the message and in `extra` fields.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+
+_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("log_context", default={})  # noqa: B039
+
+# Names whose values are secrets wherever they appear: form keys, JSON keys, query parameters.
+SECRET_NAMES = (
+    "access_token", "refresh_token", "application_token", "client_secret", "auth_id", "refresh_id",
+    "auth", "password", "psw", "api_id", "apikey", "api_key", "auth_token", "token", "secret",
+    "credentials", "authorization",
+)  # fmt: skip
+_SECRET_KEY_RE = "|".join(SECRET_NAMES)
+# key=value (query/form), "key": "value" (JSON), 'key': 'value' (repr), auth[access_token]=value
+_SECRET_VALUE_RE = re.compile(
+    rf"""(?ix)
+    (?P<key>(?:["']?)(?:\w*\[)?(?:{_SECRET_KEY_RE})(?:\])?["']?)
+    (?P<sep>\s*[:=]\s*["']?)
+    (?P<value>[^"'&\s,}}]+)
+    """
+)
+REDACTED = "***"
+
+
+def redact(text: str) -> str:
+    """Mask every value that follows a secret-looking key."""
+    return _SECRET_VALUE_RE.sub(lambda m: f"{m.group('key')}{m.group('sep')}{REDACTED}", text)
+
+
+def redact_value(value: Any, key: str = "") -> Any:
+    if key and key.lower().strip("[]").rsplit("[", 1)[-1] in SECRET_NAMES:
+        return REDACTED
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {k: redact_value(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_value(v) for v in value]
+    return value
+
+
+@contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Bind fields (e.g. member_id) to every log line written inside the block."""
+    token = _context.set({**_context.get(), **{k: v for k, v in fields.items() if v is not None}})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def bind_log_context(**fields: Any) -> None:
+    """Add fields to the current context (for the rest of the request or task)."""
+    _context.set({**_context.get(), **{k: v for k, v in fields.items() if v is not None}})
+
+
+_RECORD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in _context.get().items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
+
+
+class RedactSecretsFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed format string must not drop the line
+            message = str(record.msg)
+        record.msg = redact(message)
+        record.args = None
+        for key, value in list(record.__dict__.items()):
+            if key not in _RECORD_ATTRS:
+                setattr(record, key, redact_value(value, key))
+        return True
+
+
+class RequestContextMiddleware:
+    """Starts every request with a clean log context carrying the path."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        token = _context.set({"path": request.path})
+        try:
+            return self.get_response(request)
+        finally:
+            _context.reset(token)

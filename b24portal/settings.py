@@ -1,0 +1,231 @@
+"""Settings, read from the environment (django-environ) and checked at start-up by system checks.
+
+Every variable is listed in docker/.env.example and the README. With no DATABASE_URL / REDIS_URL the
+service runs on embedded defaults: SQLite and kombu's filesystem transport (no server needed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+# A development key is generated into var/ on first start so that "make run" needs no set-up; the
+# production check (b24portal.E001) refuses it when DEBUG is off.
+DEV_SECRET_FILE = VAR_DIR / "dev-secret-key"
+
+
+def _dev_secret(path: Path, length: int = 50) -> str:
+    import secrets
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(length))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = env.str("SECRET_KEY", default="") or _dev_secret(DEV_SECRET_FILE)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"] if DEBUG else ["localhost", "127.0.0.1"])
+
+# The public https base of this app; every handler URL registered in portals is built from it.
+PUBLIC_URL = env.str("PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
+
+# --- Bitrix24 application ------------------------------------------------------------------------
+B24_CLIENT_ID = env.str("B24_CLIENT_ID", default="")
+B24_CLIENT_SECRET = env.str("B24_CLIENT_SECRET", default="")
+B24_OAUTH_URL = env.str("B24_OAUTH_URL", default="https://oauth.bitrix.info/oauth/token/")
+B24_SERVER_ENDPOINT = env.str("B24_SERVER_ENDPOINT", default="https://oauth.bitrix.info/rest/")
+# Hosts we accept installs, events and frames from, and the only hosts we ever call with a token.
+# Wildcards match one or more labels ("*.bitrix24.com"); a ":*" suffix allows any port (tests).
+B24_CLOUD_ZONES = [
+    "ru", "com", "de", "eu", "es", "fr", "it", "pl", "uk", "by", "kz", "ua", "in", "com.br", "co",
+    "mx", "cn", "jp", "id", "vn", "tr", "site", "shop", "online", "info", "net", "su", "tech",
+]  # fmt: skip
+B24_PORTAL_DOMAINS = env.list(
+    "B24_PORTAL_DOMAINS", default=[f"*.bitrix24.{zone}" for zone in B24_CLOUD_ZONES]
+)
+# An install that has not finished after this long is cleaned up by a periodic task.
+B24_INSTALL_TIMEOUT_MINUTES = env.int("B24_INSTALL_TIMEOUT_MINUTES", default=60)
+# Largest request body accepted from Bitrix24 on install, event and handler endpoints.
+B24_MAX_BODY_BYTES = env.int("B24_MAX_BODY_BYTES", default=64 * 1024)
+B24_HTTP_TIMEOUT = (env.float("B24_CONNECT_TIMEOUT", default=5.0), env.float("B24_READ_TIMEOUT", default=60.0))
+B24_RATE_HEADROOM = env.float("B24_RATE_HEADROOM", default=0.8)
+
+# Fernet keys, comma-separated: new writes use the first, reads try all (rotation). Unset, a development
+# key is generated into var/; the start-up check refuses that when DEBUG is off.
+FIELD_ENCRYPTION_KEY = env.list("FIELD_ENCRYPTION_KEY", default=[])
+DEV_FIELD_KEY_FILE = VAR_DIR / "dev-field-key"
+if not FIELD_ENCRYPTION_KEY:
+    from cryptography.fernet import Fernet
+
+    DEV_FIELD_KEY_FILE.parent.mkdir(parents=True, exist_ok=True)
+    if not DEV_FIELD_KEY_FILE.exists():
+        DEV_FIELD_KEY_FILE.write_text(Fernet.generate_key().decode())
+        DEV_FIELD_KEY_FILE.chmod(0o600)
+    FIELD_ENCRYPTION_KEY = [DEV_FIELD_KEY_FILE.read_text().strip()]
+
+# --- Django ----------------------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "django_celery_beat",
+    "b24portal",
+    "tenants",
+    "oauth",
+    "placements",
+    "messageservice",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "b24portal.logging.RequestContextMiddleware",
+]
+
+ROOT_URLCONF = "b24portal.urls"
+WSGI_APPLICATION = "b24portal.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.i18n",
+            ],
+        },
+    }
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    VAR_DIR.mkdir(exist_ok=True)
+    # Web, worker and beat share the file: wait for the write lock instead of failing at once.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    }
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("ru", "Русский")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+X_FRAME_OPTIONS = "DENY"
+DATA_UPLOAD_MAX_MEMORY_SIZE = B24_MAX_BODY_BYTES
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
+
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {"TITLE": "b24portal API", "VERSION": "0.1.0"}
+
+# --- Celery ----------------------------------------------------------------------------------------
+CELERY_BROKER_DIR = VAR_DIR / "celery-broker"
+if REDIS_URL:
+    CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict = {"visibility_timeout": 3600}
+else:
+    # Embedded default: a broker that needs no server. Web, worker and beat exchange messages as files.
+    CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(CELERY_BROKER_DIR / "queue"),
+        "data_folder_out": str(CELERY_BROKER_DIR / "queue"),
+        "processed_folder": str(CELERY_BROKER_DIR / "processed"),
+        "store_processed": False,
+    }
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Periodic work; each app adds its own entries in its AppConfig.ready() through b24portal.celery.
+CELERY_BEAT_SCHEDULE: dict = {}
+
+# --- Logging: one JSON line per event, with member_id where known; secrets are redacted ----------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {
+        "context": {"()": "b24portal.logging.ContextFilter"},
+        "redact": {"()": "b24portal.logging.RedactSecretsFilter"},
+    },
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "ts", "levelname": "level", "name": "logger"},
+        }
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "filters": ["context", "redact"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "urllib3": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,16 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
+
+from b24portal import health
+
+admin.site.site_header = "b24portal support"
+admin.site.site_title = "b24portal"
+
+urlpatterns = [
+    path("health/", health.alive, name="health"),
+    path("health/ready/", health.ready, name="health-ready"),
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("b24/", include("tenants.urls")),
+]

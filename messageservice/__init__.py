@@ -1,0 +1,1 @@
+"""SMS through Bitrix24 messageservice: carriers, provider accounts, the handler, send/poll/push."""

@@ -1,0 +1,1 @@
+"""CRM widgets (placements), the custom userfield type, frame views and frame authentication."""

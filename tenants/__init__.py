@@ -1,0 +1,1 @@
+"""Portals (tenants) and their lifecycle: install, update, uninstall, block; the journal."""

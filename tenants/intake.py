@@ -1,0 +1,198 @@
+"""Parsing and checking what Bitrix24 POSTs to us (install frame, app events), before anything is stored.
+
+Everything here is untrusted input. Each problem raises `Rejected(reason, status)`, which the views turn
+into a 4xx with that reason. No function here makes a network call: proving tokens is the caller's job,
+and only after the domain passed the allow-list.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, QueryDict
+from django.http.multipartparser import MultiPartParserError
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
+
+from b24portal.domains import domain_of_endpoint, is_allowed_domain, rest_endpoint_for, split_host_port
+from oauth.phpquery import NestedKeyError, parse_nested
+from oauth.tokens import TokenGrant
+
+MEMBER_ID_RE = re.compile(r"^[0-9a-zA-Z]{8,64}$")
+# Token lengths differ between doc samples (32, 64, 70 chars): check the alphabet, not the length.
+TOKEN_RE = re.compile(r"^[0-9a-zA-Z._-]{16,256}$")
+LANG_RE = re.compile(r"^[a-z]{2}(?:[-_][a-zA-Z]{2,4})?$")
+EVENT_RE = re.compile(r"^[A-Z0-9_]{3,64}$")
+
+
+class Rejected(Exception):
+    def __init__(self, reason: str, status: int = 400) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+def read_form(request: HttpRequest) -> QueryDict:
+    """request.POST, with size and shape problems turned into rejections instead of 500s."""
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise Rejected("bad Content-Length") from None
+    if length > settings.B24_MAX_BODY_BYTES:
+        raise Rejected(f"payload too large (limit {settings.B24_MAX_BODY_BYTES} bytes)", 413)
+    content_type = request.content_type or ""
+    if content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        raise Rejected("expected a form-encoded body (application/x-www-form-urlencoded)", 415)
+    try:
+        return request.POST
+    except RequestDataTooBig:
+        raise Rejected(f"payload too large (limit {settings.B24_MAX_BODY_BYTES} bytes)", 413) from None
+    except TooManyFieldsSent:
+        raise Rejected("too many fields", 413) from None
+    except (MultiPartParserError, UnicodeDecodeError, ValueError):
+        raise Rejected("malformed form body") from None
+
+
+def nested(form: QueryDict) -> dict[str, Any]:
+    try:
+        return parse_nested((key, value) for key, values in form.lists() for value in values[-1:])
+    except NestedKeyError as exc:
+        raise Rejected(f"malformed form key: {exc}") from None
+
+
+def _text(data: dict[str, Any] | QueryDict, key: str, *, required: bool = True, pattern: re.Pattern[str] | None = None,
+          max_length: int = 255) -> str:
+    value = data.get(key)
+    if value is None or value == "":
+        if required:
+            raise Rejected(f"missing {key}")
+        return ""
+    if not isinstance(value, str):
+        raise Rejected(f"{key} must be a string")
+    value = value.strip()
+    if len(value) > max_length:
+        raise Rejected(f"{key} is too long")
+    if pattern is not None and not pattern.match(value):
+        raise Rejected(f"{key} is malformed")
+    return value
+
+
+def _expires(value: str) -> int:
+    try:
+        seconds = int(value or 3600)
+    except ValueError:
+        raise Rejected("token lifetime is not a number") from None
+    if not 0 < seconds <= 86400 * 2:
+        raise Rejected("token lifetime is out of range")
+    return seconds
+
+
+def checked_domain(domain: str) -> str:
+    domain = domain.strip().lower()
+    if split_host_port(domain) is None:
+        raise Rejected("DOMAIN is not a host name")
+    if not is_allowed_domain(domain):
+        # The SSRF boundary: nothing is ever sent to a host outside the allow-list.
+        raise Rejected(f"portal domain {domain!r} is not allowed", 403)
+    return domain
+
+
+@dataclass(frozen=True)
+class InstallRequest:
+    """An install, from either the UI install frame or the ONAPPINSTALL event."""
+
+    member_id: str
+    domain: str
+    rest_endpoint: str
+    grant: TokenGrant
+    application_token: str | None
+    language: str
+    from_event: bool
+
+
+def parse_install_frame(query: QueryDict, form: QueryDict) -> InstallRequest:
+    """Query: DOMAIN, PROTOCOL, LANG, APP_SID. Body: AUTH_ID, AUTH_EXPIRES, REFRESH_ID, member_id, status
+    and, in newer portals, APPLICATION_TOKEN, APPLICATION_SCOPE, SERVER_ENDPOINT, PLACEMENT."""
+    domain = checked_domain(_text(query, "DOMAIN") or _text(form, "DOMAIN"))
+    protocol = query.get("PROTOCOL", form.get("PROTOCOL", "1"))
+    if protocol not in ("0", "1"):
+        raise Rejected("PROTOCOL must be 0 or 1")
+    grant = TokenGrant(
+        access_token=_text(form, "AUTH_ID", pattern=TOKEN_RE),
+        refresh_token=_text(form, "REFRESH_ID", pattern=TOKEN_RE),
+        expires_in=_expires(_text(form, "AUTH_EXPIRES", required=False, max_length=10)),
+        scope=_text(form, "APPLICATION_SCOPE", required=False, max_length=1000),
+    )
+    return InstallRequest(
+        member_id=_text(form, "member_id", pattern=MEMBER_ID_RE),
+        domain=domain,
+        rest_endpoint=rest_endpoint_for(domain, https=protocol == "1"),
+        grant=grant,
+        application_token=_text(form, "APPLICATION_TOKEN", required=False, pattern=TOKEN_RE) or None,
+        language=_text(query, "LANG", required=False, pattern=LANG_RE, max_length=10) or "en",
+        from_event=False,
+    )
+
+
+@dataclass(frozen=True)
+class AppEvent:
+    name: str
+    data: dict[str, Any]
+    member_id: str
+    domain: str
+    rest_endpoint: str
+    application_token: str | None
+    grant: TokenGrant | None
+
+
+def parse_event(payload: dict[str, Any]) -> AppEvent:
+    """`event`, `data[...]`, `ts`, `auth[...]` (tokens only when the event carries them)."""
+    name = _text(payload, "event", pattern=EVENT_RE, max_length=64).upper()
+    auth = payload.get("auth")
+    if not isinstance(auth, dict):
+        raise Rejected("missing auth block")
+    data = payload.get("data", {})
+    if data in ("", None):
+        data = {}
+    if not isinstance(data, dict):
+        raise Rejected("data must be a nested form block")
+    member_id = _text(auth, "member_id", pattern=MEMBER_ID_RE)
+    client_endpoint = _text(auth, "client_endpoint", required=False, max_length=300)
+    if client_endpoint:
+        domain = domain_of_endpoint(client_endpoint)
+        if domain is None:
+            raise Rejected("auth[client_endpoint] is not a portal REST endpoint")
+        checked_domain(domain)
+        rest_endpoint = client_endpoint if client_endpoint.endswith("/") else client_endpoint + "/"
+    else:
+        domain = checked_domain(_text(auth, "domain"))
+        rest_endpoint = rest_endpoint_for(domain, https=True)
+    access_token = _text(auth, "access_token", required=False, pattern=TOKEN_RE)
+    grant = None
+    if access_token:
+        grant = TokenGrant(
+            access_token=access_token,
+            refresh_token=_text(auth, "refresh_token", required=False, pattern=TOKEN_RE),
+            expires_in=_expires(_text(auth, "expires_in", required=False, max_length=10)),
+            scope=_text(auth, "scope", required=False, max_length=1000),
+        )
+    return AppEvent(
+        name=name, data=data, member_id=member_id, domain=domain, rest_endpoint=rest_endpoint,
+        application_token=_text(auth, "application_token", required=False, pattern=TOKEN_RE) or None,
+        grant=grant,
+    )
+
+
+def install_from_event(event: AppEvent) -> InstallRequest:
+    if event.grant is None or not event.grant.refresh_token:
+        raise Rejected("ONAPPINSTALL without access and refresh tokens")
+    if not event.application_token:
+        raise Rejected("ONAPPINSTALL without auth[application_token]")
+    language = event.data.get("LANGUAGE_ID") if isinstance(event.data.get("LANGUAGE_ID"), str) else "en"
+    return InstallRequest(
+        member_id=event.member_id, domain=event.domain, rest_endpoint=event.rest_endpoint, grant=event.grant,
+        application_token=event.application_token,
+        language=language if LANG_RE.match(language or "") else "en", from_event=True,
+    )

@@ -1,0 +1,96 @@
+"""Install and app-event endpoints. Thin: parse (intake), prove and act (lifecycle), answer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from b24portal.logging import bind_log_context
+
+from . import actions, intake, lifecycle
+from .models import InstallRun
+
+logger = logging.getLogger(__name__)
+
+
+def rejects_bad_input(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Turn `Rejected` into a 4xx with its reason (logged once, nothing stored)."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except intake.Rejected as exc:
+            logger.info("request rejected", extra={"reason": exc.reason, "status": exc.status})
+            return JsonResponse({"error": exc.reason}, status=exc.status)
+
+    return wrapper
+
+
+def frame_response(response: HttpResponse, portal_origin: str) -> HttpResponse:
+    """Let exactly this portal frame the page (every other page keeps X-Frame-Options: DENY)."""
+    response.xframe_options_exempt = True  # type: ignore[attr-defined]
+    response["Content-Security-Policy"] = f"frame-ancestors {portal_origin}"
+    return response
+
+
+@csrf_exempt  # Bitrix24 POSTs cross-site into its iframe; the token proof replaces CSRF here
+@require_POST
+@rejects_bad_input
+def install(request: HttpRequest) -> HttpResponse:
+    form = intake.read_form(request)
+    if form.get("event"):
+        event = intake.parse_event(intake.nested(form))
+        if event.name != "ONAPPINSTALL":
+            raise intake.Rejected("only ONAPPINSTALL is accepted here; app events go to /b24/events/")
+        bind_log_context(member_id=event.member_id)
+        run = lifecycle.handle_install(intake.install_from_event(event))
+        # No page and no installFinish: an app installed by event has no UI step.
+        return JsonResponse({"ok": True, "install_run": str(run.public_id)})
+    install_request = intake.parse_install_frame(request.GET, form)
+    bind_log_context(member_id=install_request.member_id)
+    run = lifecycle.handle_install(install_request)
+    response = render(request, "tenants/install.html", {"run": run, "portal": run.portal,
+                                                        "lang": install_request.language})
+    return frame_response(response, run.portal.origin)
+
+
+@csrf_exempt
+@require_POST
+@rejects_bad_input
+def events(request: HttpRequest) -> HttpResponse:
+    event = intake.parse_event(intake.nested(intake.read_form(request)))
+    bind_log_context(member_id=event.member_id, event=event.name)
+    return JsonResponse({"ok": True, **lifecycle.handle_event(event)})
+
+
+def _run_state(run: InstallRun) -> dict[str, Any]:
+    return {
+        "status": run.status,
+        "steps": [{"name": s.name, "title": s.title, "status": s.status, "message": s.message}
+                  for s in run.steps.all()],
+    }
+
+
+@require_GET
+def install_run_status(request: HttpRequest, public_id: str) -> JsonResponse:
+    """Polled by the install page. The run's UUID is unguessable and is the capability to read it."""
+    run = get_object_or_404(InstallRun, public_id=public_id)
+    return JsonResponse(_run_state(run))
+
+
+@csrf_exempt  # called from the framed install page, which has no cookie; the run UUID is the capability
+@require_POST
+def install_run_retry(request: HttpRequest, public_id: str) -> JsonResponse:
+    run = get_object_or_404(InstallRun, public_id=public_id)
+    if run.status != InstallRun.Status.FAILED:
+        return JsonResponse({"error": "only a failed install can be retried", **_run_state(run)}, status=409)
+    run = actions.do_retry_install_run(run)
+    return JsonResponse(_run_state(run))

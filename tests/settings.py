@@ -1,0 +1,25 @@
+"""Test settings: real PostgreSQL and Redis on this machine (override with TEST_DATABASE_URL /
+TEST_REDIS_URL). pytest-django creates and drops its own test database."""
+
+import os
+
+os.environ["DATABASE_URL"] = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/b24portal")
+os.environ["REDIS_URL"] = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-tests-only-secret-key-0123456789")
+# Two keys: the first encrypts, both decrypt (rotation is tested).
+os.environ["FIELD_ENCRYPTION_KEY"] = (
+    "hL1vlgS3G1uR7S0u2yXkQyR8l1wWkU5n8hQj0Z3rPzY=,Q2xhc3NpY0tleUZvclRlc3RzT25seTAxMjM0NTY3ODk="
+)
+os.environ["B24_CLIENT_ID"] = "local.5f0c0ffee0ddba11.00000001"
+os.environ["B24_CLIENT_SECRET"] = "tests-client-secret"
+os.environ["PUBLIC_URL"] = "https://app.b24portal.test"
+os.environ["B24_PORTAL_DOMAINS"] = "*.bitrix24.com,*.bitrix24.ru,127.0.0.1:*"
+os.environ.setdefault("DEBUG", "false")
+
+from b24portal.settings import *  # noqa: E402, F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+CELERY_TASK_ALWAYS_EAGER = True
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_BROKER_URL = os.environ["REDIS_URL"]
+LOGGING["root"]["level"] = "WARNING"  # noqa: F405
