@@ -180,6 +180,8 @@ if REDIS_URL:
 else:
     # Embedded default: a broker that needs no server. Web, worker and beat exchange messages as files.
     CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+    for folder in ("queue", "processed"):
+        (CELERY_BROKER_DIR / folder).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CELERY_BROKER_DIR / "queue"),
         "data_folder_out": str(CELERY_BROKER_DIR / "queue"),

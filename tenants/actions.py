@@ -19,7 +19,14 @@ from django.utils import timezone
 from b24portal.logging import redact_value
 
 from .install_steps import get_install_steps
-from .models import InstallRun, InstallStepResult, JournalEntry, Portal, hash_application_token, new_handler_key
+from .models import (
+    InstallRun,
+    InstallStepResult,
+    JournalEntry,
+    Portal,
+    hash_application_token,
+    new_handler_key,
+)
 from .signals import portal_purged
 
 if TYPE_CHECKING:

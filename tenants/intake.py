@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.http import HttpRequest, QueryDict
 from django.http.multipartparser import MultiPartParserError
-from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 
 from b24portal.domains import domain_of_endpoint, is_allowed_domain, rest_endpoint_for, split_host_port
 from oauth.phpquery import NestedKeyError, parse_nested

@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from b24portal.domains import domain_of_endpoint, is_allowed_domain
 from oauth.client import post_method, probe_token
 from oauth.errors import B24AuthError, B24Error, B24PortalMoved, B24TransportError
-from b24portal.domains import domain_of_endpoint, is_allowed_domain
 
 from . import actions
 from .intake import AppEvent, InstallRequest, Rejected, install_from_event

@@ -200,3 +200,6 @@ class InstallStepResult(models.Model):
     class Meta:
         ordering = ["order", "name"]
         constraints = [models.UniqueConstraint(fields=["run", "name"], name="install_step_unique_per_run")]
+
+    def __str__(self) -> str:
+        return f"{self.title}: {self.status}"

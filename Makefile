@@ -1,0 +1,34 @@
+# The two commands of the README: `make run` (web + Celery worker + beat) and `make test`.
+# Both create .venv and install the pinned requirements on first use (again whenever they change).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+REQS := requirements/base.txt requirements/prod.txt requirements/dev.txt
+STAMP := $(VENV)/.installed-$(shell cat $(REQS) | sha256sum | cut -c1-16)
+PORT ?= 8000
+
+.PHONY: setup run test lint bench superuser
+
+$(STAMP): $(REQS)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements/dev.txt
+	@rm -f $(VENV)/.installed-*; touch $@
+
+setup: $(STAMP)
+
+run: setup
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py migrate --noinput
+	PATH="$(CURDIR)/$(BIN):$$PATH" DEBUG=$${DEBUG:-1} PORT=$(PORT) $(BIN)/honcho -f Procfile start
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench: setup
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+superuser: setup
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py createsuperuser

@@ -1,0 +1,35 @@
+"""Start-up checks say clearly what is wrong with the configuration."""
+
+from __future__ import annotations
+
+from b24portal.checks import check_configuration
+
+
+def ids(settings) -> set[str]:
+    return {problem.id for problem in check_configuration()}
+
+
+def test_the_test_configuration_passes(settings):
+    assert not {i for i in ids(settings) if ".E" in i}
+
+
+def test_a_bad_public_url_is_an_error(settings):
+    settings.PUBLIC_URL = "sms.example.com"
+    assert "b24portal.E002" in ids(settings)
+
+
+def test_a_bad_encryption_key_is_an_error(settings):
+    settings.FIELD_ENCRYPTION_KEY = ["not-a-key"]
+    assert "b24portal.E007" in ids(settings)
+
+
+def test_an_empty_or_overbroad_allow_list_is_an_error(settings):
+    settings.B24_PORTAL_DOMAINS = []
+    assert "b24portal.E005" in ids(settings)
+    settings.B24_PORTAL_DOMAINS = ["*"]
+    assert "b24portal.E006" in ids(settings)
+
+
+def test_missing_app_credentials_are_reported(settings):
+    settings.B24_CLIENT_SECRET = ""
+    assert "b24portal.W004" in ids(settings)
