@@ -13,4 +13,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("b24/", include("tenants.urls")),
+    path("b24/messageservice/", include("messageservice.urls")),
+    path("b24/", include("placements.urls")),
 ]
