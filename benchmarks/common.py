@@ -21,35 +21,37 @@ def setup_django() -> None:
     django.setup()
 
 
+def _admin_execute(sql: str) -> None:
+    """Run CREATE/DROP DATABASE on the server's maintenance database (autocommit)."""
+    import psycopg
+    from django.db import connections
+
+    params = dict(connections["default"].get_connection_params())
+    params["dbname"] = "postgres"
+    with psycopg.connect(**params, autocommit=True) as conn:
+        conn.execute(sql)
+
+
 @contextmanager
 def scratch_database(prefix: str = "bench") -> Iterator[str]:
-    """Create a fresh database, migrate it, point Django at it; drop it afterwards. Child processes inherit
-    it through BENCH_DATABASE_NAME."""
+    """Create a fresh database, migrate it, point Django at it; drop it afterwards. Child processes get its
+    name passed explicitly (BENCH_DATABASE_NAME)."""
     from django.conf import settings
     from django.core.management import call_command
     from django.db import connections
 
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    with connections["default"].cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    connections["default"].close()
+    _admin_execute(f'CREATE DATABASE "{name}"')
+    connections.close_all()
     settings.DATABASES["default"]["NAME"] = name
+    connections["default"].settings_dict["NAME"] = name
     os.environ["BENCH_DATABASE_NAME"] = name
     try:
         call_command("migrate", verbosity=0)
         yield name
     finally:
         connections.close_all()
-        settings.DATABASES["default"]["NAME"] = _base_name()
-        with connections["default"].cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        connections["default"].close()
-
-
-def _base_name() -> str:
-    import environ
-
-    return environ.Env.db_url_config(os.environ["DATABASE_URL"])["NAME"]
+        _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def use_inherited_database() -> None:

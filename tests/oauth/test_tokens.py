@@ -10,7 +10,7 @@ from django.db import connection
 from django.utils import timezone
 
 from oauth.client import PortalClient
-from oauth.errors import B24PaymentRequired, B24TokensRevoked, B24TransportError, B24BadResponse
+from oauth.errors import B24BadResponse, B24PaymentRequired, B24TokensRevoked, B24TransportError
 from oauth.models import PortalToken
 from tenants.models import Portal
 
