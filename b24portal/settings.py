@@ -58,6 +58,16 @@ B24_INSTALL_TIMEOUT_MINUTES = env.int("B24_INSTALL_TIMEOUT_MINUTES", default=60)
 B24_MAX_BODY_BYTES = env.int("B24_MAX_BODY_BYTES", default=64 * 1024)
 B24_HTTP_TIMEOUT = (env.float("B24_CONNECT_TIMEOUT", default=5.0), env.float("B24_READ_TIMEOUT", default=60.0))
 B24_RATE_HEADROOM = env.float("B24_RATE_HEADROOM", default=0.8)
+# Raw REST call-log rows are kept this many days (daily roll-ups are kept).
+B24_CALL_LOG_RETENTION_DAYS = env.int("B24_CALL_LOG_RETENTION_DAYS", default=14)
+# The BX24 JS SDK our frame pages load (tests point it at a stub).
+B24_JS_SDK_URL = env.str("B24_JS_SDK_URL", default="https://api.bitrix24.com/api/v1/")
+# Widgets bound in every portal (CRM list-menu sliders); the SMS-consent field type is always registered.
+B24_PLACEMENTS = env.list("B24_PLACEMENTS", default=[
+    "CRM_LEAD_LIST_MENU", "CRM_DEAL_LIST_MENU", "CRM_CONTACT_LIST_MENU", "CRM_COMPANY_LIST_MENU",
+])
+# Lifetime of the signed token a verified frame page uses for its API calls.
+B24_FRAME_TOKEN_MAX_AGE = env.int("B24_FRAME_TOKEN_MAX_AGE", default=3600)
 
 # Fernet keys, comma-separated: new writes use the first, reads try all (rotation). Unset, a development
 # key is generated into var/; the start-up check refuses that when DEBUG is off.

@@ -7,8 +7,10 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
+from django.utils import translation
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
@@ -57,8 +59,10 @@ def install(request: HttpRequest) -> HttpResponse:
     install_request = intake.parse_install_frame(request.GET, form)
     bind_log_context(member_id=install_request.member_id)
     run = lifecycle.handle_install(install_request)
-    response = render(request, "tenants/install.html", {"run": run, "portal": run.portal,
-                                                        "lang": install_request.language})
+    with translation.override(install_request.language.split("-")[0].split("_")[0]):
+        response = render(request, "tenants/install.html", {"run": run, "portal": run.portal,
+                                                            "lang": install_request.language,
+                                                            "bx24_sdk_url": settings.B24_JS_SDK_URL})
     return frame_response(response, run.portal.origin)
 
 
