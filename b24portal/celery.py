@@ -12,6 +12,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "b24portal.settings")
 app = Celery("b24portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Delivery-status tasks (poll, push) live in messageservice/delivery.py.
+app.autodiscover_tasks(related_name="delivery")
 
 
 def add_periodic(name: str, task: str, seconds: float, **options: object) -> None:

@@ -182,11 +182,7 @@ class InstallRun(models.Model):
 
 
 class InstallStepResult(models.Model):
-    class Status(models.TextChoices):
-        PENDING = "pending", _("Pending")
-        RUNNING = "running", _("Running")
-        SUCCEEDED = "succeeded", _("Succeeded")
-        FAILED = "failed", _("Failed")
+    Status = InstallRun.Status  # a step moves through the same states as its run
 
     run = models.ForeignKey(InstallRun, on_delete=models.CASCADE, related_name="steps")
     name = models.CharField(max_length=50)

@@ -268,6 +268,8 @@ class Carrier:
     #: raw statuses meaning "carrier does not know this id": the poller should allow a grace period
     #: after sending before treating them as final
     not_found_codes: ClassVar[frozenset[str]] = frozenset()
+    #: shortest time between two status polls of one account (a carrier that blocks frequent polls)
+    status_min_interval: ClassVar[float] = 0.0
     #: carrier error code (as a string) -> how to treat it
     error_rules: ClassVar[Mapping[str, ErrorRule]] = {}
     #: secret fields of `credentials`

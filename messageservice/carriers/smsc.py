@@ -96,6 +96,8 @@ class SmscCarrier(Carrier):
     status_batch_size: ClassVar[int] = 500
     status_map: ClassVar[dict[str, DeliveryStatus]] = STATUS_MAP
     not_found_codes: ClassVar[frozenset[str]] = frozenset({"-3"})
+    # SMSC answers error 9 to more than one status request per minute (its FAQ on IP blocking).
+    status_min_interval: ClassVar[float] = 60.0
     error_rules: ClassVar[dict[str, ErrorRule]] = ERROR_RULES
     credential_fields: ClassVar[list[str]] = ["login", "password", "apikey"]
 
