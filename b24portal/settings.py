@@ -58,6 +58,10 @@ B24_INSTALL_TIMEOUT_MINUTES = env.int("B24_INSTALL_TIMEOUT_MINUTES", default=60)
 B24_MAX_BODY_BYTES = env.int("B24_MAX_BODY_BYTES", default=64 * 1024)
 B24_HTTP_TIMEOUT = (env.float("B24_CONNECT_TIMEOUT", default=5.0), env.float("B24_READ_TIMEOUT", default=60.0))
 B24_RATE_HEADROOM = env.float("B24_RATE_HEADROOM", default=0.8)
+# Longest wait for a REST permit inside a Celery task (longer: the task is retried later instead of
+# sleeping) and in web requests. A couple of seconds lets a task pace a few calls at 1.6 req/s.
+B24_RATE_TASK_MAX_WAIT = env.float("B24_RATE_TASK_MAX_WAIT", default=2.0)
+B24_RATE_WEB_MAX_WAIT = env.float("B24_RATE_WEB_MAX_WAIT", default=5.0)
 # Raw REST call-log rows are kept this many days (daily roll-ups are kept).
 B24_CALL_LOG_RETENTION_DAYS = env.int("B24_CALL_LOG_RETENTION_DAYS", default=14)
 # The BX24 JS SDK our frame pages load (tests point it at a stub).
@@ -190,12 +194,13 @@ if REDIS_URL:
 else:
     # Embedded default: a broker that needs no server. Web, worker and beat exchange messages as files.
     CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
-    for folder in ("queue", "processed"):
+    for folder in ("queue", "processed", "control"):
         (CELERY_BROKER_DIR / folder).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CELERY_BROKER_DIR / "queue"),
         "data_folder_out": str(CELERY_BROKER_DIR / "queue"),
         "processed_folder": str(CELERY_BROKER_DIR / "processed"),
+        "control_folder": str(CELERY_BROKER_DIR / "control"),
         "store_processed": False,
     }
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)

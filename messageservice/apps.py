@@ -1,5 +1,38 @@
+"""SMS through Bitrix24 messageservice: carriers, provider accounts, the handler, send/poll/push."""
+
+from __future__ import annotations
+
+from typing import Any
+
 from django.apps import AppConfig
 
 
 class MessageserviceConfig(AppConfig):
     name = "messageservice"
+    verbose_name = "SMS"
+
+    def ready(self) -> None:
+        from b24portal.celery import add_periodic
+        from tenants.signals import portal_purged
+
+        from . import conf, senders  # noqa: F401  (registers the "sms_senders" install step)
+
+        add_periodic("messageservice-reconcile-senders", "messageservice.tasks.reconcile_all_senders",
+                     conf.get("SMS_SENDER_RECONCILE_SECONDS"))
+        add_periodic("messageservice-sweep-stale-claims", "messageservice.tasks.sweep_stale_claims", 60)
+        add_periodic("messageservice-redispatch-lost", "messageservice.tasks.redispatch_lost_messages", 60)
+        # Delivery status: poll carriers for due messages, push changed statuses to Bitrix24.
+        add_periodic("messageservice-poll-statuses", "messageservice.delivery.dispatch_status_polls", 15)
+        add_periodic("messageservice-push-statuses", "messageservice.delivery.dispatch_status_pushes", 5)
+        portal_purged.connect(_purge_portal, dispatch_uid="messageservice-purge")
+
+
+def _purge_portal(sender: Any, portal: Any, **kwargs: Any) -> None:
+    """Uninstall with CLEAN=1: forget the portal's carrier credentials and consent records. Bitrix24
+    already deleted its senders. Message rows stay (support history), see the README."""
+    from .models import PhoneConsent, ProviderAccount
+
+    ProviderAccount.objects.filter(portal=portal).update(
+        is_active=False, credentials={}, registration_state=ProviderAccount.Registration.REMOVED,
+        registered_code="", registered_handler="")
+    PhoneConsent.objects.filter(portal=portal).delete()

@@ -1,0 +1,222 @@
+"""Provider accounts (a portal's credentials at one carrier, registered in the portal as one Bitrix24
+sender), the messages that go through them, their CRM bindings, and per-phone consent.
+
+Two status axes on a message (never mixed):
+
+* `state`: where the message is in OUR pipeline (accepted → sending → sent_to_carrier, or failed,
+  needs_review, cancelled). Only the send task, the sweeper and staff actions change it.
+* `status`: the normalized DELIVERY status (carriers.base.DeliveryStatus, exactly Bitrix24's
+  vocabulary), moved forward only; `carrier_status` keeps the carrier's raw word next to it.
+  `push_due` flags a status Bitrix24 has not been told yet (`pushed_status` is the last one it was).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from b24portal.crypto import EncryptedJSONField
+from tenants.models import Portal
+
+from .carriers import CARRIER_CHOICES, Carrier, DeliveryStatus, get_carrier
+
+#: Bitrix24's rule for a sender CODE (CORE messageservice: ^[a-z0-9.\-_]+$ case-insensitive)
+SENDER_CODE_RE = re.compile(r"^[a-zA-Z0-9._-]{1,50}$")
+sender_code_validator = RegexValidator(SENDER_CODE_RE, _("Only a-z A-Z 0-9 . - _ (at most 50 characters)."))
+
+
+class ProviderAccount(models.Model):
+    """One portal's account at one carrier = one sender in that portal's Bitrix24 (by `code`)."""
+
+    class Registration(models.TextChoices):
+        PENDING = "pending", _("Not registered yet")
+        REGISTERED = "registered", _("Registered")
+        FAILED = "failed", _("Registration failed")
+        REMOVED = "removed", _("Removed from Bitrix24")
+
+    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="sms_accounts")
+    carrier = models.CharField(max_length=20, choices=CARRIER_CHOICES)
+    code = models.CharField(max_length=50, validators=[sender_code_validator],
+                            help_text=_("Sender CODE in Bitrix24; unique within the portal"))
+    name = models.CharField(max_length=100, help_text=_("Sender name shown in Bitrix24"))
+    sender = models.CharField(max_length=64, blank=True, help_text=_("Sender id / from number at the carrier"))
+    base_url = models.URLField(max_length=300, blank=True, help_text=_("Carrier API base URL override"))
+    credentials = EncryptedJSONField(default=dict, blank=True)
+    options = models.JSONField(default=dict, blank=True,
+                               help_text=_("Carrier options, e.g. sandbox delivery_delay / failure_rate"))
+    is_active = models.BooleanField(default=True)
+
+    # What Bitrix24 has, as far as we know: the CODE and HANDLER we last registered successfully.
+    registration_state = models.CharField(max_length=12, choices=Registration.choices,
+                                          default=Registration.PENDING)
+    registered_code = models.CharField(max_length=50, blank=True)
+    registered_handler = models.CharField(max_length=300, blank=True)
+    registration_error = models.CharField(max_length=500, blank=True)
+    registered_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["portal_id", "code"]
+        constraints = [models.UniqueConstraint(fields=["portal", "code"], name="sms_account_code_unique_per_portal")]
+        indexes = [models.Index(fields=["portal", "is_active"], name="sms_account_portal_active")]
+
+    def __str__(self) -> str:
+        return f"{self.code} ({self.get_carrier_display()})"
+
+    def get_carrier(self) -> Carrier:
+        return get_carrier(self.carrier, credentials=self.credentials or {}, sender=self.sender,
+                           base_url=self.base_url or None, options=self.options or {})
+
+
+class Message(models.Model):
+    class State(models.TextChoices):
+        ACCEPTED = "accepted", _("Accepted")
+        RETRYING = "retrying", _("Waiting to retry")
+        SENDING = "sending", _("Sending")
+        SENT = "sent_to_carrier", _("Handed to carrier")
+        FAILED = "failed", _("Failed")
+        NEEDS_REVIEW = "needs_review", _("Needs review")
+        CANCELLED = "cancelled", _("Cancelled")
+
+    class Origin(models.TextChoices):
+        CRM = "crm", _("CRM card")
+        BIZPROC = "bizproc", _("Workflow / automation")
+        OTHER = "other", _("Bitrix24 (other module)")
+        WIDGET = "widget", _("Our widget")
+        TEST = "test", _("Staff test")
+
+    #: states from which the send task may claim the message
+    SENDABLE = (State.ACCEPTED, State.RETRYING)
+    #: origins whose message Bitrix24 knows (so a status can be pushed to it)
+    BITRIX24_ORIGINS = (Origin.CRM, Origin.BIZPROC, Origin.OTHER)
+
+    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="sms_messages")
+    account = models.ForeignKey(ProviderAccount, on_delete=models.PROTECT, related_name="messages")
+    # Denormalized from the account at accept time: admin filters and statistics without a join, and the
+    # carrier the message actually went through even if the account is switched later.
+    carrier = models.CharField(max_length=20, choices=CARRIER_CHOICES)
+    message_id = models.CharField(max_length=64, help_text=_("Bitrix24's message_id (32 hex)"))
+    origin = models.CharField(max_length=10, choices=Origin.choices)
+    recipient_raw = models.CharField(max_length=64, help_text=_("message_to as Bitrix24 sent it"))
+    recipient = models.CharField(max_length=20, blank=True, help_text=_("E.164, once normalized"))
+    body = models.TextField()
+    author_user_id = models.PositiveIntegerField(null=True, blank=True)
+    bindings = models.JSONField(default=list, blank=True, help_text=_("[{OWNER_TYPE_ID, OWNER_ID}, ...]"))
+    meta = models.JSONField(default=dict, blank=True, help_text=_("module_id, workflow_id, document_id, ts ..."))
+
+    # -- our pipeline
+    state = models.CharField(max_length=16, choices=State.choices, default=State.ACCEPTED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    send_deadline_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    # -- delivery status (poll and push work on these)
+    # NULL = the carrier has not reported anything yet (distinct from every DeliveryStatus; is_forward(None, x))
+    status = models.CharField(max_length=12, choices=DeliveryStatus.choices, null=True, blank=True)  # noqa: DJ001
+    carrier_status = models.CharField(max_length=64, blank=True)
+    carrier_message_id = models.CharField(max_length=128, blank=True)
+    cost = models.CharField(max_length=20, blank=True)
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    final_at = models.DateTimeField(null=True, blank=True)
+    next_poll_at = models.DateTimeField(null=True, blank=True)
+    poll_attempts = models.PositiveSmallIntegerField(default=0)
+    pushed_status = models.CharField(max_length=12, blank=True, help_text=_("Last status Bitrix24 accepted"))
+    push_due = models.BooleanField(default=False)
+    push_attempts = models.PositiveSmallIntegerField(default=0)
+    pushed_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # The idempotency key: Bitrix24 never redelivers, but a repeated or concurrent POST must not
+            # create a second row (and so never a second send).
+            models.UniqueConstraint(fields=["portal", "message_id"], name="sms_message_unique_per_portal"),
+        ]
+        indexes = [
+            models.Index(fields=["-created_at"], name="sms_msg_created"),
+            models.Index(fields=["portal", "-created_at"], name="sms_msg_portal_created"),
+            models.Index(fields=["state", "-created_at"], name="sms_msg_state_created"),
+            models.Index(fields=["status", "-created_at"], name="sms_msg_status_created"),
+            models.Index(fields=["portal", "author_user_id", "-created_at"], name="sms_msg_author"),
+            models.Index(fields=["recipient"], name="sms_msg_recipient"),
+            models.Index(fields=["carrier_message_id"], name="sms_msg_carrier_id",
+                         condition=~Q(carrier_message_id="")),
+            # Poller: "not final and due" (final rows have next_poll_at = NULL, so the index stays small).
+            models.Index(fields=["next_poll_at"], name="sms_msg_poll_due", condition=Q(next_poll_at__isnull=False)),
+            # Pusher: per portal, statuses Bitrix24 has not been told yet.
+            models.Index(fields=["portal", "status_changed_at"], name="sms_msg_push_due",
+                         condition=Q(push_due=True)),
+            # Sweepers: stale claims and lost dispatches.
+            models.Index(fields=["claimed_at"], name="sms_msg_sending", condition=Q(state="sending")),
+            models.Index(fields=["next_attempt_at"], name="sms_msg_waiting",
+                         condition=Q(state__in=["accepted", "retrying"])),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} ({self.state})"
+
+    @property
+    def known_to_bitrix24(self) -> bool:
+        """Bitrix24 has this message (it came through the handler), so its status can be pushed."""
+        return self.origin in self.BITRIX24_ORIGINS
+
+
+class MessageBinding(models.Model):
+    """A CRM item a message belongs to (handler `bindings`, or derived from a workflow's document_id):
+    an indexed table so "messages of this deal" is one index range scan."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="binding_rows")
+    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="+")
+    owner_type_id = models.PositiveIntegerField()
+    owner_id = models.PositiveBigIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["message", "owner_type_id", "owner_id"],
+                                               name="sms_binding_unique")]
+        indexes = [models.Index(fields=["portal", "owner_type_id", "owner_id"], name="sms_binding_item")]
+
+    def __str__(self) -> str:
+        return f"{self.owner_type_id}:{self.owner_id}"
+
+
+class PhoneConsent(models.Model):
+    """Whether a phone number agreed to (or refused) SMS from this portal. No row = no decision."""
+
+    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="sms_consents")
+    phone = models.CharField(max_length=20, help_text=_("E.164"))
+    opted_in = models.BooleanField()
+    changed_at = models.DateTimeField(default=timezone.now)
+    changed_by_user_id = models.PositiveIntegerField(null=True, blank=True)
+    source = models.CharField(max_length=50, help_text=_("widget, staff, import, reply STOP, ..."))
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["portal", "phone"], name="sms_consent_unique_phone")]
+
+    def __str__(self) -> str:
+        return f"{self.phone}: {'opted in' if self.opted_in else 'opted out'}"
+
+
+def as_bindings(value: Any) -> list[dict[str, int]]:
+    """Normalize [{OWNER_TYPE_ID, OWNER_ID}] (ints or numeric strings) and drop duplicates."""
+    out: list[dict[str, int]] = []
+    seen: set[tuple[int, int]] = set()
+    for item in value or []:
+        pair = (int(item["OWNER_TYPE_ID"]), int(item["OWNER_ID"]))
+        if pair not in seen:
+            seen.add(pair)
+            out.append({"OWNER_TYPE_ID": pair[0], "OWNER_ID": pair[1]})
+    return out

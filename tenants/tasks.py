@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import random
 
 from celery import shared_task
 from django.utils import timezone
 
 from b24portal.logging import log_context
-from oauth.client import PortalClient
-from oauth.errors import B24Error, B24OperationLimit
+from oauth.client import PortalClient, retry_delay
+from oauth.errors import B24Error
 
 from . import actions
 from .install_steps import StepFailed, get_install_step
@@ -44,7 +43,7 @@ def run_install_steps(self, run_id: int) -> str:
                 if exc.retryable and self.request.retries < self.max_retries:
                     InstallStepResult.objects.filter(pk=result.pk).update(
                         status=InstallStepResult.Status.PENDING, message=f"waiting: {exc.code}")
-                    raise self.retry(countdown=_retry_delay(exc, self.request.retries)) from exc
+                    raise self.retry(countdown=retry_delay(exc, self.request.retries)) from exc
                 _fail_step(result, f"{exc.code}: {exc.description}"[:500])
                 break
             except StepFailed as exc:
@@ -56,12 +55,6 @@ def run_install_steps(self, run_id: int) -> str:
         succeeded = not run.steps.exclude(status=InstallStepResult.Status.SUCCEEDED).exists()
         actions.do_finish_install_run(run, succeeded=succeeded)
         return "succeeded" if succeeded else "failed"
-
-
-def _retry_delay(exc: B24Error, retries: int) -> float:
-    if isinstance(exc, B24OperationLimit) and exc.reset_at:
-        return max(float(exc.reset_at) - timezone.now().timestamp(), 1.0)
-    return min(2 ** retries, 60) + random.uniform(0, 1)
 
 
 def _fail_step(result: InstallStepResult, message: str) -> None:
@@ -86,7 +79,7 @@ def verify_portal(self, portal_id: int, staff_user_id: int | None = None) -> str
             info = PortalClient(portal).call("app.info")
         except B24Error as exc:
             if exc.retryable and self.request.retries < self.max_retries:
-                raise self.retry(countdown=_retry_delay(exc, self.request.retries)) from exc
+                raise self.retry(countdown=retry_delay(exc, self.request.retries)) from exc
             actions.journal(portal, JournalEntry.Kind.REST, f"verify failed: {exc.code} {exc.description}",
                             level="error", staff_user=staff_user,
                             actor=f"staff:{staff_user.get_username()}" if staff_user else "system")

@@ -10,6 +10,8 @@ from urllib.parse import urlencode
 import pytest
 from django.test import Client
 
+from tests.fakes import b24_placements
+from tests.fakes.b24_messageservice import install_messageservice
 from tests.fakes.bitrix24 import FakeBitrix24Cloud, FakePortal
 
 
@@ -18,6 +20,8 @@ def b24_cloud() -> Iterator[FakeBitrix24Cloud]:
     from django.conf import settings
 
     cloud = FakeBitrix24Cloud(client_id=settings.B24_CLIENT_ID, client_secret=settings.B24_CLIENT_SECRET)
+    # Every fake portal speaks every Bitrix24 method the product uses (widgets, CRM, messageservice).
+    b24_placements.install(cloud)
     yield cloud
     cloud.close()
 
@@ -38,7 +42,7 @@ def _clean_redis() -> Iterator[None]:
 
 @pytest.fixture
 def fake_portal(b24_cloud: FakeBitrix24Cloud) -> FakePortal:
-    return b24_cloud.create_portal()
+    return install_messageservice(b24_cloud.create_portal())
 
 
 def post_install_frame(client: Client, portal: FakePortal, **kwargs: Any):

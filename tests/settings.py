@@ -16,7 +16,7 @@ os.environ["PUBLIC_URL"] = "https://app.b24portal.test"
 os.environ["B24_PORTAL_DOMAINS"] = "*.bitrix24.com,*.bitrix24.ru,127.0.0.1:*"
 os.environ.setdefault("DEBUG", "false")
 
-from b24portal.settings import *  # noqa: E402, F403
+from b24portal.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CELERY_TASK_ALWAYS_EAGER = True

@@ -1,0 +1,326 @@
+"""Support-staff admin for SMS: provider accounts (secrets masked) and the message queue (millions of rows:
+no COUNT(*) of the whole table, indexed filters, exact-match search)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db import connection
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils.functional import cached_property
+from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext_lazy as _
+
+from b24portal.crypto import mask
+from tenants.models import Portal
+
+from . import conf, services
+from .carriers import CARRIER_CHOICES
+from .models import Message, PhoneConsent, ProviderAccount
+from .phones import InvalidPhoneNumber, mask_phone, normalize_phone
+
+
+def _actor(request: HttpRequest) -> str:
+    return f"staff:{request.user.get_username()}"
+
+
+# -- provider accounts ----------------------------------------------------------------------------------
+
+
+class ProviderAccountForm(forms.ModelForm):
+    """Credentials are write-only: a JSON object of new values; blank keeps the stored ones."""
+
+    new_credentials = forms.JSONField(
+        required=False, label=_("Credentials"), widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text=_('JSON, e.g. {"api_id": "..."}. Leave empty to keep the stored credentials; stored values '
+                    "are never shown."))
+
+    base_url = forms.URLField(required=False, max_length=300, assume_scheme="https",
+                              help_text=_("Carrier API base URL override (http or https)"))
+
+    class Meta:
+        model = ProviderAccount
+        fields = ("portal", "carrier", "code", "name", "sender", "base_url", "options", "is_active")
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        portal = cleaned.get("portal") or (self.instance.portal if self.instance.pk else None)
+        if portal is None:
+            return cleaned
+        data = {name: cleaned.get(name) for name in ("carrier", "code", "name", "sender", "base_url", "options",
+                                                     "is_active") if name in cleaned}
+        data["credentials"] = cleaned.get("new_credentials") or None
+        try:
+            self.service_data = data
+            services.clean_account_data(portal, data, self.instance if self.instance.pk else None)
+        except ValidationError as exc:
+            for name, errors in exc.message_dict.items():
+                self.add_error("new_credentials" if name == "credentials" else
+                               (name if name in self.fields else None), errors)
+        return cleaned
+
+
+class SendTestSmsForm(forms.Form):
+    to = forms.CharField(label=_("Phone number"), max_length=32)
+
+
+class PortalWithAccountsFilter(admin.SimpleListFilter):
+    """Portals that have SMS accounts (a small table), instead of listing every portal."""
+
+    title = _("portal")
+    parameter_name = "portal"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        portal_ids = ProviderAccount.objects.values("portal_id").distinct()
+        return [(str(p.pk), p.domain) for p in Portal.objects.filter(pk__in=portal_ids).only("pk", "domain")[:200]]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(portal_id=int(value)) if value and value.isdigit() else queryset
+
+
+@admin.register(ProviderAccount)
+class ProviderAccountAdmin(admin.ModelAdmin):
+    form = ProviderAccountForm
+    list_display = ("code", "portal", "carrier", "name", "sender", "is_active", "registration_badge",
+                    "registered_at")
+    list_filter = ("carrier", "is_active", "registration_state", PortalWithAccountsFilter)
+    search_fields = ("code", "name", "portal__domain", "portal__member_id")
+    list_select_related = ("portal",)
+    raw_id_fields = ("portal",)
+    readonly_fields = ("credentials_masked", "registration_state", "registered_code", "registered_handler",
+                       "registration_error", "registered_at", "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("portal", "carrier", "code", "name", "sender", "base_url", "options", "is_active")}),
+        (_("Credentials"), {"fields": ("credentials_masked", "new_credentials")}),
+        (_("Bitrix24 sender"), {"fields": ("registration_state", "registered_code", "registered_handler",
+                                           "registration_error", "registered_at")}),
+        (_("Record"), {"fields": ("created_at", "updated_at")}),
+    )
+    actions = ["send_test_sms", "reregister_sender", "deactivate"]
+    show_full_result_count = False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # messages refer to it; deactivate instead
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return (*self.readonly_fields, "portal") if obj is not None else self.readonly_fields
+
+    @admin.display(description=_("stored credentials"))
+    def credentials_masked(self, obj: ProviderAccount) -> str:
+        creds = obj.credentials or {}
+        if not creds:
+            return "—"
+        return format_html_join(", ", "{}: {}", ((key, mask(str(value))) for key, value in sorted(creds.items())))
+
+    @admin.display(description=_("sender in Bitrix24"), ordering="registration_state")
+    def registration_badge(self, obj: ProviderAccount) -> str:
+        colors = {"registered": "#2b8a3e", "pending": "#1971c2", "failed": "#c92a2a", "removed": "#868e96"}
+        return format_html('<b style="color:{}" title="{}">{}</b>', colors.get(obj.registration_state, "#333"),
+                           obj.registration_error, obj.get_registration_state_display())
+
+    def save_model(self, request: HttpRequest, obj: ProviderAccount, form: Any, change: bool) -> None:
+        data = dict(form.service_data)
+        saved = services.do_save_account(obj.portal, data=data, account=obj if change else None,
+                                         actor=_actor(request))
+        obj.pk = saved.pk
+
+    @admin.action(description=_("Send a test SMS"))
+    def send_test_sms(self, request: HttpRequest, queryset: QuerySet[ProviderAccount]) -> HttpResponse | None:
+        form = SendTestSmsForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            sent = 0
+            for account in queryset.select_related("portal"):
+                try:
+                    message = services.do_send_test_sms(account.portal, account, to=form.cleaned_data["to"],
+                                                        actor=_actor(request))
+                except ValidationError as exc:
+                    self.message_user(request, f"{account.code}: {'; '.join(exc.messages)}", messages.ERROR)
+                    continue
+                sent += 1
+                message.refresh_from_db()
+                self.message_user(request, f"{account.code}: test SMS {message.message_id} is "
+                                           f"{message.get_state_display().lower()}"
+                                           + (f" ({message.last_error})" if message.last_error else ""),
+                                  messages.SUCCESS if message.state != Message.State.FAILED else messages.WARNING)
+            return None
+        return TemplateResponse(request, "messageservice/admin/send_test_sms.html", {
+            **self.admin_site.each_context(request), "title": _("Send a test SMS"), "form": form,
+            "accounts": queryset.select_related("portal"), "opts": self.model._meta,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        })
+
+    @admin.action(description=_("Re-register sender in Bitrix24"))
+    def reregister_sender(self, request: HttpRequest, queryset: QuerySet[ProviderAccount]) -> None:
+        from .tasks import sync_sender
+
+        count = 0
+        for account_id in queryset.values_list("pk", flat=True):
+            sync_sender.delay(account_id)
+            count += 1
+        self.message_user(request, _("Sender sync queued for %(n)d account(s).") % {"n": count}, messages.SUCCESS)
+
+    @admin.action(description=_("Deactivate (remove sender from Bitrix24)"))
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[ProviderAccount]) -> None:
+        count = 0
+        for account in queryset.filter(is_active=True).select_related("portal"):
+            services.do_deactivate_account(account.portal, account, actor=_actor(request))
+            count += 1
+        self.message_user(request, _("%(n)d account(s) deactivated.") % {"n": count}, messages.SUCCESS)
+
+
+# -- messages -------------------------------------------------------------------------------------------
+
+
+class EstimatedCountPaginator(Paginator):
+    """No COUNT(*) over millions of rows: the planner's estimate (pg_class.reltuples) for the unfiltered
+    list, and a count capped at SMS_ADMIN_COUNT_CAP for filtered lists (deeper pages are not offered)."""
+
+    @cached_property
+    def count(self) -> int:  # type: ignore[override]
+        queryset = self.object_list
+        if isinstance(queryset, QuerySet) and not queryset.query.where and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                               [queryset.model._meta.db_table])
+                row = cursor.fetchone()
+            if row and row[0] and row[0] > conf.get("SMS_ADMIN_COUNT_CAP"):
+                return int(row[0])
+        cap = int(conf.get("SMS_ADMIN_COUNT_CAP"))
+        if isinstance(queryset, QuerySet):
+            return queryset.order_by()[:cap].count()
+        return min(len(queryset), cap)
+
+
+class CarrierFilter(admin.SimpleListFilter):
+    title = _("carrier")
+    parameter_name = "carrier"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return list(CARRIER_CHOICES)
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return queryset.filter(carrier=self.value()) if self.value() else queryset
+
+
+_HEX32 = re.compile(r"^[0-9a-fA-F]{32}$")
+_PHONEISH = re.compile(r"^\+?[\d\s().-]{6,20}$")
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "portal", "sender_code", "recipient_masked", "state", "status",
+                    "carrier_status", "attempts", "last_error_short")
+    list_filter = (PortalWithAccountsFilter, "state", "status", CarrierFilter, "origin", "created_at")
+    list_select_related = ("portal", "account")
+    search_fields = ("message_id",)  # the real lookup is get_search_results: exact, indexed columns only
+    search_help_text = _("Bitrix24 message_id, carrier message id, or phone number (exact)")
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+    list_per_page = 50
+    ordering = ("-created_at", "-id")
+    raw_id_fields = ("portal", "account")
+    actions = ["retry_send", "cancel", "mark_sent", "mark_failed"]
+    fields = ("portal", "account", "carrier", "message_id", "origin", "recipient_masked", "body",
+              "author_user_id", "bindings", "meta", "state", "attempts", "claimed_at", "next_attempt_at",
+              "send_deadline_at", "last_error", "sent_at", "status", "carrier_status", "carrier_message_id", "cost",
+              "status_changed_at", "final_at", "next_poll_at", "poll_attempts", "pushed_status", "push_due",
+              "pushed_at", "created_at", "updated_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None  # the list and its actions; rows change only through the actions
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return True
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Message], search_term: str
+                           ) -> tuple[QuerySet[Message], bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        if _HEX32.match(term):
+            return queryset.filter(Q(message_id=term.lower()) | Q(carrier_message_id=term)), False
+        if _PHONEISH.match(term):
+            try:
+                return queryset.filter(recipient=normalize_phone(term)), False
+            except InvalidPhoneNumber:
+                pass
+        return queryset.filter(carrier_message_id=term), False
+
+    @admin.display(description=_("sender"), ordering="account__code")
+    def sender_code(self, obj: Message) -> str:
+        return obj.account.code
+
+    @admin.display(description=_("recipient"))
+    def recipient_masked(self, obj: Message) -> str:
+        return mask_phone(obj.recipient or obj.recipient_raw)
+
+    @admin.display(description=_("last error"))
+    def last_error_short(self, obj: Message) -> str:
+        if not obj.last_error:
+            return "—"
+        return format_html('<span title="{}">{}</span>', obj.last_error,
+                           obj.last_error[:60] + ("…" if len(obj.last_error) > 60 else ""))
+
+    def _each(self, request: HttpRequest, queryset: QuerySet[Message], action: Any, done: str) -> None:
+        results = [action(message, actor=_actor(request)) for message in queryset.select_related("portal")]
+        skipped = results.count(False)
+        self.message_user(request, f"{results.count(True)} message(s) {done}"
+                          + (f"; {skipped} skipped (not in a state that allows it)" if skipped else ""),
+                          messages.SUCCESS if not skipped else messages.WARNING)
+
+    @admin.action(description=_("Retry send (failed or needs review only)"))
+    def retry_send(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        self._each(request, queryset, services.do_retry_message, "queued to send again")
+
+    @admin.action(description=_("Cancel (not yet sent)"))
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        self._each(request, queryset, services.do_cancel_message, "cancelled")
+
+    @admin.action(description=_("Mark as sent (needs review: checked with the carrier)"))
+    def mark_sent(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        self._each(request, queryset, services.do_mark_sent, "marked as sent")
+
+    @admin.action(description=_("Mark as failed (needs review: checked with the carrier)"))
+    def mark_failed(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        self._each(request, queryset, services.do_mark_failed, "marked as failed")
+
+
+@admin.register(PhoneConsent)
+class PhoneConsentAdmin(admin.ModelAdmin):
+    list_display = ("phone_masked", "portal", "opted_in", "source", "changed_by_user_id", "changed_at")
+    list_filter = ("opted_in", "source")
+    list_select_related = ("portal",)
+    raw_id_fields = ("portal",)
+    readonly_fields = ("portal", "phone", "opted_in", "changed_at", "changed_by_user_id", "source")
+    show_full_result_count = False
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[PhoneConsent], search_term: str
+                           ) -> tuple[QuerySet[PhoneConsent], bool]:
+        try:
+            return (queryset.filter(phone=normalize_phone(search_term)), False) if search_term else (queryset, False)
+        except InvalidPhoneNumber:
+            return queryset.none(), False
+
+    search_fields = ("phone",)
+
+    @admin.display(description=_("phone"))
+    def phone_masked(self, obj: PhoneConsent) -> str:
+        return mask_phone(obj.phone)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # decisions come from users (widget) through do_set_consent

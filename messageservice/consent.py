@@ -1,0 +1,62 @@
+"""Per-phone SMS consent of a portal. The send task refuses opted-out numbers ("recipient opted out")."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from tenants.actions import journal
+from tenants.models import JournalEntry, Portal
+
+from .models import PhoneConsent
+from .phones import InvalidPhoneNumber, mask_phone, normalize_phone
+
+__all__ = ["PhoneConsent", "consent_for", "do_set_consent", "is_opted_out"]
+
+
+def _e164(portal: Portal, phone: str) -> str:
+    return normalize_phone(phone, portal.phone_region or None)
+
+
+def consent_for(portal: Portal, phones: list[str]) -> dict[str, PhoneConsent | None]:
+    """The decision for each phone as given (keys are the input strings); None = no decision or a number
+    that cannot be read. One query."""
+    normalized: dict[str, str | None] = {}
+    for phone in phones:
+        try:
+            normalized[phone] = _e164(portal, phone)
+        except InvalidPhoneNumber:
+            normalized[phone] = None
+    wanted = {n for n in normalized.values() if n}
+    found = {c.phone: c for c in PhoneConsent.objects.filter(portal=portal, phone__in=wanted)} if wanted else {}
+    return {phone: found.get(e164) if e164 else None for phone, e164 in normalized.items()}
+
+
+def is_opted_out(portal: Portal, phone: str) -> bool:
+    """True only for an explicit opt-out (`phone` in any form normalize_phone reads, E.164 preferred)."""
+    try:
+        e164 = _e164(portal, phone)
+    except InvalidPhoneNumber:
+        return False
+    return PhoneConsent.objects.filter(portal=portal, phone=e164, opted_in=False).exists()
+
+
+def do_set_consent(portal: Portal, *, phone: str, opted_in: bool, user_id: int | None,
+                   source: str) -> PhoneConsent:
+    """Record a decision (replacing the previous one). Raises ValidationError for an unreadable number."""
+    try:
+        e164 = _e164(portal, phone)
+    except InvalidPhoneNumber as exc:
+        raise ValidationError({"phone": [exc.reason]}) from None
+    with transaction.atomic():
+        consent, _created = PhoneConsent.objects.update_or_create(
+            portal=portal, phone=e164,
+            defaults={"opted_in": opted_in, "changed_at": timezone.now(), "changed_by_user_id": user_id,
+                      "source": source[:50]},
+        )
+        journal(portal, JournalEntry.Kind.MESSAGE,
+                f"SMS consent: {mask_phone(e164)} {'opted in' if opted_in else 'opted out'} ({source})",
+                actor=f"bitrix24:user{user_id}" if user_id else source[:100],
+                details={"opted_in": opted_in, "source": source})
+    return consent

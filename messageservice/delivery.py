@@ -1,0 +1,296 @@
+"""Delivery status: poll the carriers, move each message forward only, push changes to Bitrix24.
+
+Poll (beat → `dispatch_status_polls` → `poll_account` per provider account): messages not final whose
+`next_poll_at` is due, in chunks of the carrier's batch size (SMS.ru and SMSC take id lists; Twilio one
+per call), each message with its own exponential backoff. A request-level carrier error backs off the
+whole chunk and is never mapped onto messages. After `SMS_STATUS_TTL_HOURS` a message gets a final
+status by the TTL policy below.
+
+Push (beat → `dispatch_status_pushes` → `push_portal_statuses` per portal): statuses that changed since
+the last push go to Bitrix24 as `messageservice.message.status.update` in `batch` calls of up to 50,
+with the portal's service (admin) token — Bitrix24 requires an admin to update other users' messages —
+through the shared rate limiter. Only forward transitions are ever sent (queued < sent < final), because
+Bitrix24 itself would let a late `sent` overwrite `delivered`.
+
+TTL policy (documented in the README): when a message is still not final after the TTL,
+- last status `sent` (the operator took it; no delivery report came) → `SMS_TTL_SENT_BECOMES`
+  (default `sent`, i.e. it stays sent and polling stops: like Twilio, we treat "sent" as final on routes
+  without delivery reports instead of claiming a delivery we never saw);
+- last status `queued` or none (the carrier never confirmed handing it on) → `undelivered`.
+
+Both loops read rows in bounded chunks (never all rows), so memory stays flat however long the queue is.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from celery import shared_task
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from b24portal.logging import log_context
+from messageservice.carriers.base import FINAL, CarrierError, DeliveryStatus, is_forward
+from messageservice.models import Message, ProviderAccount
+from messageservice.services import advance_status
+from oauth.client import PortalClient, retry_delay
+from oauth.errors import B24AuthError, B24Error
+from tenants.actions import journal
+from tenants.models import JournalEntry, Portal
+
+logger = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {
+    "SMS_STATUS_TTL_HOURS": 48,
+    "SMS_TTL_SENT_BECOMES": "sent",
+    "SMS_POLL_BASE_SECONDS": 30,  # backoff between polls of one message: base * 2**n, capped
+    "SMS_POLL_MAX_SECONDS": 1800,
+    "SMS_POLL_CHUNK": 500,  # messages handled per poll task run (then it re-dispatches itself)
+    "SMS_NOT_FOUND_GRACE_SECONDS": 600,  # "message not found" right after sending is not final yet
+    "SMS_PUSH_BATCHES_PER_RUN": 20,  # batch requests per push task run (then it re-dispatches itself)
+    "SMS_PUSH_MAX_ATTEMPTS": 5,  # a status Bitrix24 keeps refusing (terminal per-command error) is dropped
+}
+COMMAND = "messageservice.message.status.update"
+BATCH_SIZE = 50
+LOCK_SECONDS = 300
+
+
+def conf(name: str) -> Any:
+    return getattr(settings, name, DEFAULTS[name])
+
+
+def _poll_delay(attempts: int) -> timedelta:
+    seconds = min(conf("SMS_POLL_BASE_SECONDS") * 2 ** min(attempts, 16), conf("SMS_POLL_MAX_SECONDS"))
+    return timedelta(seconds=seconds * random.uniform(1.0, 1.25))
+
+
+def _reschedule(pks: Iterable[int], when: datetime) -> None:
+    Message.objects.filter(pk__in=list(pks)).update(next_poll_at=when, poll_attempts=F("poll_attempts") + 1)
+
+
+# -- poll ------------------------------------------------------------------------------------------------
+@shared_task
+def dispatch_status_polls() -> int:
+    """Beat: one poll task per provider account that has due messages."""
+    now = timezone.now()
+    account_ids = list(Message.objects.filter(next_poll_at__lte=now).order_by()
+                       .values_list("account_id", flat=True).distinct()[:1000])
+    for account_id in account_ids:
+        poll_account.delay(account_id)
+    return len(account_ids)
+
+
+@shared_task(bind=True, max_retries=None)
+def poll_account(self, account_id: int) -> str:
+    account = ProviderAccount.objects.select_related("portal").get(pk=account_id)
+    lock = f"sms:poll:{account_id}"
+    if not cache.add(lock, 1, LOCK_SECONDS):
+        return "busy"
+    try:
+        with log_context(member_id=account.portal.member_id, account=account.code):
+            return _poll_account(account)
+    finally:
+        cache.delete(lock)
+
+
+def _poll_account(account: ProviderAccount) -> str:
+    now = timezone.now()
+    carrier = account.get_carrier()
+    min_interval = type(carrier).status_min_interval
+    if min_interval:
+        # Carriers that block frequent status requests (SMSC) get one poll per interval per account.
+        if not cache.add(f"sms:poll-interval:{account.pk}", 1, min_interval):
+            return "interval"
+    rows = list(
+        Message.objects.filter(account=account, next_poll_at__lte=now).order_by("next_poll_at")
+        .values("pk", "carrier_message_id", "status", "poll_attempts", "sent_at", "created_at", "origin")
+        [: conf("SMS_POLL_CHUNK")]
+    )
+    if not rows:
+        return "nothing due"
+    ttl_cutoff = now - timedelta(hours=conf("SMS_STATUS_TTL_HOURS"))
+    expired = [r for r in rows if (r["sent_at"] or r["created_at"]) <= ttl_cutoff]
+    expired_pks = {r["pk"] for r in expired}
+    live = [r for r in rows if r["pk"] not in expired_pks and r["carrier_message_id"]]
+    _apply_ttl_policy(expired, now)
+    orphans = [r["pk"] for r in rows if r["pk"] not in expired_pks and not r["carrier_message_id"]]
+    if orphans:  # nothing to ask the carrier about (should not happen once sent): stop polling them
+        Message.objects.filter(pk__in=orphans).update(next_poll_at=None)
+
+    moved = 0
+    try:
+        results = carrier.fetch_statuses([r["carrier_message_id"] for r in live])
+    except CarrierError as exc:
+        partial = getattr(exc, "partial_results", None) or {}
+        moved += _apply_results(live, partial, now, type(carrier).not_found_codes)
+        pending = [r["pk"] for r in live if r["carrier_message_id"] not in partial]
+        # A carrier that says how long to wait is believed; otherwise at least one poll period.
+        seconds = max(exc.retry_after or 0, conf("SMS_POLL_BASE_SECONDS")) if exc.retryable else conf("SMS_POLL_MAX_SECONDS")
+        delay = timedelta(seconds=seconds)
+        _reschedule(pending, now + delay)
+        level = "warning" if exc.retryable else "error"
+        logger.warning("status poll failed", extra={"error": str(exc), "retryable": exc.retryable})
+        if not exc.retryable:
+            journal(account.portal, JournalEntry.Kind.MESSAGE,
+                    f"status poll of sender {account.code} refused by {account.get_carrier_display()}: {exc}",
+                    level=level, details={"account": account.pk, "code": getattr(exc, "code", None)})
+        return "carrier error"
+    moved += _apply_results(live, results, now, type(carrier).not_found_codes)
+    if moved:
+        transaction.on_commit(lambda: push_portal_statuses.delay(account.portal_id))
+    if len(rows) >= conf("SMS_POLL_CHUNK"):
+        poll_account.delay(account.pk)  # more are due: continue in a fresh task (bounded memory)
+    return f"polled {len(live)}, moved {moved}"
+
+
+def _apply_results(rows: list[dict[str, Any]], results: dict[str, Any], now: datetime,
+                   not_found_codes: frozenset[str]) -> int:
+    moved = 0
+    unchanged: list[tuple[int, datetime]] = []
+    grace = timedelta(seconds=conf("SMS_NOT_FOUND_GRACE_SECONDS"))
+    for row in rows:
+        result = results.get(row["carrier_message_id"])
+        if result is None:
+            continue
+        status = result.status
+        if result.raw_status in not_found_codes and (row["sent_at"] or row["created_at"]) > now - grace:
+            status = None  # the carrier may not have indexed a just-sent message yet
+        next_poll = now + _poll_delay(row["poll_attempts"])
+        if status is not None and advance_status(
+            row["pk"], status, raw_status=result.raw_status, error=result.error, now=now,
+            extra={"next_poll_at": next_poll, "poll_attempts": F("poll_attempts") + 1},
+        ):
+            moved += 1
+        else:
+            unchanged.append((row["pk"], next_poll))
+    # One UPDATE per distinct delay bucket would be tidier; per-row keeps each message's own backoff.
+    for pk, when in unchanged:
+        Message.objects.filter(pk=pk).update(next_poll_at=when, poll_attempts=F("poll_attempts") + 1)
+    return moved
+
+
+def _apply_ttl_policy(rows: list[dict[str, Any]], now: datetime) -> None:
+    for row in rows:
+        if row["status"] == DeliveryStatus.SENT:
+            final = conf("SMS_TTL_SENT_BECOMES")
+        elif row["status"] in FINAL:
+            final = row["status"]
+        else:
+            final = DeliveryStatus.UNDELIVERED
+        if final != row["status"]:
+            advance_status(row["pk"], final, raw_status="ttl-expired", now=now)
+        Message.objects.filter(pk=row["pk"]).update(next_poll_at=None, final_at=now,
+                                                    last_error="no delivery report within the TTL")
+
+
+# -- push ------------------------------------------------------------------------------------------------
+@shared_task
+def dispatch_status_pushes() -> int:
+    """Beat: one push task per portal that has statuses Bitrix24 has not been told yet."""
+    portal_ids = list(Message.objects.filter(push_due=True).order_by()
+                      .values_list("portal_id", flat=True).distinct()[:1000])
+    for portal_id in portal_ids:
+        push_portal_statuses.delay(portal_id)
+    return len(portal_ids)
+
+
+@shared_task(bind=True, max_retries=None)
+def push_portal_statuses(self, portal_id: int) -> str:
+    portal = Portal.objects.get(pk=portal_id)
+    if not portal.is_operational:
+        return f"portal {portal.status}"  # statuses wait; they are pushed once it is active again
+    lock = f"sms:push:{portal_id}"
+    if not cache.add(lock, 1, LOCK_SECONDS):
+        return "busy"
+    try:
+        with log_context(member_id=portal.member_id):
+            pushed, more = _push_portal(portal)
+    except B24AuthError as exc:
+        journal(portal, JournalEntry.Kind.MESSAGE, f"status push stopped: {exc.code}", level="error")
+        return "auth error"
+    except B24Error as exc:
+        if exc.retryable:
+            cache.delete(lock)
+            raise self.retry(countdown=retry_delay(exc, self.request.retries)) from exc
+        journal(portal, JournalEntry.Kind.MESSAGE, f"status push failed: {exc.code} {exc.description}",
+                level="error")
+        return "error"
+    finally:
+        cache.delete(lock)
+    if more:
+        push_portal_statuses.delay(portal_id)
+    return f"pushed {pushed}"
+
+
+def _push_portal(portal: Portal) -> tuple[int, bool]:
+    client = PortalClient(portal)
+    pushed = 0
+    for _ in range(conf("SMS_PUSH_BATCHES_PER_RUN")):
+        rows = list(
+            Message.objects.filter(portal=portal, push_due=True).order_by("status_changed_at")
+            .values("pk", "message_id", "status", "pushed_status", "origin", "account__code", "push_attempts")
+            [:BATCH_SIZE]
+        )
+        if not rows:
+            return pushed, False
+        commands: dict[str, tuple[str, dict[str, Any]]] = {}
+        for row in rows:
+            if row["origin"] in Message.BITRIX24_ORIGINS and row["status"] and is_forward(
+                row["pushed_status"] or None, row["status"]
+            ):
+                commands[f"m{row['pk']}"] = (COMMAND, {"CODE": row["account__code"], "MESSAGE_ID": row["message_id"],
+                                                       "STATUS": row["status"]})
+            else:  # nothing Bitrix24 should hear: a backward move, or a message Bitrix24 never had
+                Message.objects.filter(pk=row["pk"], status=row["status"]).update(push_due=False)
+        if not commands:
+            continue
+        result = client.batch(commands)  # a whole-request failure raises (rate limit → the task retries)
+        pushed += _record_push_results(portal, rows, result)
+    return pushed, True
+
+
+def _record_push_results(portal: Portal, rows: list[dict[str, Any]], result: Any) -> int:
+    now = timezone.now()
+    by_key = {f"m{row['pk']}": row for row in rows}
+    not_found: list[str] = []
+    refused: list[str] = []
+    pushed = 0
+    for key, row in by_key.items():
+        if key in result.results:
+            # Still the status we pushed? Then nothing is due; if it moved on meanwhile, it stays due.
+            done = Message.objects.filter(pk=row["pk"], status=row["status"]).update(
+                pushed_status=row["status"], push_due=False, pushed_at=now, push_attempts=0)
+            if not done:
+                Message.objects.filter(pk=row["pk"]).update(pushed_status=row["status"], pushed_at=now)
+            pushed += 1
+        elif key in result.errors:
+            error = result.errors[key]
+            if error.code == "ERROR_MESSAGE_NOT_FOUND":
+                Message.objects.filter(pk=row["pk"]).update(push_due=False, last_error="Bitrix24: message not found")
+                not_found.append(row["message_id"])
+            elif error.retryable:
+                continue  # stays due; the next run tries again
+            else:
+                attempts = row["push_attempts"] + 1
+                give_up = attempts >= conf("SMS_PUSH_MAX_ATTEMPTS")
+                Message.objects.filter(pk=row["pk"]).update(
+                    push_attempts=attempts, push_due=not give_up,
+                    last_error=f"Bitrix24 refused status {row['status']}: {error.code}"[:500])
+                if give_up:
+                    refused.append(f"{row['message_id']} ({error.code})")
+    # One journal line per batch, not per message: a portal that deleted its messages must not flood it.
+    if not_found:
+        journal(portal, JournalEntry.Kind.MESSAGE,
+                f"Bitrix24 does not know {len(not_found)} message(s); their status is no longer pushed",
+                level="warning", details={"message_ids": not_found[:50]})
+    if refused:
+        journal(portal, JournalEntry.Kind.MESSAGE, f"Bitrix24 kept refusing the status of {len(refused)} message(s)",
+                level="error", details={"messages": refused[:50]})
+    return pushed

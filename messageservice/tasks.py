@@ -1,0 +1,241 @@
+"""Celery tasks of the SMS app: send one message, keep senders registered, and sweep stuck messages.
+
+The send task never sleeps and never sends twice: it claims the row with a conditional UPDATE (only one
+worker can move it from a sendable state to `sending`), and anything that may have reached the carrier
+without a clear answer goes to `needs_review` instead of being sent again.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+from celery import shared_task
+from django.db.models import F
+from django.utils import timezone
+
+from b24portal.logging import log_context
+from oauth.client import PortalClient
+from oauth.errors import B24Error, B24OperationLimit
+from tenants.actions import journal
+from tenants.install_steps import StepFailed
+from tenants.models import JournalEntry, Portal
+
+from . import conf
+from .carriers import CarrierError, DeliveryStatus, SendOutcomeUnknown
+from .consent import is_opted_out
+from .models import Message, ProviderAccount
+from .phones import InvalidPhoneNumber, normalize_phone
+from .senders import reconcile_senders, sync_account_sender
+from .services import advance_status
+
+logger = logging.getLogger(__name__)
+
+State = Message.State
+OPTED_OUT = "recipient opted out"
+
+
+# -- sending --------------------------------------------------------------------------------------------
+
+
+def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
+    """Exponential backoff with up to 25% jitter (so a carrier coming back is not hit by every message at
+    once); never shorter than the carrier's own Retry-After hint."""
+    base = min(float(conf.get("SMS_RETRY_BASE_SECONDS")) * 2 ** max(attempt - 1, 0),
+               float(conf.get("SMS_RETRY_MAX_SECONDS")))
+    delay = base + random.uniform(0, base * 0.25)
+    return max(delay, float(retry_after or 0))
+
+
+def _settle(message: Message, **fields: Any) -> bool:
+    """Write the outcome of THIS attempt; a row that moved on meanwhile (staff) is left alone. The sweeper
+    may have moved a slow attempt to needs_review: the real outcome still wins over that guess."""
+    fields.setdefault("claimed_at", None)
+    fields["updated_at"] = timezone.now()
+    updated = Message.objects.filter(pk=message.pk, attempts=message.attempts,
+                                     state__in=[State.SENDING, State.NEEDS_REVIEW]).update(**fields)
+    if not updated:
+        logger.warning("send outcome not recorded: the message changed meanwhile",
+                       extra={"message_id": message.message_id, "outcome": fields.get("state")})
+    return bool(updated)
+
+
+def _fail(message: Message, reason: str) -> str:
+    if _settle(message, state=State.FAILED, last_error=reason[:500], next_attempt_at=None):
+        advance_status(message.pk, DeliveryStatus.FAILED, error=reason)
+    logger.info("SMS failed", extra={"message_id": message.message_id, "reason": reason})
+    return "failed"
+
+
+def _needs_review(message: Message, reason: str, **fields: Any) -> str:
+    if _settle(message, state=State.NEEDS_REVIEW, last_error=reason[:500], next_attempt_at=None, **fields):
+        journal(message.portal, JournalEntry.Kind.MESSAGE, f"SMS {message.message_id} needs review: {reason}",
+                level=JournalEntry.Level.WARNING, details={"message": message.pk})
+    return "needs_review"
+
+
+@shared_task(bind=True, acks_late=True, max_retries=None)
+def send_message(self: Any, message_pk: int) -> str:
+    now = timezone.now()
+    claimed = Message.objects.filter(pk=message_pk, state__in=Message.SENDABLE).update(
+        state=State.SENDING, attempts=F("attempts") + 1, claimed_at=now, next_attempt_at=None, updated_at=now)
+    if claimed != 1:
+        return "not claimable"  # already sent, being sent by another worker, failed or cancelled
+    message = Message.objects.select_related("portal", "account").get(pk=message_pk)
+    with log_context(member_id=message.portal.member_id, sms_message_id=message.message_id):
+        return _send_claimed(self, message)
+
+
+def _send_claimed(task: Any, message: Message) -> str:
+    portal, account = message.portal, message.account
+    if not portal.is_operational:
+        return _fail(message, f"portal is not active ({portal.get_status_display()})")
+    try:
+        to = normalize_phone(message.recipient_raw, portal.phone_region or None)
+    except InvalidPhoneNumber as exc:
+        return _fail(message, f"invalid recipient number: {exc.reason}")
+    Message.objects.filter(pk=message.pk).update(recipient=to)
+    message.recipient = to
+    if is_opted_out(portal, to):
+        return _fail(message, OPTED_OUT)
+    try:
+        carrier = account.get_carrier()
+    except Exception as exc:  # bad stored config (e.g. undecryptable credentials): nothing was sent
+        return _fail(message, f"provider account unusable: {type(exc).__name__}")
+
+    try:
+        result = carrier.send(to, message.body, reference=message.message_id)
+    except SendOutcomeUnknown as exc:
+        return _needs_review(message, f"carrier outcome unknown, not resent: {exc}",
+                             carrier_message_id=exc.carrier_message_id or "")
+    except CarrierError as exc:
+        if not exc.retryable:
+            return _fail(message, str(exc))
+        return _retry_later(task, message, exc)
+    except Exception as exc:  # a bug or an unexpected library error after the request may have left
+        logger.exception("unexpected error while sending an SMS")
+        return _needs_review(message, f"unexpected error while sending: {type(exc).__name__}")
+
+    now = timezone.now()
+    if _settle(message, state=State.SENT, carrier_message_id=result.carrier_message_id[:128], sent_at=now,
+               carrier_status=result.raw_status[:64], cost=(result.cost or "")[:20], last_error="",
+               next_poll_at=now + timedelta(seconds=conf.get("SMS_FIRST_POLL_SECONDS"))):
+        advance_status(message.pk, result.status, raw_status=result.raw_status, now=now)
+    return "sent"
+
+
+def _retry_later(task: Any, message: Message, exc: CarrierError) -> str:
+    now = timezone.now()
+    delay = backoff_seconds(message.attempts, exc.retry_after)
+    deadline = message.send_deadline_at or (
+        message.created_at + timedelta(minutes=conf.get("SMS_SEND_DEADLINE_MINUTES")))
+    if now + timedelta(seconds=delay) > deadline:
+        return _fail(message, f"carrier unavailable until the send deadline ({message.attempts} attempts): {exc}")
+    if _settle(message, state=State.RETRYING, last_error=f"attempt {message.attempts}: {exc}"[:500],
+               next_attempt_at=now + timedelta(seconds=delay)):
+        raise task.retry(countdown=delay, max_retries=None)
+    return "not recorded"
+
+
+@shared_task
+def sweep_stale_claims() -> int:
+    """A message still `sending` long after its claim: the worker died, maybe after the carrier took it.
+    Never resend blindly: a human checks with the carrier (admin: mark sent / mark failed / retry)."""
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=conf.get("SMS_CLAIM_TIMEOUT_SECONDS"))
+    stale = list(Message.objects.filter(state=State.SENDING, claimed_at__lt=cutoff)
+                 .values_list("pk", "portal_id")[:1000])
+    per_portal: Counter[int] = Counter()
+    for pk, portal_id in stale:
+        moved = Message.objects.filter(pk=pk, state=State.SENDING, claimed_at__lt=cutoff).update(
+            state=State.NEEDS_REVIEW, claimed_at=None, updated_at=now,
+            last_error="the worker stopped while sending; check with the carrier before resending")
+        per_portal[portal_id] += moved
+    for portal in Portal.objects.filter(pk__in=[p for p, n in per_portal.items() if n]):
+        journal(portal, JournalEntry.Kind.MESSAGE,
+                f"{per_portal[portal.pk]} SMS need review: the worker stopped while sending",
+                level=JournalEntry.Level.WARNING)
+    return sum(per_portal.values())
+
+
+@shared_task
+def redispatch_lost_messages() -> int:
+    """Accepted or retrying messages whose task never ran (broker down at commit, worker lost the retry):
+    dispatch them again. The claim makes a duplicate dispatch harmless."""
+    now = timezone.now()
+    late = now - timedelta(seconds=conf.get("SMS_REDISPATCH_AFTER_SECONDS"))
+    pks = list(Message.objects.filter(state__in=Message.SENDABLE, next_attempt_at__lt=late)
+               .values_list("pk", flat=True)[:1000])
+    for pk in pks:
+        if Message.objects.filter(pk=pk, state__in=Message.SENDABLE, next_attempt_at__lt=late).update(
+                next_attempt_at=now):
+            send_message.delay(pk)
+    return len(pks)
+
+
+# -- senders --------------------------------------------------------------------------------------------
+
+
+def _b24_delay(exc: B24Error, retries: int) -> float:
+    if isinstance(exc, B24OperationLimit) and exc.reset_at:
+        return max(float(exc.reset_at) - timezone.now().timestamp(), 1.0)
+    return min(2 ** retries * 5, 300) + random.uniform(0, 1)
+
+
+@shared_task(bind=True, max_retries=8, acks_late=True)
+def sync_sender(self: Any, account_id: int) -> str:
+    """Add / update / delete one account's sender after it changed."""
+    account = ProviderAccount.objects.select_related("portal").filter(pk=account_id).first()
+    if account is None:
+        return "gone"
+    portal = account.portal
+    if not portal.is_operational:
+        return "portal not active"  # the install step registers it when the portal comes back
+    with log_context(member_id=portal.member_id):
+        try:
+            report = sync_account_sender(account, PortalClient(portal))
+        except B24Error as exc:
+            if exc.retryable and self.request.retries < self.max_retries:
+                raise self.retry(countdown=_b24_delay(exc, self.request.retries)) from exc
+            journal(portal, JournalEntry.Kind.BINDING, f"SMS sender {account.code}: {exc.code} {exc.description}",
+                    level=JournalEntry.Level.ERROR)
+            return exc.code
+        journal(portal, JournalEntry.Kind.BINDING, report)
+        return report
+
+
+@shared_task
+def reconcile_all_senders() -> int:
+    """Beat: every active portal with provider accounts gets its own reconcile task."""
+    portal_ids = list(ProviderAccount.objects.filter(is_active=True, portal__status=Portal.Status.ACTIVE)
+                      .values_list("portal_id", flat=True).distinct())
+    for portal_id in portal_ids:
+        reconcile_portal_senders.delay(portal_id)
+    return len(portal_ids)
+
+
+@shared_task(bind=True, max_retries=5, acks_late=True)
+def reconcile_portal_senders(self: Any, portal_id: int) -> str:
+    portal = Portal.objects.get(pk=portal_id)
+    if not portal.is_operational:
+        return "portal not active"
+    with log_context(member_id=portal.member_id):
+        try:
+            report = reconcile_senders(portal, PortalClient(portal))
+        except B24Error as exc:
+            if exc.retryable and self.request.retries < self.max_retries:
+                raise self.retry(countdown=_b24_delay(exc, self.request.retries)) from exc
+            journal(portal, JournalEntry.Kind.BINDING, f"SMS sender reconcile failed: {exc.code} {exc.description}",
+                    level=JournalEntry.Level.ERROR)
+            return exc.code
+        except StepFailed as exc:
+            journal(portal, JournalEntry.Kind.BINDING, f"SMS sender reconcile failed: {exc}",
+                    level=JournalEntry.Level.ERROR)
+            return "failed"
+        if report.added or report.deleted or report.updated:
+            journal(portal, JournalEntry.Kind.BINDING, f"SMS senders repaired: {report}",
+                    details={"added": report.added, "updated": report.updated, "deleted": report.deleted})
+        return str(report)

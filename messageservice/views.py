@@ -1,0 +1,63 @@
+"""The messageservice HANDLER endpoint: Bitrix24 POSTs each SMS here. Thin: parse, prove, store, answer.
+
+Bitrix24 never redelivers a failed POST, so the message is stored before we answer, and the answer comes
+at once (200, JSON); the carrier is called by a Celery task dispatched on commit.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from b24portal.logging import bind_log_context
+from tenants import intake as tenant_intake
+from tenants.intake import Rejected
+from tenants.models import Portal
+from tenants.views import rejects_bad_input
+
+from . import services
+from .intake import HANDLER_KEY_RE, parse_handler_payload
+from .models import ProviderAccount
+
+logger = logging.getLogger(__name__)
+
+
+def portal_for_key(key: str) -> Portal:
+    """The portal whose handler URL this is. The key is a unique, indexed, unguessable value: looking it
+    up by equality reveals nothing about other keys."""
+    if not HANDLER_KEY_RE.match(key):
+        raise Rejected("unknown handler", 404)
+    portal = Portal.objects.filter(handler_key=key).first()
+    if portal is None:
+        raise Rejected("unknown handler", 404)
+    return portal
+
+
+@csrf_exempt  # Bitrix24's server POSTs here; the URL key (and the auth block, when present) is the proof
+@require_POST
+@rejects_bad_input
+def handler(request: HttpRequest, key: str) -> HttpResponse:
+    form = tenant_intake.read_form(request)
+    portal = portal_for_key(key)
+    bind_log_context(member_id=portal.member_id)
+    if not portal.is_operational:
+        raise Rejected(f"portal is not active ({portal.status})", 409)
+    incoming = parse_handler_payload(tenant_intake.nested(form))
+    if incoming.auth is not None:
+        same_member = hmac.compare_digest(incoming.auth["member_id"].encode(), portal.member_id.encode())
+        token_ok = portal.application_token_matches(incoming.auth["application_token"])
+        if not (same_member and token_ok):
+            raise Rejected("auth does not match this portal", 403)
+    try:
+        message, created = services.do_accept_message(
+            portal, code=incoming.code, message_id=incoming.message_id, to=incoming.to, body=incoming.body,
+            bindings=incoming.bindings, author_user_id=incoming.author_user_id, origin=incoming.origin,
+            meta=incoming.meta)
+    except ProviderAccount.DoesNotExist:
+        raise Rejected(f"unknown sender code {incoming.code!r}", 404) from None
+    return JsonResponse({"ok": True, "message_id": message.message_id, "state": message.state,
+                         "duplicate": not created})
