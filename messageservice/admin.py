@@ -14,6 +14,7 @@ from django.db import connection
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
@@ -227,7 +228,8 @@ class MessageAdmin(admin.ModelAdmin):
     list_per_page = 50
     ordering = ("-created_at", "-id")
     raw_id_fields = ("portal", "account")
-    actions = ["retry_send", "cancel", "mark_sent", "mark_failed"]
+    actions = ["retry_send", "repush_status", "cancel", "mark_sent", "mark_failed"]
+    change_list_template = "messageservice/admin/message_change_list.html"
     fields = ("portal", "account", "carrier", "message_id", "origin", "recipient_masked", "body",
               "author_user_id", "bindings", "meta", "state", "attempts", "claimed_at", "next_attempt_at",
               "send_deadline_at", "last_error", "sent_at", "status", "carrier_status", "carrier_message_id", "cost",
@@ -286,6 +288,37 @@ class MessageAdmin(admin.ModelAdmin):
     @admin.action(description=_("Retry send (failed or needs review only)"))
     def retry_send(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
         self._each(request, queryset, services.do_retry_message, "queued to send again")
+
+    @admin.action(description=_("Re-push status to Bitrix24"))
+    def repush_status(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        self._each(request, queryset, services.do_repush_status, "queued for a status re-push")
+
+    def get_urls(self) -> list[Any]:
+        stats = self.admin_site.admin_view(self.delivery_stats_view)
+        return [path("stats/", stats, name="messageservice_message_stats"), *super().get_urls()]
+
+    def delivery_stats_view(self, request: HttpRequest) -> HttpResponse:
+        """Messages per day by delivery status (a chart), and totals per carrier and per portal."""
+        from .stats import STATUS_LABELS, STATUS_ORDER, delivery_stats
+
+        def number(name: str, default: int | None) -> int | None:
+            value = request.GET.get(name, "")
+            return int(value) if value.isdigit() else default
+
+        days = min(max(number("days", 30) or 30, 1), 365)
+        portal_id = number("portal", None)
+        carrier = request.GET.get("carrier") or None
+        if carrier not in dict(CARRIER_CHOICES):
+            carrier = None
+        stats = delivery_stats(days=days, portal_id=portal_id, carrier=carrier)
+        context = {
+            **self.admin_site.each_context(request), "title": _("SMS delivery statistics"), "stats": stats,
+            "total": stats["total"], "days": days, "day_choices": [7, 30, 90, 365], "portal_id": portal_id,
+            "carrier": carrier, "carriers": CARRIER_CHOICES, "headers": [STATUS_LABELS[s] for s in STATUS_ORDER],
+            "portals": Portal.objects.filter(sms_accounts__isnull=False).distinct().only("pk", "domain"),
+            "tables": [(_("Per carrier"), stats["per_carrier"]), (_("Per portal (top 50)"), stats["per_portal"])],
+        }
+        return TemplateResponse(request, "messageservice/admin/delivery_stats.html", context)
 
     @admin.action(description=_("Cancel (not yet sent)"))
     def cancel(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:

@@ -317,6 +317,20 @@ def advance_status(message_pk: int, status: DeliveryStatus | str, *, raw_status:
 # -- staff actions on messages --------------------------------------------------------------------------
 
 
+def do_repush_status(message: Message, *, actor: str) -> bool:
+    """Send the current status to Bitrix24 again (e.g. after a portal restored a deleted message). Only
+    messages Bitrix24 knows and that have a status; the pusher then treats it as never pushed."""
+    with transaction.atomic():
+        updated = Message.objects.filter(pk=message.pk, origin__in=Message.BITRIX24_ORIGINS,
+                                         status__isnull=False).update(pushed_status="", push_due=True,
+                                                                      push_attempts=0)
+        if updated:
+            journal(message.portal, JournalEntry.Kind.STAFF, f"SMS {message.message_id}: status re-push queued",
+                    actor=actor, details={"message": message.pk, "status": message.status})
+    return bool(updated)
+
+
+
 def do_retry_message(message: Message, *, actor: str) -> bool:
     """Send a failed or needs-review message again (a human decided it was not sent). The delivery
     status starts over, so Bitrix24 will hear the new outcome even after an earlier `failed`."""

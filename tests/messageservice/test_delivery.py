@@ -227,3 +227,33 @@ def test_dispatchers_start_one_task_per_account_and_per_portal(client, sms_porta
     assert delivery.dispatch_status_polls.apply().get() == 1  # one account with due messages
     assert delivery.dispatch_status_pushes.apply().get() == 1  # one portal with statuses to push
     assert all(status_updates(fake_portal, m.message_id)[-1]["STATUS"] == "delivered" for m in messages)
+
+
+def test_the_admin_shows_delivery_statistics_with_a_chart(client, sms_portal, fake_portal, fake_smsru,
+                                                          django_capture_on_commit_callbacks, admin_client):
+    messages = accept(client, fake_portal, django_capture_on_commit_callbacks, n=3)
+    fake_smsru.deliver_all()
+    make_due(*messages)
+    delivery.poll_account.apply(args=[messages[0].account_id])
+
+    page = admin_client.get("/admin/messageservice/message/stats/")
+    body = page.content.decode()
+    assert page.status_code == 200
+    assert "<svg" in body and "delivered" in body
+    assert sms_portal.domain in body and "100.0%" in body  # 3 of 3 final messages delivered
+    filtered = admin_client.get(f"/admin/messageservice/message/stats/?portal={sms_portal.pk}&carrier=smsru&days=7")
+    assert filtered.status_code == 200 and "3 message(s)" in filtered.content.decode()
+    assert admin_client.get("/admin/messageservice/message/stats/?days=x&portal=abc&carrier=<x>").status_code == 200
+
+
+def test_the_repush_admin_action_sends_the_status_again(client, sms_portal, fake_portal, fake_smsru,
+                                                        django_capture_on_commit_callbacks, admin_client):
+    (message,) = accept(client, fake_portal, django_capture_on_commit_callbacks)
+    Message.objects.filter(pk=message.pk).update(status="delivered", pushed_status="delivered", push_due=False)
+    before = len(status_updates(fake_portal, message.message_id))
+
+    admin_client.post("/admin/messageservice/message/", {"action": "repush_status", "_selected_action": [message.pk]})
+    delivery.push_portal_statuses.apply(args=[sms_portal.pk])
+
+    assert len(status_updates(fake_portal, message.message_id)) == before + 1
+    assert sms_portal.journal.filter(message__contains="re-push").exists()
