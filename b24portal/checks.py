@@ -41,6 +41,13 @@ def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             problems.append(Error(f"B24_PORTAL_DOMAINS entry {pattern!r} is not a host or a '*.suffix' pattern",
                                   id="b24portal.E006"))
 
+    if settings.SMS_TTL_SENT_BECOMES not in ("sent", "delivered", "undelivered", "failed"):
+        problems.append(Error("SMS_TTL_SENT_BECOMES must be one of sent, delivered, undelivered, failed",
+                              id="b24portal.E009"))
+    for name in ("SMS_SEND_DEADLINE_MINUTES", "SMS_STATUS_TTL_HOURS", "SMS_CLAIM_TIMEOUT_SECONDS"):
+        if getattr(settings, name) <= 0:
+            problems.append(Error(f"{name} must be a positive number", id="b24portal.E010"))
+
     keys = settings.FIELD_ENCRYPTION_KEY
     for index, key in enumerate(keys):
         try:

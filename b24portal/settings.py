@@ -86,7 +86,20 @@ if not FIELD_ENCRYPTION_KEY:
         DEV_FIELD_KEY_FILE.chmod(0o600)
     FIELD_ENCRYPTION_KEY = [DEV_FIELD_KEY_FILE.read_text().strip()]
 
-# --- Django ----------------------------------------------------------------------------------------
+# --- SMS (messageservice); defaults are documented in the README -----------------------------------
+SMS_SEND_DEADLINE_MINUTES = env.int("SMS_SEND_DEADLINE_MINUTES", default=60)
+SMS_RETRY_BASE_SECONDS = env.int("SMS_RETRY_BASE_SECONDS", default=10)
+SMS_RETRY_MAX_SECONDS = env.int("SMS_RETRY_MAX_SECONDS", default=600)
+SMS_CLAIM_TIMEOUT_SECONDS = env.int("SMS_CLAIM_TIMEOUT_SECONDS", default=300)
+SMS_REDISPATCH_AFTER_SECONDS = env.int("SMS_REDISPATCH_AFTER_SECONDS", default=120)
+SMS_FIRST_POLL_SECONDS = env.int("SMS_FIRST_POLL_SECONDS", default=15)
+SMS_POLL_BASE_SECONDS = env.int("SMS_POLL_BASE_SECONDS", default=30)
+SMS_POLL_MAX_SECONDS = env.int("SMS_POLL_MAX_SECONDS", default=1800)
+SMS_STATUS_TTL_HOURS = env.int("SMS_STATUS_TTL_HOURS", default=48)
+SMS_TTL_SENT_BECOMES = env.str("SMS_TTL_SENT_BECOMES", default="sent")
+SMS_SENDER_RECONCILE_SECONDS = env.int("SMS_SENDER_RECONCILE_SECONDS", default=600)
+
+# --- Django-------------------------------------------------------------------------------------
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",

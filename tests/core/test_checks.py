@@ -33,3 +33,9 @@ def test_an_empty_or_overbroad_allow_list_is_an_error(settings):
 def test_missing_app_credentials_are_reported(settings):
     settings.B24_CLIENT_SECRET = ""
     assert "b24portal.W004" in ids(settings)
+
+
+def test_sms_settings_are_checked(settings):
+    settings.SMS_TTL_SENT_BECOMES = "maybe"
+    settings.SMS_STATUS_TTL_HOURS = 0
+    assert {"b24portal.E009", "b24portal.E010"} <= ids(settings)
