@@ -22,6 +22,7 @@ run: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" DEBUG=$${DEBUG:-1} PORT=$(PORT) $(BIN)/honcho -f Procfile start
 
 test: setup
+	sh scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup

@@ -70,6 +70,11 @@ B24_JS_SDK_URL = env.str("B24_JS_SDK_URL", default="https://api.bitrix24.com/api
 B24_PLACEMENTS = env.list("B24_PLACEMENTS", default=[
     "CRM_LEAD_LIST_MENU", "CRM_DEAL_LIST_MENU", "CRM_CONTACT_LIST_MENU", "CRM_COMPANY_LIST_MENU",
 ])
+# The SMS-consent custom field type (full code rest_<app id>_<code>, at most 50 characters) and the CRM
+# entities it is added to; how often widget bindings are reconciled with each portal.
+B24_CONSENT_TYPE_CODE = env.str("B24_CONSENT_TYPE_CODE", default="sms_consent")
+B24_CONSENT_FIELD_ENTITIES = env.list("B24_CONSENT_FIELD_ENTITIES", default=["CONTACT", "LEAD"])
+B24_BINDINGS_RECONCILE_SECONDS = env.int("B24_BINDINGS_RECONCILE_SECONDS", default=3600)
 # Lifetime of the signed token a verified frame page uses for its API calls.
 B24_FRAME_TOKEN_MAX_AGE = env.int("B24_FRAME_TOKEN_MAX_AGE", default=3600)
 
@@ -119,6 +124,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # static files under gunicorn (admin, frame pages)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",

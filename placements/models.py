@@ -1,0 +1,46 @@
+"""What we registered in each portal (widgets, the custom field type, the fields made from it) and its state."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+
+class Binding(models.Model):
+    """One thing we registered in a portal, as last verified against the portal itself.
+
+    `code` is the placement code (CRM_DEAL_LIST_MENU), the short userfield type code (sms_consent), or, for a
+    CRM field made from our type, "<ENTITY>:<FIELD_NAME>" (CONTACT:UF_CRM_SMS_CONSENT)."""
+
+    class Kind(models.TextChoices):
+        PLACEMENT = "placement", _("Widget (placement)")
+        USERFIELD_TYPE = "userfield_type", _("Custom field type")
+        USERFIELD = "userfield", _("CRM field")
+
+    class State(models.TextChoices):
+        PENDING = "pending", _("Not checked yet")
+        BOUND = "bound", _("Bound")
+        MISSING = "missing", _("Missing")
+        ERROR = "error", _("Error")
+        UNBOUND = "unbound", _("Unbound by staff")
+
+    portal = models.ForeignKey("tenants.Portal", on_delete=models.CASCADE, related_name="bindings")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    code = models.CharField(max_length=120)
+    handler = models.URLField(max_length=300, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING, db_index=True)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    last_bound_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    repairs = models.PositiveIntegerField(default=0, help_text=_("How often the reconcile had to re-create it"))
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["portal_id", "kind", "code"]
+        constraints = [models.UniqueConstraint(fields=["portal", "kind", "code"], name="binding_unique_per_portal")]
+        indexes = [models.Index(fields=["state", "last_checked_at"], name="binding_state_checked")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.code} ({self.state})"

@@ -7,8 +7,8 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import QuerySet, Subquery
 from django.http import HttpRequest
-from django.urls import reverse
-from django.utils.html import format_html
+from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from . import actions
@@ -108,10 +108,19 @@ class PortalAdmin(admin.ModelAdmin):
 
         return mask(obj.handler_key)
 
-    @admin.display(description=_("journal"))
+    @admin.display(description=_("journal and bindings"))
     def journal_link(self, obj: Portal) -> str:
-        url = reverse("admin:tenants_journalentry_changelist") + f"?portal__id__exact={obj.pk}"
-        return format_html('<a href="{}">{}</a>', url, _("All journal entries"))
+        # Other apps' admin lists are reached by URL name only: tenants does not import them.
+        links = [(reverse("admin:tenants_journalentry_changelist"), _("All journal entries"))]
+        for name, label in (("admin:placements_binding_changelist", _("Widget bindings")),
+                            ("admin:messageservice_provideraccount_changelist", _("SMS provider accounts")),
+                            ("admin:messageservice_message_changelist", _("SMS messages"))):
+            try:
+                links.append((reverse(name), label))
+            except NoReverseMatch:
+                continue
+        return format_html_join(" · ", '<a href="{}?portal__id__exact={}">{}</a>',
+                                ((url, obj.pk, label) for url, label in links))
 
     @admin.action(description=_("Verify now (app.info)"))
     def verify_now(self, request: HttpRequest, queryset: QuerySet[Portal]) -> None:

@@ -102,3 +102,14 @@ def test_verify_now_records_app_info(staff_client, installed_portal, fake_portal
 def test_the_portal_detail_page_lists_the_journal(staff_client, installed_portal):
     page = staff_client.get(f"/admin/tenants/portal/{installed_portal.pk}/change/").content.decode()
     assert "installed and verified" in page
+
+
+def test_the_portal_page_links_to_its_journal_bindings_and_sms_lists(staff_client):
+    portal = PortalFactory()
+    page = staff_client.get(f"/admin/tenants/portal/{portal.pk}/change/").content.decode()
+    for changelist in ("tenants/journalentry", "placements/binding", "messageservice/provideraccount",
+                       "messageservice/message"):
+        url = f"/admin/{changelist}/?portal__id__exact={portal.pk}"
+        assert url in page
+        response = staff_client.get(url)
+        assert response.status_code == 200 and "?e=1" not in response.get("Location", ""), changelist

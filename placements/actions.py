@@ -1,0 +1,90 @@
+"""Staff and system actions on bindings (`do_*`): talk to the portal, then record and journal."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from django.db import transaction
+from django.utils import timezone
+
+from oauth.client import PortalClient
+from oauth.errors import B24Error
+from tenants.actions import journal
+from tenants.models import JournalEntry
+
+from . import bindings, config
+from .models import Binding
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+    from tenants.models import Portal
+
+
+def _actor(staff_user: AbstractBaseUser | None, default: str = "system") -> str:
+    return f"staff:{staff_user.get_username()}" if staff_user is not None else default
+
+
+def all_desired(portal: Portal, *, with_fields: bool) -> list[bindings.Desired]:
+    desired = bindings.desired_placements() + bindings.desired_types()
+    if with_fields and config.consent_field_entities():
+        desired += bindings.desired_fields()
+    return desired
+
+
+def do_reconcile_portal(portal: Portal, *, actor: str = "system", client: PortalClient | None = None,
+                        with_fields: bool = True) -> bindings.SyncReport:
+    """Verify every binding of the portal and re-create what Bitrix24 dropped (service token)."""
+    return bindings.sync(portal, client or PortalClient(portal), all_desired(portal, with_fields=with_fields),
+                         repair=True, actor=actor)
+
+
+def do_add_consent_fields(portal: Portal, *, staff_user: AbstractBaseUser | None = None,
+                          client: PortalClient | None = None) -> bindings.SyncReport:
+    """Give contacts and leads (B24_CONSENT_FIELD_ENTITIES) a field of our SMS-consent type."""
+    client = client or PortalClient(portal)
+    desired = [*bindings.desired_types(), *bindings.desired_fields()]
+    with transaction.atomic():
+        Binding.objects.filter(portal=portal, kind=Binding.Kind.USERFIELD, state=Binding.State.UNBOUND).update(
+            state=Binding.State.PENDING)
+    return bindings.sync(portal, client, desired, repair=True, actor=_actor(staff_user))
+
+
+def do_rebind(binding: Binding, *, staff_user: AbstractBaseUser | None = None,
+              client: PortalClient | None = None) -> bindings.SyncReport:
+    """Staff: bind again now (after an unbind, or to repair without waiting for the reconcile)."""
+    portal = binding.portal
+    with transaction.atomic():
+        Binding.objects.filter(pk=binding.pk).update(state=Binding.State.PENDING)
+        journal(portal, JournalEntry.Kind.BINDING, f"rebind {binding.kind} {binding.code} requested",
+                actor=_actor(staff_user), staff_user=staff_user)
+    return bindings.sync(portal, client or PortalClient(portal), [bindings.desired_for(binding)], repair=True,
+                         actor=_actor(staff_user))
+
+
+def do_unbind(binding: Binding, *, staff_user: AbstractBaseUser | None = None,
+              client: PortalClient | None = None) -> str:
+    """Staff: remove one registration from the portal; the reconcile leaves it alone until a rebind."""
+    portal = binding.portal
+    client = client or PortalClient(portal)
+    try:
+        result = bindings.remove(client, portal, binding)
+    except (B24Error, ValueError) as exc:
+        message = f"{exc.code}: {exc.description}" if isinstance(exc, B24Error) else str(exc)
+        with transaction.atomic():
+            Binding.objects.filter(pk=binding.pk).update(last_error=message[:500], last_checked_at=timezone.now())
+            journal(portal, JournalEntry.Kind.BINDING, f"unbind {binding.code} failed: {message}", level="error",
+                    actor=_actor(staff_user), staff_user=staff_user)
+        return message
+    with transaction.atomic():
+        Binding.objects.filter(pk=binding.pk).update(state=Binding.State.UNBOUND, last_error="",
+                                                     last_checked_at=timezone.now())
+        journal(portal, JournalEntry.Kind.BINDING, f"unbound {binding.kind} {binding.code}",
+                actor=_actor(staff_user), staff_user=staff_user, details={"result": result})
+    return "unbound"
+
+
+def do_forget_bindings(portal: Portal) -> int:
+    """The portal's data is purged (clean uninstall): Bitrix24 already removed the registrations."""
+    deleted, _ = Binding.objects.filter(portal=portal).delete()
+    return deleted

@@ -1,0 +1,99 @@
+"""Which widgets and field types a portal gets, read from settings with sensible defaults.
+
+Settings (all optional):
+- B24_PLACEMENTS: the CRM list-menu widgets to bind (default: lead, deal, contact and company list menus).
+- B24_CONSENT_TYPE_CODE: the short code of the SMS-consent userfield type (default "sms_consent").
+- B24_CONSENT_FIELD_ENTITIES: CRM entities that get a field of that type (default CONTACT and LEAD).
+- B24_JS_SDK_URL: where frame pages load the BX24 JS SDK from.
+- B24_FRAME_TOKEN_MAX_AGE: lifetime (s) of the signed token a verified frame page uses for our API.
+- B24_BINDINGS_RECONCILE_SECONDS: how often the periodic reconcile runs.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.conf import settings
+from django.urls import reverse
+
+DEFAULT_PLACEMENTS = ("CRM_LEAD_LIST_MENU", "CRM_DEAL_LIST_MENU", "CRM_CONTACT_LIST_MENU", "CRM_COMPANY_LIST_MENU")
+DEFAULT_SDK_URL = "https://api.bitrix24.com/api/v1/"
+# Bitrix24 stores the full code rest_<app.info ID>_<code> in a 50-character column (contracts §5).
+USERFIELD_TYPE_FULL_CODE_MAX = 50
+USERFIELD_TYPE_CODE_RE = re.compile(r"^[a-z0-9_]{1,50}$")
+
+# Titles shown in Bitrix24's menus, per UI language (LANG_ALL); TITLE itself is the fallback.
+PLACEMENT_TITLES: dict[str, dict[str, str]] = {
+    "en": {"TITLE": "SMS", "DESCRIPTION": "Send an SMS and see the SMS history"},
+    "ru": {"TITLE": "SMS", "DESCRIPTION": "Отправить SMS и посмотреть историю SMS"},
+}
+CONSENT_TYPE_TITLES: dict[str, str] = {"TITLE": "SMS consent", "DESCRIPTION": "Consent to receive SMS, per phone"}
+CONSENT_FIELD_LABELS: dict[str, str] = {"en": "SMS consent", "ru": "Согласие на SMS"}
+CONSENT_FIELD_NAME = "SMS_CONSENT"  # Bitrix24 prefixes UF_CRM_
+
+
+def placement_codes() -> list[str]:
+    return [str(code).strip().upper() for code in getattr(settings, "B24_PLACEMENTS", DEFAULT_PLACEMENTS) if code]
+
+
+def consent_type_code() -> str:
+    return str(getattr(settings, "B24_CONSENT_TYPE_CODE", "sms_consent"))
+
+
+def consent_field_entities() -> list[str]:
+    return [str(e).upper() for e in getattr(settings, "B24_CONSENT_FIELD_ENTITIES", ("CONTACT", "LEAD"))]
+
+
+def sdk_url() -> str:
+    return str(getattr(settings, "B24_JS_SDK_URL", DEFAULT_SDK_URL))
+
+
+def frame_token_max_age() -> int:
+    return int(getattr(settings, "B24_FRAME_TOKEN_MAX_AGE", 3600))
+
+
+def reconcile_seconds() -> int:
+    return int(getattr(settings, "B24_BINDINGS_RECONCILE_SECONDS", 3600))
+
+
+def public_url(view_name: str) -> str:
+    return f"{settings.PUBLIC_URL}{reverse(view_name)}"
+
+
+def list_menu_handler() -> str:
+    return public_url("placements-crm-list-menu")
+
+
+def consent_handler() -> str:
+    return public_url("placements-consent-field")
+
+
+def placement_bind_params(code: str) -> dict[str, Any]:
+    return {
+        "PLACEMENT": code,
+        "HANDLER": list_menu_handler(),
+        "TITLE": PLACEMENT_TITLES["en"]["TITLE"],
+        "DESCRIPTION": PLACEMENT_TITLES["en"]["DESCRIPTION"],
+        "LANG_ALL": {lang: dict(titles) for lang, titles in PLACEMENT_TITLES.items()},
+    }
+
+
+class BindingConfigError(Exception):
+    """The configuration cannot work in this portal (e.g. a type code too long for its app id)."""
+
+
+def consent_full_code(app_local_id: int | None) -> str:
+    """rest_<app.info ID>_<code>: what CRM fields name as their USER_TYPE_ID."""
+    code = consent_type_code()
+    if app_local_id is None:
+        raise BindingConfigError("the portal's app.info ID is not known yet (needed for rest_<ID>_<code>)")
+    if not USERFIELD_TYPE_CODE_RE.match(code):
+        raise BindingConfigError(f"userfield type code {code!r} must be a-z, 0-9 or _")
+    full = f"rest_{app_local_id}_{code}"
+    if len(full) > USERFIELD_TYPE_FULL_CODE_MAX:
+        raise BindingConfigError(
+            f"full userfield type code {full!r} is {len(full)} characters; Bitrix24 allows "
+            f"{USERFIELD_TYPE_FULL_CODE_MAX}: shorten B24_CONSENT_TYPE_CODE"
+        )
+    return full

@@ -1,0 +1,262 @@
+"""Frame security: the one mechanism every page Bitrix24 frames goes through.
+
+A frame POST is accepted only when its DOMAIN is allow-listed, its member_id is a known ACTIVE portal on
+that domain, its APPLICATION_TOKEN (when sent) matches in constant time, and its AUTH_ID is proven against
+that portal (user.current + user.admin in one batch, with that very token). The proof is cached for the
+token's lifetime under a hash of (portal, token), never the token itself. Anything else: a 4xx with a
+reason and nothing stored.
+
+A verified page gets a short-lived signed frame token bound to (portal, Bitrix24 user, admin flag); its
+own calls to our API carry it (`Authorization: Frame <token>`), so no third-party cookie is needed. Only
+these entry points are CSRF-exempt and frameable, and only by that portal's origin
+(`Content-Security-Policy: frame-ancestors <origin>`); everything else keeps X-Frame-Options: DENY.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any
+
+from django.core import signing
+from django.core.cache import cache
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import translation
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from b24portal.logging import bind_log_context
+from oauth.client import post_method
+from oauth.errors import B24AuthError, B24TransportError, error_from_envelope
+from oauth.models import PortalToken
+from oauth.tokens import TokenGrant, store_tokens
+from tenants.intake import LANG_RE, MEMBER_ID_RE, TOKEN_RE, Rejected, checked_domain, read_form
+from tenants.models import Portal
+from tenants.views import frame_response
+
+from . import config
+
+logger = logging.getLogger(__name__)
+
+FRAME_TOKEN_SALT = "placements.frame-token"
+PROOF_CACHE_PREFIX = "placements:frame-proof:"
+MAX_PROOF_TTL = 3600
+SUPPORTED_LANGS = ("en", "ru")
+# Bitrix24 UI languages whose users read Russian more readily than English.
+RUSSIAN_READING = {"ru", "ua", "by", "kz"}
+
+
+@dataclass(frozen=True)
+class FrameContext:
+    """A verified frame: who opened it, where, and what the widget was given."""
+
+    portal: Portal
+    user_id: int
+    is_admin: bool
+    lang: str
+    placement: str
+    options: dict[str, Any]
+    frame_token: str
+
+    def token_for_item(self, entity: str, item_id: int) -> str:
+        """A frame token whose API calls are limited to this one CRM item (the one the user was shown)."""
+        return issue_frame_token(self.portal, self.user_id, self.is_admin, self.lang, (entity, item_id))
+
+
+@dataclass(frozen=True)
+class FramePrincipal:
+    """Who a frame token speaks for (DRF's request.user on our API)."""
+
+    portal: Portal
+    user_id: int
+    is_admin: bool
+    lang: str
+    item: tuple[str, int] | None = None  # the CRM item the page was opened for (its API calls are bound to it)
+
+    is_authenticated = True
+    is_anonymous = False
+
+    @property
+    def pk(self) -> str:
+        return f"{self.portal.pk}:{self.user_id}"
+
+
+def ui_language(lang: str) -> str:
+    lang = (lang or "en").lower().split("-")[0].split("_")[0]
+    if lang in SUPPORTED_LANGS:
+        return lang
+    return "ru" if lang in RUSSIAN_READING else "en"
+
+
+# -- frame tokens ------------------------------------------------------------------------------------------
+def issue_frame_token(portal: Portal, user_id: int, is_admin: bool, lang: str,
+                      item: tuple[str, int] | None = None) -> str:
+    payload: dict[str, Any] = {"p": portal.pk, "m": portal.member_id, "u": user_id, "a": bool(is_admin), "l": lang}
+    if item is not None:
+        payload["i"] = [item[0], item[1]]
+    return signing.TimestampSigner(salt=FRAME_TOKEN_SALT).sign_object(payload, compress=True)
+
+
+def read_frame_token(token: str) -> FramePrincipal:
+    """Raises Rejected(401/403) for a bad, expired or foreign token or a portal that is no longer active."""
+    try:
+        data = signing.TimestampSigner(salt=FRAME_TOKEN_SALT).unsign_object(
+            token, max_age=config.frame_token_max_age())
+    except signing.SignatureExpired:
+        raise Rejected("frame token expired; reopen the widget", 401) from None
+    except (signing.BadSignature, ValueError, TypeError):
+        raise Rejected("invalid frame token", 401) from None
+    if not isinstance(data, dict) or not isinstance(data.get("p"), int) or not isinstance(data.get("u"), int):
+        raise Rejected("invalid frame token", 401)
+    portal = Portal.objects.filter(pk=data["p"], member_id=data.get("m")).first()
+    if portal is None or not portal.is_operational:
+        raise Rejected("the portal is not active", 403)
+    item = data.get("i")
+    scoped = (str(item[0]), int(item[1])) if isinstance(item, list) and len(item) == 2 else None
+    return FramePrincipal(portal=portal, user_id=data["u"], is_admin=bool(data.get("a")),
+                          lang=str(data.get("l") or "en"), item=scoped)
+
+
+# -- verifying a frame POST --------------------------------------------------------------------------------
+def _field(data: Any, key: str, *, pattern: Any = None, required: bool = True, max_length: int = 255) -> str:
+    value = data.get(key)
+    if value is None or value == "":
+        if required:
+            raise Rejected(f"missing {key}")
+        return ""
+    value = str(value).strip()
+    if len(value) > max_length:
+        raise Rejected(f"{key} is too long")
+    if pattern is not None and not pattern.match(value):
+        raise Rejected(f"{key} is malformed")
+    return value
+
+
+def _proof_key(portal: Portal, access_token: str) -> str:
+    digest = hashlib.sha256(f"{portal.pk}:{portal.member_id}:{access_token}".encode()).hexdigest()
+    return PROOF_CACHE_PREFIX + digest
+
+
+def prove_user_token(portal: Portal, access_token: str) -> tuple[int, bool]:
+    """user.current and user.admin with the frame's token against the portal's own endpoint (the domain is
+    allow-listed and the portal known). Returns (Bitrix24 user id, is admin)."""
+    methods = {"user": "user.current", "admin": "user.admin"}
+    try:
+        response = post_method(portal.rest_endpoint, "batch", {"halt": 0, "cmd": methods}, access_token,
+                               timeout=(5.0, 15.0))
+    except B24TransportError:
+        raise Rejected("the portal could not be reached to verify the token; try again", 502) from None
+    if response.is_redirect:
+        raise Rejected("the portal answered with a redirect: it has moved; reopen the app", 409)
+    try:
+        payload = response.json()
+    except ValueError:
+        raise Rejected(f"the portal answered HTTP {response.status_code} without JSON", 502) from None
+    if not isinstance(payload, dict):
+        raise Rejected("the portal's answer is not an object", 502)
+    if "error" in payload:
+        error = error_from_envelope(str(payload["error"]), str(payload.get("error_description", "")),
+                                    http_status=response.status_code, method="batch")
+        kind = "rejected the token" if isinstance(error, B24AuthError) else "refused verification"
+        raise Rejected(f"the portal {kind} ({error.code})", 403)
+    result = payload.get("result") if isinstance(payload.get("result"), dict) else {}
+    errors = result.get("result_error") if isinstance(result.get("result_error"), dict) else {}
+    results = result.get("result") if isinstance(result.get("result"), dict) else {}
+    if "user" in errors:
+        code = errors["user"].get("error", "?") if isinstance(errors["user"], dict) else "?"
+        raise Rejected(f"the portal rejected the token ({code})", 403)
+    user = results.get("user")
+    try:
+        user_id = int(user.get("ID")) if isinstance(user, dict) else 0
+    except (TypeError, ValueError):
+        user_id = 0
+    if user_id <= 0:
+        raise Rejected("user.current did not name a user", 403)
+    # user.admin may fail on its own (a scope quirk): then the user is simply not treated as an admin.
+    return user_id, results.get("admin") is True
+
+
+def _store_user_tokens(portal: Portal, grant: TokenGrant, user_id: int, is_admin: bool) -> None:
+    # The installer's row is the portal's service token: refresh it, never demote it.
+    is_service = PortalToken.objects.filter(portal=portal, user_id=user_id, is_service=True).exists()
+    store_tokens(portal, grant, user_id=user_id, is_service=is_service, is_admin=is_admin)
+
+
+def verify_frame(request: HttpRequest) -> FrameContext:
+    form = read_form(request)
+    domain = checked_domain(_field(request.GET, "DOMAIN", max_length=255))
+    member_id = _field(form, "member_id", pattern=MEMBER_ID_RE)
+    access_token = _field(form, "AUTH_ID", pattern=TOKEN_RE, max_length=256)
+    refresh = _field(form, "REFRESH_ID", pattern=TOKEN_RE, required=False, max_length=256)
+    application_token = _field(form, "APPLICATION_TOKEN", pattern=TOKEN_RE, required=False, max_length=256)
+    try:
+        expires = int(form.get("AUTH_EXPIRES") or 3600)
+    except ValueError:
+        raise Rejected("AUTH_EXPIRES is not a number") from None
+    placement = _field(form, "PLACEMENT", required=False, pattern=None, max_length=100).upper() or "DEFAULT"
+    raw_options = form.get("PLACEMENT_OPTIONS") or "{}"
+    try:
+        options = json.loads(raw_options)
+    except ValueError:
+        raise Rejected("PLACEMENT_OPTIONS is not JSON") from None
+    if options == []:  # PHP's json_encode of an empty array
+        options = {}
+    if not isinstance(options, dict):
+        raise Rejected("PLACEMENT_OPTIONS is not a JSON object")
+    lang = _field(request.GET, "LANG", pattern=LANG_RE, required=False, max_length=10) or "en"
+
+    portal = Portal.objects.filter(member_id=member_id).first()
+    if portal is None:
+        raise Rejected("unknown portal", 403)
+    if portal.domain != domain:
+        raise Rejected("this member_id belongs to a portal on another domain", 403)
+    if not portal.is_operational:
+        raise Rejected(f"the app is not active in this portal ({portal.status})", 403)
+    bind_log_context(member_id=portal.member_id)
+    if application_token and not portal.application_token_matches(application_token):
+        raise Rejected("APPLICATION_TOKEN does not match", 403)
+
+    key = _proof_key(portal, access_token)
+    proof = cache.get(key)
+    if isinstance(proof, dict) and proof.get("portal") == portal.pk:
+        user_id, is_admin = int(proof["user_id"]), bool(proof["is_admin"])
+    else:
+        user_id, is_admin = prove_user_token(portal, access_token)
+        ttl = max(1, min(expires, MAX_PROOF_TTL) - 60)  # end a minute before the token does
+        cache.set(key, {"portal": portal.pk, "user_id": user_id, "is_admin": is_admin}, ttl)
+        if refresh:
+            _store_user_tokens(portal, TokenGrant(access_token=access_token, refresh_token=refresh,
+                                                  expires_in=max(expires, 1),
+                                                  scope=str(form.get("APPLICATION_SCOPE") or "")[:1000],
+                                                  user_id=user_id), user_id, is_admin)
+    ui_lang = ui_language(lang)
+    return FrameContext(portal=portal, user_id=user_id, is_admin=is_admin, lang=ui_lang, placement=placement,
+                        options=options, frame_token=issue_frame_token(portal, user_id, is_admin, ui_lang))
+
+
+FrameView = Callable[[HttpRequest, FrameContext], HttpResponse]
+
+
+def frame_view(view: FrameView) -> Callable[[HttpRequest], HttpResponse]:
+    """Verify, render in the user's language, and let exactly that portal frame the answer."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest) -> HttpResponse:
+        try:
+            context = verify_frame(request)
+        except Rejected as exc:
+            logger.info("frame rejected", extra={"reason": exc.reason, "status": exc.status})
+            return JsonResponse({"error": exc.reason}, status=exc.status)
+        with translation.override(context.lang):
+            response = view(request, context)
+        response["Content-Language"] = context.lang
+        response["Cache-Control"] = "no-store"
+        response["Referrer-Policy"] = "no-referrer"
+        return frame_response(response, context.portal.origin)
+
+    # The form POST comes cross-site into Bitrix24's iframe; the token proof above replaces CSRF here.
+    return csrf_exempt(require_POST(wrapper))
