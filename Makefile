@@ -29,6 +29,7 @@ lint: setup
 	$(BIN)/ruff check .
 
 bench: setup
+	sh scripts/ensure-wrk.sh
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 superuser: setup

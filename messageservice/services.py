@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import numbers
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -50,8 +50,20 @@ def get_account(portal: Portal, account_id: int) -> ProviderAccount:
     return ProviderAccount.objects.get(portal=portal, pk=account_id)
 
 
+# What accepting a message needs of its account: never the credentials (no decryption on the hot path).
+ACCEPT_FIELDS = ("pk", "portal_id", "carrier", "code", "is_active")
+
+
 def active_account_by_code(portal: Portal, code: str) -> ProviderAccount:
-    return ProviderAccount.objects.get(portal=portal, code=code, is_active=True)
+    return ProviderAccount.objects.only(*ACCEPT_FIELDS).get(portal=portal, code=code, is_active=True)
+
+
+def handler_target(key: str, code: str) -> ProviderAccount:
+    """The handler's one lookup: the active sender `code` of the portal whose handler key this is, with its
+    portal, in a single query. Raises ProviderAccount.DoesNotExist."""
+    return (ProviderAccount.objects.select_related("portal")
+            .only(*ACCEPT_FIELDS, *(f"portal__{f.name}" for f in Portal._meta.concrete_fields))
+            .get(portal__handler_key=key, code=code, is_active=True))
 
 
 def messages_for_binding(portal: Portal, owner_type_id: int, owner_id: int) -> QuerySet[Message]:
@@ -215,35 +227,40 @@ def _accept(portal: Portal, account: ProviderAccount, *, message_id: str, to: st
     from .tasks import send_message
 
     now = timezone.now()
-    with transaction.atomic():
-        try:
-            with transaction.atomic():
-                message = Message.objects.create(
-                    portal=portal, account=account, carrier=account.carrier, message_id=message_id,
-                    origin=origin, recipient_raw=to[:64], body=body, author_user_id=author_user_id,
-                    bindings=bindings, meta=dict(meta), created_at=now, next_attempt_at=now,
-                    send_deadline_at=now + timedelta(minutes=conf.get("SMS_SEND_DEADLINE_MINUTES")),
+    try:
+        # One transaction, no inner savepoint: a duplicate rolls the whole attempt back (nothing else was
+        # written yet) and the stored row is returned instead.
+        with transaction.atomic():
+            message = Message.objects.create(
+                portal=portal, account=account, carrier=account.carrier, message_id=message_id,
+                origin=origin, recipient_raw=to[:64], body=body, author_user_id=author_user_id,
+                bindings=bindings, meta=dict(meta), created_at=now, next_attempt_at=now,
+                send_deadline_at=now + timedelta(minutes=conf.get("SMS_SEND_DEADLINE_MINUTES")),
+            )
+            if bindings:
+                MessageBinding.objects.bulk_create(
+                    MessageBinding(message=message, portal=portal, owner_type_id=b["OWNER_TYPE_ID"],
+                                   owner_id=b["OWNER_ID"])
+                    for b in bindings
                 )
-        except IntegrityError:
-            existing = Message.objects.get(portal=portal, message_id=message_id)
-            if existing.body != body or existing.recipient_raw != to[:64]:
-                logger.warning("message_id repeated with different content; kept the first",
-                               extra={"message_id": message_id})
-            return existing, False
-        MessageBinding.objects.bulk_create(
-            MessageBinding(message=message, portal=portal, owner_type_id=b["OWNER_TYPE_ID"], owner_id=b["OWNER_ID"])
-            for b in bindings
-        )
-        pk = message.pk
-        transaction.on_commit(lambda: send_message.delay(pk))
+            pk = message.pk
+            transaction.on_commit(lambda: send_message.delay(pk))
+    except IntegrityError:
+        existing = Message.objects.get(portal=portal, message_id=message_id)
+        if existing.body != body or existing.recipient_raw != to[:64]:
+            logger.warning("message_id repeated with different content; kept the first",
+                           extra={"message_id": message_id})
+        return existing, False
     return message, True
 
 
 def do_accept_message(portal: Portal, *, code: str, message_id: str, to: str, body: str,
                       bindings: list[dict[str, Any]], author_user_id: int | None, origin: str,
-                      meta: Mapping[str, Any]) -> tuple[Message, bool]:
-    """The handler path. Raises ProviderAccount.DoesNotExist when `code` is not an active sender."""
-    account = active_account_by_code(portal, code)
+                      meta: Mapping[str, Any], account: ProviderAccount | None = None) -> tuple[Message, bool]:
+    """The handler path. Raises ProviderAccount.DoesNotExist when `code` is not an active sender.
+    `account` may be passed when the caller already loaded it (with `handler_target`)."""
+    if account is None or account.portal_id != portal.pk or account.code != code:
+        account = active_account_by_code(portal, code)
     return _accept(portal, account, message_id=message_id.lower(), to=to, body=body,
                    bindings=as_bindings(bindings), author_user_id=author_user_id, origin=origin, meta=meta)
 
@@ -292,11 +309,13 @@ def do_send_test_sms(portal: Portal, account: ProviderAccount, *, to: str, actor
 # -- delivery status (used by the send task now, and by the poller) ------------------------------------
 
 
-def advance_status(message_pk: int, status: DeliveryStatus | str, *, raw_status: str = "",
-                   error: str | None = None, now: Any = None, extra: Mapping[str, Any] | None = None) -> bool:
-    """Move the delivery status forward (never back: Bitrix24 would accept a late `sent` over
-    `delivered`). One conditional UPDATE, so concurrent pollers cannot regress it. Marks `push_due` for
-    messages Bitrix24 knows, sets `final_at` and stops polling on a final status. Returns True if moved."""
+def advance_statuses(message_pks: Iterable[int], status: DeliveryStatus | str, *, raw_status: str = "",
+                     error: str | None = None, now: Any = None, extra: Mapping[str, Any] | None = None) -> int:
+    """Move the delivery status of these messages forward (never back: Bitrix24 would accept a late `sent`
+    over `delivered`). One conditional UPDATE for the whole group, so concurrent pollers cannot regress it.
+    Marks `push_due` for messages Bitrix24 knows, sets `final_at` and stops polling on a final status.
+    Returns how many moved."""
+    pks = list(message_pks)
     status = DeliveryStatus(status)
     now = now or timezone.now()
     behind = [s for s, rank in RANK.items() if rank < RANK[status]]
@@ -307,11 +326,16 @@ def advance_status(message_pk: int, status: DeliveryStatus | str, *, raw_status:
         fields["last_error"] = error[:500]
     if RANK[status] == max(RANK.values()):
         fields.update(final_at=now, next_poll_at=None)
-    moved = Message.objects.filter(Q(status__isnull=True) | Q(status__in=behind), pk=message_pk).update(**fields)
+    moved = Message.objects.filter(Q(status__isnull=True) | Q(status__in=behind), pk__in=pks).update(**fields)
     if moved:
-        Message.objects.filter(pk=message_pk, origin__in=Message.BITRIX24_ORIGINS).exclude(
+        Message.objects.filter(pk__in=pks, status=status, origin__in=Message.BITRIX24_ORIGINS).exclude(
             pushed_status=status).update(push_due=True)
-    return bool(moved)
+    return moved
+
+
+def advance_status(message_pk: int, status: DeliveryStatus | str, **kwargs: Any) -> bool:
+    """`advance_statuses` for one message; True if it moved."""
+    return bool(advance_statuses([message_pk], status, **kwargs))
 
 
 # -- staff actions on messages --------------------------------------------------------------------------

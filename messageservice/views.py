@@ -42,22 +42,26 @@ def portal_for_key(key: str) -> Portal:
 @rejects_bad_input
 def handler(request: HttpRequest, key: str) -> HttpResponse:
     form = tenant_intake.read_form(request)
-    portal = portal_for_key(key)
+    if not HANDLER_KEY_RE.match(key):
+        raise Rejected("unknown handler", 404)
+    incoming = parse_handler_payload(tenant_intake.nested(form))
+    try:
+        account = services.handler_target(key, incoming.code)  # portal and sender in one query
+    except ProviderAccount.DoesNotExist:
+        portal_for_key(key)  # 404 "unknown handler" when the key itself is wrong
+        raise Rejected(f"unknown sender code {incoming.code!r}", 404) from None
+    portal = account.portal
     bind_log_context(member_id=portal.member_id)
     if not portal.is_operational:
         raise Rejected(f"portal is not active ({portal.status})", 409)
-    incoming = parse_handler_payload(tenant_intake.nested(form))
     if incoming.auth is not None:
         same_member = hmac.compare_digest(incoming.auth["member_id"].encode(), portal.member_id.encode())
         token_ok = portal.application_token_matches(incoming.auth["application_token"])
         if not (same_member and token_ok):
             raise Rejected("auth does not match this portal", 403)
-    try:
-        message, created = services.do_accept_message(
-            portal, code=incoming.code, message_id=incoming.message_id, to=incoming.to, body=incoming.body,
-            bindings=incoming.bindings, author_user_id=incoming.author_user_id, origin=incoming.origin,
-            meta=incoming.meta)
-    except ProviderAccount.DoesNotExist:
-        raise Rejected(f"unknown sender code {incoming.code!r}", 404) from None
+    message, created = services.do_accept_message(
+        portal, code=incoming.code, message_id=incoming.message_id, to=incoming.to, body=incoming.body,
+        bindings=incoming.bindings, author_user_id=incoming.author_user_id, origin=incoming.origin,
+        meta=incoming.meta, account=account)
     return JsonResponse({"ok": True, "message_id": message.message_id, "state": message.state,
                          "duplicate": not created})

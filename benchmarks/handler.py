@@ -1,0 +1,386 @@
+"""Benchmark: the messageservice HANDLER under gunicorn, beside a trivial Django JSON view on the same stack.
+
+    python -m benchmarks handler [--duration 15] [--warmup 3] [--concurrency 32] [--workers 4]
+                                 [--worker-class sync] [--threads 1]
+
+A scratch PostgreSQL database gets one active portal with one SMS.ru provider account; then gunicorn
+(DEBUG off, tests.settings, persistent DB connections) serves the real app and `wrk` drives
+`POST /b24/messageservice/<handler_key>/` with the exact form Bitrix24 sends (built by
+tests.fakes.b24_messageservice.send_from_bitrix24, auth block included, so the application-token check
+runs) and a unique 32-hex message_id per request, then `GET /health/` as the baseline. Each accepted message
+dispatches `send_message` on commit to the Redis broker, into a queue of its own that no worker reads
+(deleted at the end). Printed: requests/s and p50/p99 latency of both, with the targets (handler ≥ 70% of
+the baseline's throughput, p99 < 100 ms); then a query profile of one handler request.
+
+`wrk` comes from Debian (`scripts/ensure-wrk.sh`); without it a Python client runs instead (and says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from .common import ROOT, scratch_database, setup_django
+
+SENDER_CODE = "bench_sms"
+MESSAGE_ID_SENTINEL = "f" * 32  # replaced per request by the load generator
+
+
+# -- the WSGI app gunicorn loads: `benchmarks.handler:wsgi_app()` ---------------------------------------
+def _use_bench_queue(queue: str) -> None:
+    """tests.settings runs Celery eagerly; here the handler must only *queue* the send (as in production),
+    into a queue of its own so nothing else on this Redis sees or consumes it."""
+    from django.conf import settings
+
+    from b24portal.celery import app
+
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    app.conf.task_always_eager = False
+    app.conf.task_default_queue = queue
+    app.conf.task_routes = None
+
+
+def wsgi_app() -> Any:
+    """Gunicorn's app factory (each worker): Django on tests.settings against the scratch database
+    (TEST_DATABASE_URL), with Celery dispatching to the benchmark's queue."""
+    setup_django()
+    _use_bench_queue(os.environ["BENCH_CELERY_QUEUE"])
+    from django.core.wsgi import get_wsgi_application
+
+    return get_wsgi_application()
+
+
+# -- set-up ----------------------------------------------------------------------------------------------
+def _setup_portal(fake: Any) -> tuple[Any, Any]:
+    from messageservice.models import ProviderAccount
+    from tenants.models import Portal, hash_application_token
+    from tests.fakes.carriers import FakeSmsRu
+
+    portal = Portal.objects.create(member_id=fake.member_id, domain=fake.domain, rest_endpoint=fake.client_endpoint,
+                                   status=Portal.Status.ACTIVE, phone_region="RU", license="ru_pro",
+                                   application_token_hash=hash_application_token(fake.application_token))
+    # Created directly (not through do_save_account): the handler only needs an active account with this
+    # code, and registering the sender in Bitrix24 is not what is measured.
+    account = ProviderAccount.objects.create(
+        portal=portal, carrier="smsru", code=SENDER_CODE, name="Bench SMS", credentials={"api_id": FakeSmsRu.API_ID},
+        base_url="http://127.0.0.1:9", registration_state=ProviderAccount.Registration.REGISTERED)
+    return portal, account
+
+
+def _payload_template(fake: Any) -> str:
+    from tests.fakes.b24_messageservice import send_from_bitrix24
+
+    payload = send_from_bitrix24(fake, SENDER_CODE, "+79991234567", "Your order 1234 has shipped. Thank you!",
+                                 message_id=MESSAGE_ID_SENTINEL, check_registered=False)
+    body = urlencode(payload)
+    assert body.count(MESSAGE_ID_SENTINEL) == 1
+    return body
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_gunicorn(port: int, env: dict[str, str], args: argparse.Namespace, log: Path) -> subprocess.Popen[bytes]:
+    cmd = [str(Path(sys.executable).parent / "gunicorn"), "benchmarks.handler:wsgi_app()",
+           "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers), "--worker-class", args.worker_class,
+           "--threads", str(args.threads), "--backlog", "2048", "--timeout", "60", "--keep-alive", "5",
+           "--log-level", "warning", "--chdir", ROOT]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd,  # noqa: S603 (our own argv)
+                                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            import requests
+
+            if requests.get(f"http://127.0.0.1:{port}/health/", timeout=2).status_code == 200:
+                return proc
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"gunicorn did not answer within 30 s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)  # its own session: the master and its workers only
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
+# -- load generation -------------------------------------------------------------------------------------
+WRK_LUA = r"""
+-- generated by benchmarks/handler.py
+local method, path, prefix, suffix, nonce = %s, %s, %s, %s, %s
+local counter, tid = 0, 0
+local threads = {}
+local next_tid = 0
+
+function setup(thread)
+  thread:set("tid", next_tid)
+  next_tid = next_tid + 1
+  table.insert(threads, thread)
+end
+
+function init(args)
+  tid = tonumber(wrk.thread:get("tid")) or 0
+  wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+end
+
+function request()
+  if method == "GET" then
+    return wrk.format("GET", path)
+  end
+  counter = counter + 1
+  -- 32 hex: 12-hex run nonce + 4-hex thread + 16-hex counter (unique per request and per run)
+  local id = nonce .. string.format("%%04x%%016x", tid, counter)
+  return wrk.format("POST", path, nil, prefix .. id .. suffix)
+end
+
+local statuses = {}
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+
+function done(summary, latency, requests)
+  local non2xx = summary.errors.status
+  io.write(string.format(
+    'WRKJSON {"requests": %%d, "duration_us": %%d, "p50_us": %%d, "p99_us": %%d, "mean_us": %%.1f, ' ..
+    '"max_us": %%d, "non2xx": %%d, "connect_errors": %%d, "read_errors": %%d, "timeouts": %%d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), latency.mean,
+    latency.max, non2xx, summary.errors.connect, summary.errors.read, summary.errors.timeout))
+end
+"""
+
+
+def _lua_str(value: str) -> str:
+    return json.dumps(value)  # a JSON string literal is a valid Lua string literal for this ASCII text
+
+
+def _wrk(url_base: str, method: str, path: str, body_template: str, nonce: str, seconds: float,
+         concurrency: int, threads: int, workdir: Path) -> dict[str, Any]:
+    prefix, suffix = body_template.split(MESSAGE_ID_SENTINEL) if body_template else ("", "")
+    script = workdir / f"{method.lower()}-{nonce}.lua"
+    script.write_text(WRK_LUA % (_lua_str(method), _lua_str(path), _lua_str(prefix), _lua_str(suffix),
+                                 _lua_str(nonce)))
+    cmd = ["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{max(round(seconds), 1)}s",
+           "--timeout", "10s", "-s", str(script), url_base + path]
+    out = subprocess.run(cmd, capture_output=True, text=True,  # noqa: S603 (our own argv)
+                         timeout=seconds + 60, check=True).stdout
+    line = next(ln for ln in out.splitlines() if ln.startswith("WRKJSON "))
+    stats = json.loads(line[len("WRKJSON "):])
+    return {"requests": stats["requests"], "seconds": stats["duration_us"] / 1e6,
+            "rps": stats["requests"] / (stats["duration_us"] / 1e6), "p50_ms": stats["p50_us"] / 1000,
+            "p99_ms": stats["p99_us"] / 1000, "mean_ms": stats["mean_us"] / 1000, "max_ms": stats["max_us"] / 1000,
+            "errors": stats["non2xx"] + stats["connect_errors"] + stats["read_errors"] + stats["timeouts"]}
+
+
+def _python_load(url_base: str, method: str, path: str, body_template: str, nonce: str, seconds: float,
+                 concurrency: int) -> dict[str, Any]:
+    """Fallback when wrk is missing: threads with keep-alive sessions (the GIL makes this client slower
+    than wrk, so figures are a lower bound)."""
+    import requests
+
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def run(tid: int) -> None:
+        session = requests.Session()
+        counter = 0
+        own: list[float] = []
+        bad = 0
+        while time.monotonic() < stop_at:
+            counter += 1
+            started = time.perf_counter()
+            if method == "GET":
+                response = session.get(url_base + path, timeout=10)
+            else:
+                body = body_template.replace(MESSAGE_ID_SENTINEL, f"{nonce}{tid:04x}{counter:016x}")
+                response = session.post(url_base + path, data=body, timeout=10,
+                                        headers={"Content-Type": "application/x-www-form-urlencoded"})
+            own.append(time.perf_counter() - started)
+            bad += response.status_code >= 300
+        with lock:
+            latencies.extend(own)
+            errors[0] += bad
+
+    started = time.monotonic()
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(concurrency)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    elapsed = time.monotonic() - started
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return latencies[min(int(len(latencies) * p / 100), len(latencies) - 1)] * 1000 if latencies else 0.0
+
+    return {"requests": len(latencies), "seconds": elapsed, "rps": len(latencies) / elapsed, "p50_ms": pct(50),
+            "p99_ms": pct(99), "mean_ms": sum(latencies) / max(len(latencies), 1) * 1000,
+            "max_ms": latencies[-1] * 1000 if latencies else 0.0, "errors": errors[0]}
+
+
+# -- profile ---------------------------------------------------------------------------------------------
+def _profile_one(path: str, body_template: str, repeats: int) -> tuple[list[str], float]:
+    """Queries of one handler request (Django test client in this process, same settings) and the mean
+    in-process time of `repeats` requests (no HTTP, no gunicorn: the app's own cost)."""
+    from django.db import connection
+    from django.test import Client
+
+    client = Client(HTTP_HOST="127.0.0.1")
+    nonce = uuid.uuid4().hex[:12]
+
+    def post(i: int) -> int:
+        body = body_template.replace(MESSAGE_ID_SENTINEL, f"{nonce}{i:020x}")
+        return client.post(path, data=body, content_type="application/x-www-form-urlencoded").status_code
+
+    post(0)  # warm caches (URL resolver, ContentType, etc.)
+    captured: list[str] = []
+
+    def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        captured.append(sql)
+        return execute(sql, params, many, context)
+
+    # execute_wrapper sees every statement of this connection, whatever DEBUG and the request signals do
+    with connection.execute_wrapper(record):
+        status = post(1)
+    assert status == 200, status
+    started = time.perf_counter()
+    for i in range(2, repeats + 2):
+        post(i)
+    mean_ms = (time.perf_counter() - started) / repeats * 1000
+    return captured, mean_ms
+
+
+# -- main ------------------------------------------------------------------------------------------------
+def _queue_length(queue: str) -> int:
+    from b24portal.celery import app
+
+    with app.connection_for_write() as conn:
+        return int(conn.default_channel.client.llen(queue))
+
+
+def _delete_queue(queue: str) -> None:
+    from b24portal.celery import app
+
+    with app.connection_for_write() as conn:
+        conn.default_channel.client.delete(queue)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks handler", description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds measured per endpoint")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up per endpoint (not measured)")
+    parser.add_argument("--concurrency", type=int, default=32, help="open connections")
+    parser.add_argument("--wrk-threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
+    parser.add_argument("--worker-class", default="sync", choices=["sync", "gthread"])
+    parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker (gthread)")
+    parser.add_argument("--profile-requests", type=int, default=200,
+                        help="in-process handler requests timed for the profile")
+    parser.add_argument("--python-client", action="store_true", help="use the Python client even if wrk exists")
+    args = parser.parse_args(argv)
+
+    setup_django()
+    from django.conf import settings
+    from django.db import connections
+
+    from messageservice.models import Message
+    from tests.fakes.bitrix24 import FakeBitrix24Cloud
+
+    have_wrk = shutil.which("wrk") is not None and not args.python_client
+    queue = f"bench-handler-{uuid.uuid4().hex[:8]}"
+    _use_bench_queue(queue)
+    gunicorn: subprocess.Popen[bytes] | None = None
+    results: dict[str, dict[str, Any]] = {}
+    workdir = Path(tempfile.mkdtemp(prefix="bench-handler-"))
+    try:
+        with scratch_database("bench_handler") as db_name, FakeBitrix24Cloud(
+                client_id=settings.B24_CLIENT_ID, client_secret=settings.B24_CLIENT_SECRET) as cloud:
+            fake = cloud.create_portal()
+            portal, _account = _setup_portal(fake)
+            body_template = _payload_template(fake)
+            handler_path = f"/b24/messageservice/{portal.handler_key}/"
+            connections.close_all()
+
+            base_url = os.environ["DATABASE_URL"].rsplit("/", 1)[0]
+            env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "BENCH_CELERY_QUEUE": queue,
+                   "TEST_DATABASE_URL": f"{base_url}/{db_name}", "BENCH_DATABASE_NAME": db_name,
+                   "PYTHONPATH": ROOT, "DEBUG": "false"}
+            port = _free_port()
+            gunicorn = _start_gunicorn(port, env, args, workdir / "gunicorn.log")
+            url_base = f"http://127.0.0.1:{port}"
+
+            def load(method: str, path: str, template: str, seconds: float) -> dict[str, Any]:
+                nonce = uuid.uuid4().hex[:12]
+                if have_wrk:
+                    return _wrk(url_base, method, path, template, nonce, seconds, args.concurrency,
+                                args.wrk_threads, workdir)
+                return _python_load(url_base, method, path, template, nonce, seconds, args.concurrency)
+
+            for label, method, path, template in (("GET /health/ (baseline)", "GET", "/health/", ""),
+                                                  ("POST handler", "POST", handler_path, body_template)):
+                if args.warmup > 0:
+                    load(method, path, template, args.warmup)
+                results[label] = load(method, path, template, args.duration)
+
+            stored = Message.objects.filter(portal=portal).count()
+            queued = _queue_length(queue)
+            _stop(gunicorn)
+            gunicorn = None
+            queries, inproc_ms = _profile_one(handler_path, body_template, args.profile_requests)
+    finally:
+        _stop(gunicorn)
+        try:
+            _delete_queue(queue)
+        except Exception as exc:  # the report matters more than the clean-up of a throwaway queue
+            print(f"warning: could not delete Redis queue {queue}: {exc}", file=sys.stderr)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    base, handler = results["GET /health/ (baseline)"], results["POST handler"]
+    print(f"handler benchmark: gunicorn {args.workers} × {args.worker_class}"
+          f"{f' ({args.threads} threads)' if args.worker_class == 'gthread' else ''}, DEBUG off, PostgreSQL "
+          f"CONN_MAX_AGE={settings.DATABASES['default'].get('CONN_MAX_AGE')}, {os.cpu_count()} CPUs; "
+          f"load: {'wrk' if have_wrk else 'Python client (wrk not available: figures are a lower bound)'} "
+          f"{args.concurrency} connections, {args.duration:g} s after {args.warmup:g} s warm-up")
+    print(f"{'endpoint':<26} {'requests':>9} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'mean ms':>8} {'max ms':>7}"
+          f" {'errors':>6}")
+    for label, row in results.items():
+        print(f"{label:<26} {row['requests']:>9} {row['rps']:>8.0f} {row['p50_ms']:>7.1f} {row['p99_ms']:>7.1f}"
+              f" {row['mean_ms']:>8.1f} {row['max_ms']:>7.1f} {row['errors']:>6}")
+    share = handler["rps"] / base["rps"] if base["rps"] else 0.0
+    print(f"handler / baseline throughput: {share:.0%}  (target ≥ 70%: {'met' if share >= 0.7 else 'NOT met'})")
+    print(f"handler p99: {handler['p99_ms']:.1f} ms  (target < 100 ms: "
+          f"{'met' if handler['p99_ms'] < 100 else 'NOT met'})")
+    print(f"messages stored: {stored} (warm-up included); send tasks queued in Redis: {queued} "
+          f"(no worker ran; queue deleted)")
+    print(f"\nprofile of one handler request (Django test client, same settings, no HTTP): {len(queries)} queries;"
+          f" mean {inproc_ms:.2f} ms per request over {args.profile_requests} requests in one process")
+    for sql in queries:
+        print(f"  {sql[:150]}")
+    return 0
