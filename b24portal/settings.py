@@ -62,8 +62,17 @@ B24_RATE_HEADROOM = env.float("B24_RATE_HEADROOM", default=0.8)
 # sleeping) and in web requests. A couple of seconds lets a task pace a few calls at 1.6 req/s.
 B24_RATE_TASK_MAX_WAIT = env.float("B24_RATE_TASK_MAX_WAIT", default=2.0)
 B24_RATE_WEB_MAX_WAIT = env.float("B24_RATE_WEB_MAX_WAIT", default=5.0)
-# Raw REST call-log rows are kept this many days (daily roll-ups are kept).
+# Bitrix24's per-method execution-time budget (seconds per 10 minutes) and the share of it after which we
+# defer that method until its window resets; the first back-off after a 503 QUERY_LIMIT_EXCEEDED.
+B24_OPERATING_LIMIT = env.float("B24_OPERATING_LIMIT", default=480.0)
+B24_OPERATING_DEFER_RATIO = env.float("B24_OPERATING_DEFER_RATIO", default=0.85)
+B24_RATE_503_BACKOFF = env.float("B24_RATE_503_BACKOFF", default=1.0)
+# One call-log row per HTTP request to Bitrix24: raw rows kept this many days, daily roll-ups longer;
+# a REST failure is journaled at most once per portal, code and method per this many seconds.
+B24_CALL_LOG_ENABLED = env.bool("B24_CALL_LOG_ENABLED", default=True)
 B24_CALL_LOG_RETENTION_DAYS = env.int("B24_CALL_LOG_RETENTION_DAYS", default=14)
+B24_CALL_LOG_DAILY_RETENTION_DAYS = env.int("B24_CALL_LOG_DAILY_RETENTION_DAYS", default=400)
+B24_REST_JOURNAL_INTERVAL = env.int("B24_REST_JOURNAL_INTERVAL", default=3600)
 # The BX24 JS SDK our frame pages load (tests point it at a stub).
 B24_JS_SDK_URL = env.str("B24_JS_SDK_URL", default="https://api.bitrix24.com/api/v1/")
 # Widgets bound in every portal (CRM list-menu sliders); the SMS-consent field type is always registered.

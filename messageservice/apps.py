@@ -15,7 +15,14 @@ class MessageserviceConfig(AppConfig):
         from b24portal.celery import add_periodic
         from tenants.signals import portal_purged
 
+        from oauth import capabilities
+
         from . import conf, senders  # noqa: F401  (registers the "sms_senders" install step)
+
+        capabilities.require_methods("messageservice.sender.add", "messageservice.sender.update",
+                                     "messageservice.sender.delete", "messageservice.sender.list",
+                                     "messageservice.message.status.update", scope="messageservice",
+                                     app="messageservice")
 
         add_periodic("messageservice-reconcile-senders", "messageservice.tasks.reconcile_all_senders",
                      conf.get("SMS_SENDER_RECONCILE_SECONDS"))

@@ -2,7 +2,9 @@
 
 The classification is data (`ERROR_CODES`) so that a new code is one line. `retryable` means "the same
 request may succeed later"; `sent` on transport errors says whether the request may have reached
-Bitrix24 (then a non-idempotent method must not be repeated blindly).
+Bitrix24 (then a non-idempotent method must not be repeated blindly). Errors that carry `retry_after`
+(`B24RetryLater` and its subclasses) say how long to wait: Celery tasks turn them into
+`self.retry(countdown=oauth.client.retry_delay(exc, self.request.retries))` instead of sleeping.
 """
 
 from __future__ import annotations
@@ -29,12 +31,22 @@ class B24TransientError(B24Error):
     retryable = True
 
 
-class B24RateLimited(B24TransientError):
-    """503 QUERY_LIMIT_EXCEEDED / OVERLOAD_LIMIT: the portal's leaky bucket is full."""
+class B24RetryLater(B24TransientError):
+    """Wait `retry_after` seconds, then the same request may succeed (a limit, not a fault)."""
+
+    def __init__(self, *args: Any, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.retry_after = retry_after
 
 
-class B24OperationLimit(B24TransientError):
-    """429 OPERATION_TIME_LIMIT: this method is blocked for this app until `reset_at`."""
+class B24RateLimited(B24RetryLater):
+    """The portal's leaky bucket is full: 503 QUERY_LIMIT_EXCEEDED / OVERLOAD_LIMIT from Bitrix24, or our own
+    limiter (code `RATE_LIMIT_WAIT`) saying the next permit is further away than this caller may wait."""
+
+
+class B24OperationLimit(B24RetryLater):
+    """429 OPERATION_TIME_LIMIT (or our guard deferring before it, code `OPERATING_DEFERRED`): this method is
+    blocked for this app until `reset_at` (unix seconds)."""
 
     def __init__(self, *args: Any, reset_at: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -42,20 +54,22 @@ class B24OperationLimit(B24TransientError):
 
 
 class B24TransportError(B24Error):
-    """No usable HTTP answer. `sent` = the request may have reached Bitrix24."""
+    """No usable HTTP answer. `sent` = the request may have reached Bitrix24. Retryable when it surely did
+    not, or when the method only reads (repeating it changes nothing)."""
 
-    def __init__(self, description: str, *, sent: bool, method: str = "") -> None:
+    def __init__(self, description: str, *, sent: bool, method: str = "", safe: bool = False) -> None:
         super().__init__("TRANSPORT_ERROR", description, method=method)
         self.sent = sent
-        self.retryable = not sent  # type: ignore[misc]
+        self.retryable = (not sent) or safe  # type: ignore[misc]
 
 
 class B24BadResponse(B24Error):
-    """An answer that is not Bitrix24's JSON envelope (HTML error page, truncated body)."""
+    """An answer that is not Bitrix24's JSON envelope (HTML error page, truncated or garbage body). A write
+    may have been executed behind it, so only a read is worth repeating."""
 
     def __init__(self, description: str, *, http_status: int | None, method: str = "", safe: bool = False) -> None:
         super().__init__("BAD_RESPONSE", description, http_status=http_status, method=method)
-        self.retryable = safe and (http_status or 0) >= 500  # type: ignore[misc]
+        self.retryable = safe  # type: ignore[misc]
 
 
 class B24AuthError(B24Error):
@@ -81,11 +95,11 @@ class B24AccessDenied(B24Error):
 
 
 class B24MethodNotFound(B24Error):
-    pass
+    """ERROR_METHOD_NOT_FOUND: the method does not exist here (module off, v3-only method, typo)."""
 
 
 class B24PortalDeleted(B24Error):
-    pass
+    """PORTAL_DELETED: nothing will ever work again for this portal."""
 
 
 class B24PortalMoved(B24Error):
@@ -114,7 +128,15 @@ ERROR_CODES: dict[str, type[B24Error]] = {
     "METHOD_CONFIRM_DENIED": B24AccessDenied,
     "ERROR_METHOD_NOT_FOUND": B24MethodNotFound,
     "PORTAL_DELETED": B24PortalDeleted,
+    "ERROR_BATCH_LENGTH_EXCEEDED": B24Error,
+    "ERROR_BATCH_METHOD_NOT_ALLOWED": B24Error,
 }
+
+# Codes that are transient only when the method is safe to repeat: a 500 on a write may have acted.
+_SAFE_ONLY_TRANSIENT = {"INTERNAL_SERVER_ERROR", "ERROR_UNEXPECTED_ANSWER"}
+
+# A manual block by Bitrix24 support (OVERLOAD_LIMIT) lifts slowly; do not hammer it.
+OVERLOAD_RETRY_AFTER = 300.0
 
 
 def error_from_envelope(code: str, description: str, *, http_status: int | None, method: str,
@@ -123,10 +145,20 @@ def error_from_envelope(code: str, description: str, *, http_status: int | None,
     if cls is None:
         # Unknown codes: a 5xx on a method that is safe to repeat is worth retrying; anything else is not.
         cls = B24TransientError if (http_status or 0) >= 500 and safe else B24Error
+    elif code in _SAFE_ONLY_TRANSIENT and not safe:
+        cls = B24Error
     if cls is B24OperationLimit:
         reset_at = None
         if isinstance(payload, dict):
-            reset_at = (payload.get("time") or {}).get("operating_reset_at") or payload.get("operating_reset_at")
+            time_block = payload.get("time") if isinstance(payload.get("time"), dict) else {}
+            reset_at = time_block.get("operating_reset_at") or payload.get("operating_reset_at")
+        try:
+            reset_at = float(reset_at) if reset_at is not None else None
+        except (TypeError, ValueError):
+            reset_at = None
         return B24OperationLimit(code, description, http_status=http_status, method=method, payload=payload,
                                  reset_at=reset_at)
+    if cls is B24RateLimited:
+        return B24RateLimited(code, description, http_status=http_status, method=method, payload=payload,
+                              retry_after=OVERLOAD_RETRY_AFTER if code == "OVERLOAD_LIMIT" else None)
     return cls(code, description, http_status=http_status, method=method, payload=payload)

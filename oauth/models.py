@@ -47,3 +47,83 @@ class PortalToken(models.Model):
     @property
     def scopes(self) -> list[str]:
         return [s for s in self.scope.replace(" ", ",").split(",") if s]
+
+
+class RestCall(models.Model):
+    """One HTTP request to a portal's REST API (a batch of 50 commands is one row, method "batch")."""
+
+    portal = models.ForeignKey("tenants.Portal", on_delete=models.CASCADE, related_name="rest_calls")
+    method = models.CharField(max_length=100)
+    batch_size = models.PositiveSmallIntegerField(null=True, blank=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True, help_text="None: no HTTP answer")
+    error_code = models.CharField(max_length=64, blank=True, db_index=True, help_text="empty = success")
+    duration_ms = models.PositiveIntegerField(default=0)
+    operating = models.FloatField(null=True, blank=True, help_text="time.operating reported for the method")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "REST call"
+        indexes = [
+            models.Index(fields=["portal", "-created_at"], name="restcall_portal_created"),
+            models.Index(fields=["created_at"], name="restcall_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.http_status or '-'} {self.error_code or 'ok'}"
+
+
+class RestCallDaily(models.Model):
+    """Roll-up of RestCall per portal, day, method and error code (kept long after raw rows are pruned)."""
+
+    portal = models.ForeignKey("tenants.Portal", on_delete=models.CASCADE, related_name="rest_call_days")
+    day = models.DateField()
+    method = models.CharField(max_length=100)
+    error_code = models.CharField(max_length=64, blank=True, help_text="empty = success")
+    calls = models.PositiveIntegerField(default=0)
+    commands = models.PositiveIntegerField(default=0, help_text="batch commands (1 per plain call)")
+    total_duration_ms = models.BigIntegerField(default=0)
+    max_duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-day", "portal_id", "method"]
+        verbose_name = "REST calls per day"
+        verbose_name_plural = "REST calls per day"
+        constraints = [
+            models.UniqueConstraint(fields=["portal", "day", "method", "error_code"], name="restcalldaily_unique"),
+        ]
+        indexes = [models.Index(fields=["day"], name="restcalldaily_day")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.method} {self.error_code or 'ok'}: {self.calls}"
+
+    @property
+    def avg_duration_ms(self) -> int:
+        return int(self.total_duration_ms / self.calls) if self.calls else 0
+
+
+class PortalCapabilities(models.Model):
+    """What a portal grants us: scopes, the methods the product needs, and features (last check)."""
+
+    portal = models.OneToOneField("tenants.Portal", on_delete=models.CASCADE, related_name="capabilities")
+    scopes = models.JSONField(default=list, blank=True)
+    methods = models.JSONField(default=dict, blank=True, help_text='{"method": {"isExisting":…, "isAvailable":…}}')
+    features = models.JSONField(default=dict, blank=True, help_text='{"rest_offline_extended": true, …}')
+    missing = models.JSONField(default=list, blank=True, help_text="required scopes/methods the portal lacks")
+    ok = models.BooleanField(default=False, db_index=True)
+    error = models.CharField(max_length=255, blank=True, help_text="why the last check could not run")
+    checked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "portal capabilities"
+        verbose_name_plural = "portal capabilities"
+
+    def __str__(self) -> str:
+        return f"capabilities of {self.portal_id}"
+
+    def has_feature(self, code: str) -> bool:
+        return bool(self.features.get(code))
+
+    def has_method(self, method: str) -> bool:
+        row = self.methods.get(method.lower()) or {}
+        return bool(row.get("isExisting") and row.get("isAvailable"))

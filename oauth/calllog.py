@@ -1,0 +1,200 @@
+"""The REST call log: one row per HTTP request to Bitrix24, daily roll-ups, retention, and the chart.
+
+`record()` runs after every request. It is one INSERT inside a savepoint, wrapped so that a failing
+write (database down, a broken outer transaction) is logged and forgotten: the call's result matters more
+than its log row. `journal_failure()` puts failures that need a human into the portal's journal, at most
+once per portal, error code and method per `B24_REST_JOURNAL_INTERVAL` seconds (default one hour), so a
+storm of identical failures is one line, not thousands.
+
+Settings: `B24_CALL_LOG_ENABLED` (default True), `B24_CALL_LOG_RETENTION_DAYS` (raw rows, default 14),
+`B24_CALL_LOG_DAILY_RETENTION_DAYS` (roll-ups, default 400), `B24_REST_JOURNAL_INTERVAL` (default 3600).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import Count, Max, Sum
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
+from .errors import (
+    B24AccessDenied,
+    B24AuthError,
+    B24BadResponse,
+    B24Error,
+    B24MethodNotFound,
+    B24OperationLimit,
+    B24PortalDeleted,
+    B24PortalMoved,
+    B24RateLimited,
+    B24TokenExpired,
+    B24TransportError,
+)
+from .models import RestCall, RestCallDaily
+
+if TYPE_CHECKING:
+    from tenants.models import Portal
+
+logger = logging.getLogger(__name__)
+
+# Failures a support engineer should see in the portal's journal. Method-specific business errors
+# (ERROR_NOT_FOUND, ERROR_ARGUMENT, ...) belong to the caller, and our own limiter's "wait" is not a failure.
+JOURNALED_ERRORS: tuple[type[B24Error], ...] = (
+    B24AuthError, B24AccessDenied, B24MethodNotFound, B24PortalDeleted, B24PortalMoved, B24BadResponse,
+    B24TransportError, B24OperationLimit, B24RateLimited,
+)
+LOCAL_CODES = {"RATE_LIMIT_WAIT", "OPERATING_DEFERRED"}
+
+
+def record(portal: Portal, *, method: str, batch_size: int | None, http_status: int | None, error_code: str,
+           duration: float, operating: float | None) -> None:
+    if not getattr(settings, "B24_CALL_LOG_ENABLED", True):
+        return
+    try:
+        with transaction.atomic():  # a savepoint when inside a transaction: a failure leaves it usable
+            RestCall.objects.create(portal_id=portal.pk, method=method[:100], batch_size=batch_size,
+                                    http_status=http_status, error_code=error_code[:64],
+                                    duration_ms=max(int(duration * 1000), 0), operating=operating)
+    except Exception:
+        logger.warning("REST call log write failed; the call itself is unaffected", exc_info=True,
+                       extra={"member_id": portal.member_id, "method": method})
+
+
+def journal_failure(portal: Portal, exc: B24Error, method: str) -> None:
+    """Journal a REST failure that matters, once per (portal, code, method) per interval."""
+    if isinstance(exc, B24TokenExpired) or exc.code in LOCAL_CODES or not isinstance(exc, JOURNALED_ERRORS):
+        return
+    interval = int(getattr(settings, "B24_REST_JOURNAL_INTERVAL", 3600))
+    try:
+        if not cache.add(f"b24:rest-journal:{portal.member_id}:{exc.code}:{method}", 1, timeout=interval):
+            return
+        from tenants import actions
+
+        with transaction.atomic():
+            actions.journal(portal, "rest", f"{method}: {exc.code} {exc.description}"[:500],
+                            level="warning" if exc.retryable else "error", actor="bitrix24",
+                            details={"method": method, "code": exc.code, "http_status": exc.http_status,
+                                     "retryable": exc.retryable})
+    except Exception:
+        logger.warning("could not journal a REST failure", exc_info=True, extra={"member_id": portal.member_id})
+
+
+# -- roll-ups and retention -----------------------------------------------------------------------------
+def _day_bounds(day: date) -> tuple[datetime, datetime]:
+    start = timezone.make_aware(datetime.combine(day, datetime.min.time()), timezone.get_default_timezone())
+    return start, start + timedelta(days=1)
+
+
+def rollup_day(day: date) -> int:
+    """(Re)build the roll-up rows of one day from the raw rows; idempotent. Returns rows written."""
+    start, end = _day_bounds(day)
+    groups = (RestCall.objects.filter(created_at__gte=start, created_at__lt=end)
+              .values("portal_id", "method", "error_code")
+              .annotate(calls=Count("id"), commands=Sum(Coalesce("batch_size", 1)),
+                        total=Sum("duration_ms"), longest=Max("duration_ms")))
+    rows = [RestCallDaily(portal_id=g["portal_id"], day=day, method=g["method"], error_code=g["error_code"],
+                          calls=g["calls"], commands=g["commands"] or 0, total_duration_ms=g["total"] or 0,
+                          max_duration_ms=g["longest"] or 0) for g in groups]
+    with transaction.atomic():
+        if rows:
+            # Only replace the day's roll-up when raw rows exist: after pruning, the roll-up is all we have.
+            RestCallDaily.objects.filter(day=day).delete()
+            RestCallDaily.objects.bulk_create(rows)
+    return len(rows)
+
+
+def prune(now: datetime | None = None, *, batch: int = 5000) -> int:
+    """Roll up, then delete raw rows older than B24_CALL_LOG_RETENTION_DAYS (in batches, to keep locks
+    short), and roll-ups older than B24_CALL_LOG_DAILY_RETENTION_DAYS. Returns raw rows deleted."""
+    now = now or timezone.now()
+    keep_days = int(getattr(settings, "B24_CALL_LOG_RETENTION_DAYS", 14))
+    cutoff = now - timedelta(days=keep_days)
+    oldest = RestCall.objects.filter(created_at__lt=cutoff).order_by("created_at").values_list(
+        "created_at", flat=True).first()
+    if oldest is not None:
+        day = timezone.localdate(oldest)
+        while day <= timezone.localdate(cutoff):
+            rollup_day(day)
+            day += timedelta(days=1)
+    deleted = 0
+    while True:
+        ids = list(RestCall.objects.filter(created_at__lt=cutoff).values_list("id", flat=True)[:batch])
+        if not ids:
+            break
+        deleted += RestCall.objects.filter(id__in=ids).delete()[0]
+    daily_days = int(getattr(settings, "B24_CALL_LOG_DAILY_RETENTION_DAYS", 400))
+    RestCallDaily.objects.filter(day__lt=timezone.localdate(now) - timedelta(days=daily_days)).delete()
+    return deleted
+
+
+# -- the chart ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ChartDay:
+    day: date
+    counts: Mapping[str, int]  # error code ("" = ok) -> calls
+
+
+PALETTE = ("#c0392b", "#d35400", "#8e44ad", "#2c3e50", "#16a085", "#7f8c8d", "#b7950b", "#1f618d")
+OK_COLOUR = "#27ae60"
+
+
+def chart_data(rows: Iterable[Mapping[str, Any]], *, days: int = 30, today: date | None = None) -> list[ChartDay]:
+    """Rows of {day, error_code, calls} → one ChartDay per day of the last `days` days (gaps are zero)."""
+    today = today or timezone.localdate()
+    by_day: dict[date, dict[str, int]] = defaultdict(dict)
+    for row in rows:
+        by_day[row["day"]][row["error_code"] or ""] = by_day[row["day"]].get(row["error_code"] or "", 0) + int(
+            row["calls"])
+    first = today - timedelta(days=days - 1)
+    return [ChartDay(first + timedelta(days=i), by_day.get(first + timedelta(days=i), {})) for i in range(days)]
+
+
+def chart_svg(days: list[ChartDay], *, width: int = 900, height: int = 240) -> SafeString:
+    """A stacked bar chart (calls per day; successes green, each error code its own colour) as inline SVG,
+    rendered on the server: no JavaScript, no CDN. Every text is escaped."""
+    codes = sorted({code for d in days for code in d.counts if code})
+    colours = {code: PALETTE[i % len(PALETTE)] for i, code in enumerate(codes)}
+    colours[""] = OK_COLOUR
+    top = max([sum(d.counts.values()) for d in days] + [1])
+    left, bottom, legend_h = 50, 30, 22 * ((len(codes) + 1 + 5) // 6)
+    plot_h = height - bottom - 10
+    bar_w = (width - left - 10) / max(len(days), 1)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + legend_h}" '
+             f'role="img" aria-label="REST calls and errors per day" class="b24-rest-chart" '
+             f'font-family="sans-serif" font-size="11">']
+    for fraction in (0, 0.5, 1):
+        y = 10 + plot_h * (1 - fraction)
+        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" stroke="#ddd"/>'
+                     f'<text x="{left - 5}" y="{y + 4:.1f}" text-anchor="end">{int(top * fraction)}</text>')
+    for i, d in enumerate(days):
+        x = left + i * bar_w
+        y = 10 + plot_h
+        for code in ["", *codes]:
+            n = d.counts.get(code, 0)
+            if not n:
+                continue
+            h = plot_h * n / top
+            y -= h
+            label = escape(f"{d.day:%Y-%m-%d} {code or 'ok'}: {n}")
+            parts.append(f'<rect x="{x + 1:.1f}" y="{y:.1f}" width="{max(bar_w - 2, 1):.1f}" height="{h:.1f}" '
+                         f'fill="{colours[code]}"><title>{label}</title></rect>')
+        if len(days) <= 31 and (i % max(len(days) // 10, 1) == 0):
+            parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{height - 12}" text-anchor="middle">'
+                         f'{d.day:%m-%d}</text>')
+    for j, code in enumerate(["", *codes]):
+        lx, ly = left + (j % 6) * 140, height + 4 + 22 * (j // 6)
+        parts.append(f'<rect x="{lx}" y="{ly}" width="12" height="12" fill="{colours[code]}"/>'
+                     f'<text x="{lx + 16}" y="{ly + 10}">{escape(code or "ok")}</text>')
+    parts.append("</svg>")
+    return mark_safe("".join(parts))  # noqa: S308 (all interpolated text escaped above)
