@@ -5,7 +5,7 @@ every call (installFinish, placement.call, resizeWindow) to the host page, which
 
 The host page and the stub are served over real HTTP by the fake portal's own server
 (b24_placements.serve_page); everything our pages do goes over real HTTP to a live server. Only the
-install page's hard-wired SDK URL (api.bitrix24.com) is answered by the browser's request routing. Screenshots go to test-artifacts/screenshots/ and, for the README tour, to docs/screenshots/.
+install page's hard-wired SDK URL (api.bitrix24.com) is answered by the browser's request routing. Screenshots go to test-artifacts/screenshots/ and, with UPDATE_SCREENSHOTS=1, for the README tour to docs/screenshots/.
 """
 
 from __future__ import annotations
@@ -135,7 +135,9 @@ class Portal24:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{name}.png"
         self.page.screenshot(path=str(path))
-        if docs:
+        # The README tour's copies are refreshed only on request (UPDATE_SCREENSHOTS=1), so a test run
+        # leaves the work tree clean.
+        if docs and os.environ.get("UPDATE_SCREENSHOTS") == "1":
             DOCS.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, DOCS / f"{name}.png")
 
