@@ -23,6 +23,7 @@ run: setup
 
 test: setup
 	sh scripts/ensure-chromium.sh
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup

@@ -13,9 +13,8 @@ class MessageserviceConfig(AppConfig):
 
     def ready(self) -> None:
         from b24portal.celery import add_periodic
-        from tenants.signals import portal_purged
-
         from oauth import capabilities
+        from tenants.signals import portal_purged
 
         from . import conf, senders  # noqa: F401  (registers the "sms_senders" install step)
 

@@ -9,12 +9,11 @@ class PlacementsConfig(AppConfig):
 
     def ready(self) -> None:
         from b24portal.celery import add_periodic
+        from oauth import capabilities
         from tenants.signals import portal_purged
 
         from . import config, install_steps  # noqa: F401  (registers the install steps)
         from .receivers import forget_bindings_on_purge
-
-        from oauth import capabilities
 
         # Checked at install and daily: an install whose portal lacks them fails with their names.
         capabilities.require_methods("placement.bind", "placement.unbind", "placement.get", "userfieldtype.add",

@@ -18,6 +18,7 @@ os.environ.setdefault("DEBUG", "false")
 
 from b24portal.settings import *  # noqa: F403
 
+WHITENOISE_USE_FINDERS = True
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
