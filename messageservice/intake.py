@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from oauth.phpquery import NestedKeyError, as_list
-from tenants.intake import MEMBER_ID_RE, TOKEN_RE, Rejected
+from tenants.intake import MEMBER_ID_RE, TOKEN_RE, Rejected, text_field
 
 from .models import SENDER_CODE_RE
 
@@ -42,16 +42,8 @@ class IncomingMessage:
 
 
 def _text(data: dict[str, Any], key: str, *, max_length: int = 255, required: bool = False) -> str:
-    value = data.get(key)
-    if value is None or value == "":
-        if required:
-            raise Rejected(f"missing {key}")
-        return ""
-    if not isinstance(value, str):
-        raise Rejected(f"{key} must be a plain value")
-    if len(value) > max_length:
-        raise Rejected(f"{key} is too long")
-    return value
+    # Message text keeps its whitespace; everything else is checked like any Bitrix24 form value.
+    return text_field(data, key, required=required, max_length=max_length, strip=False)
 
 
 def _positive_int(value: Any, name: str) -> int:

@@ -18,8 +18,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from b24portal.logging import log_context
-from oauth.client import PortalClient
-from oauth.errors import B24Error, B24OperationLimit
+from oauth.client import PortalClient, retry_delay
+from oauth.errors import B24Error
 from tenants.actions import journal
 from tenants.install_steps import StepFailed
 from tenants.models import JournalEntry, Portal
@@ -179,12 +179,6 @@ def redispatch_lost_messages() -> int:
 # -- senders --------------------------------------------------------------------------------------------
 
 
-def _b24_delay(exc: B24Error, retries: int) -> float:
-    if isinstance(exc, B24OperationLimit) and exc.reset_at:
-        return max(float(exc.reset_at) - timezone.now().timestamp(), 1.0)
-    return min(2 ** retries * 5, 300) + random.uniform(0, 1)
-
-
 @shared_task(bind=True, max_retries=8, acks_late=True)
 def sync_sender(self: Any, account_id: int) -> str:
     """Add / update / delete one account's sender after it changed."""
@@ -199,7 +193,7 @@ def sync_sender(self: Any, account_id: int) -> str:
             report = sync_account_sender(account, PortalClient(portal))
         except B24Error as exc:
             if exc.retryable and self.request.retries < self.max_retries:
-                raise self.retry(countdown=_b24_delay(exc, self.request.retries)) from exc
+                raise self.retry(countdown=retry_delay(exc, self.request.retries)) from exc
             journal(portal, JournalEntry.Kind.BINDING, f"SMS sender {account.code}: {exc.code} {exc.description}",
                     level=JournalEntry.Level.ERROR)
             return exc.code
@@ -227,7 +221,7 @@ def reconcile_portal_senders(self: Any, portal_id: int) -> str:
             report = reconcile_senders(portal, PortalClient(portal))
         except B24Error as exc:
             if exc.retryable and self.request.retries < self.max_retries:
-                raise self.retry(countdown=_b24_delay(exc, self.request.retries)) from exc
+                raise self.retry(countdown=retry_delay(exc, self.request.retries)) from exc
             journal(portal, JournalEntry.Kind.BINDING, f"SMS sender reconcile failed: {exc.code} {exc.description}",
                     level=JournalEntry.Level.ERROR)
             return exc.code

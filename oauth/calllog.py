@@ -13,9 +13,7 @@ Settings: `B24_CALL_LOG_ENABLED` (default True), `B24_CALL_LOG_RETENTION_DAYS` (
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +23,9 @@ from django.db import transaction
 from django.db.models import Count, Max, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
-from django.utils.html import escape
-from django.utils.safestring import SafeString, mark_safe
+from django.utils.safestring import SafeString
+
+from b24portal.charts import ChartDay, daily_series, stacked_bars_svg
 
 from .errors import (
     B24AccessDenied,
@@ -139,62 +138,15 @@ def prune(now: datetime | None = None, *, batch: int = 5000) -> int:
 
 
 # -- the chart ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ChartDay:
-    day: date
-    counts: Mapping[str, int]  # error code ("" = ok) -> calls
-
-
-PALETTE = ("#c0392b", "#d35400", "#8e44ad", "#2c3e50", "#16a085", "#7f8c8d", "#b7950b", "#1f618d")
 OK_COLOUR = "#27ae60"
 
 
 def chart_data(rows: Iterable[Mapping[str, Any]], *, days: int = 30, today: date | None = None) -> list[ChartDay]:
     """Rows of {day, error_code, calls} → one ChartDay per day of the last `days` days (gaps are zero)."""
-    today = today or timezone.localdate()
-    by_day: dict[date, dict[str, int]] = defaultdict(dict)
-    for row in rows:
-        by_day[row["day"]][row["error_code"] or ""] = by_day[row["day"]].get(row["error_code"] or "", 0) + int(
-            row["calls"])
-    first = today - timedelta(days=days - 1)
-    return [ChartDay(first + timedelta(days=i), by_day.get(first + timedelta(days=i), {})) for i in range(days)]
+    return daily_series(rows, key="error_code", value="calls", days=days, today=today)
 
 
 def chart_svg(days: list[ChartDay], *, width: int = 900, height: int = 240) -> SafeString:
-    """A stacked bar chart (calls per day; successes green, each error code its own colour) as inline SVG,
-    rendered on the server: no JavaScript, no CDN. Every text is escaped."""
-    codes = sorted({code for d in days for code in d.counts if code})
-    colours = {code: PALETTE[i % len(PALETTE)] for i, code in enumerate(codes)}
-    colours[""] = OK_COLOUR
-    top = max([sum(d.counts.values()) for d in days] + [1])
-    left, bottom, legend_h = 50, 30, 22 * ((len(codes) + 1 + 5) // 6)
-    plot_h = height - bottom - 10
-    bar_w = (width - left - 10) / max(len(days), 1)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + legend_h}" '
-             f'role="img" aria-label="REST calls and errors per day" class="b24-rest-chart" '
-             f'font-family="sans-serif" font-size="11">']
-    for fraction in (0, 0.5, 1):
-        y = 10 + plot_h * (1 - fraction)
-        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" stroke="#ddd"/>'
-                     f'<text x="{left - 5}" y="{y + 4:.1f}" text-anchor="end">{int(top * fraction)}</text>')
-    for i, d in enumerate(days):
-        x = left + i * bar_w
-        y = 10 + plot_h
-        for code in ["", *codes]:
-            n = d.counts.get(code, 0)
-            if not n:
-                continue
-            h = plot_h * n / top
-            y -= h
-            label = escape(f"{d.day:%Y-%m-%d} {code or 'ok'}: {n}")
-            parts.append(f'<rect x="{x + 1:.1f}" y="{y:.1f}" width="{max(bar_w - 2, 1):.1f}" height="{h:.1f}" '
-                         f'fill="{colours[code]}"><title>{label}</title></rect>')
-        if len(days) <= 31 and (i % max(len(days) // 10, 1) == 0):
-            parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{height - 12}" text-anchor="middle">'
-                         f'{d.day:%m-%d}</text>')
-    for j, code in enumerate(["", *codes]):
-        lx, ly = left + (j % 6) * 140, height + 4 + 22 * (j // 6)
-        parts.append(f'<rect x="{lx}" y="{ly}" width="12" height="12" fill="{colours[code]}"/>'
-                     f'<text x="{lx + 16}" y="{ly + 10}">{escape(code or "ok")}</text>')
-    parts.append("</svg>")
-    return mark_safe("".join(parts))  # noqa: S308 (all interpolated text escaped above)
+    """Calls per day stacked by outcome: successes green, each error code its own colour."""
+    return stacked_bars_svg(days, title="REST calls and errors per day", colours={"": OK_COLOUR}, order=[""],
+                            labels={"": "ok"}, width=width, height=height)

@@ -62,16 +62,18 @@ def nested(form: QueryDict) -> dict[str, Any]:
         raise Rejected(f"malformed form key: {exc}") from None
 
 
-def _text(data: dict[str, Any] | QueryDict, key: str, *, required: bool = True, pattern: re.Pattern[str] | None = None,
-          max_length: int = 255) -> str:
+def text_field(data: dict[str, Any] | QueryDict, key: str, *, required: bool = True,
+               pattern: re.Pattern[str] | None = None, max_length: int = 255, strip: bool = True) -> str:
+    """One form value as text, or a `Rejected` naming the key (missing, nested, too long, malformed)."""
     value = data.get(key)
     if value is None or value == "":
         if required:
             raise Rejected(f"missing {key}")
         return ""
     if not isinstance(value, str):
-        raise Rejected(f"{key} must be a string")
-    value = value.strip()
+        raise Rejected(f"{key} must be a plain value, not a nested block")
+    if strip:
+        value = value.strip()
     if len(value) > max_length:
         raise Rejected(f"{key} is too long")
     if pattern is not None and not pattern.match(value):
@@ -115,23 +117,23 @@ class InstallRequest:
 def parse_install_frame(query: QueryDict, form: QueryDict) -> InstallRequest:
     """Query: DOMAIN, PROTOCOL, LANG, APP_SID. Body: AUTH_ID, AUTH_EXPIRES, REFRESH_ID, member_id, status
     and, in newer portals, APPLICATION_TOKEN, APPLICATION_SCOPE, SERVER_ENDPOINT, PLACEMENT."""
-    domain = checked_domain(_text(query, "DOMAIN") or _text(form, "DOMAIN"))
+    domain = checked_domain(text_field(query, "DOMAIN") or text_field(form, "DOMAIN"))
     protocol = query.get("PROTOCOL", form.get("PROTOCOL", "1"))
     if protocol not in ("0", "1"):
         raise Rejected("PROTOCOL must be 0 or 1")
     grant = TokenGrant(
-        access_token=_text(form, "AUTH_ID", pattern=TOKEN_RE),
-        refresh_token=_text(form, "REFRESH_ID", pattern=TOKEN_RE),
-        expires_in=_expires(_text(form, "AUTH_EXPIRES", required=False, max_length=10)),
-        scope=_text(form, "APPLICATION_SCOPE", required=False, max_length=1000),
+        access_token=text_field(form, "AUTH_ID", pattern=TOKEN_RE),
+        refresh_token=text_field(form, "REFRESH_ID", pattern=TOKEN_RE),
+        expires_in=_expires(text_field(form, "AUTH_EXPIRES", required=False, max_length=10)),
+        scope=text_field(form, "APPLICATION_SCOPE", required=False, max_length=1000),
     )
     return InstallRequest(
-        member_id=_text(form, "member_id", pattern=MEMBER_ID_RE),
+        member_id=text_field(form, "member_id", pattern=MEMBER_ID_RE),
         domain=domain,
         rest_endpoint=rest_endpoint_for(domain, https=protocol == "1"),
         grant=grant,
-        application_token=_text(form, "APPLICATION_TOKEN", required=False, pattern=TOKEN_RE) or None,
-        language=_text(query, "LANG", required=False, pattern=LANG_RE, max_length=10) or "en",
+        application_token=text_field(form, "APPLICATION_TOKEN", required=False, pattern=TOKEN_RE) or None,
+        language=text_field(query, "LANG", required=False, pattern=LANG_RE, max_length=10) or "en",
         from_event=False,
     )
 
@@ -149,7 +151,7 @@ class AppEvent:
 
 def parse_event(payload: dict[str, Any]) -> AppEvent:
     """`event`, `data[...]`, `ts`, `auth[...]` (tokens only when the event carries them)."""
-    name = _text(payload, "event", pattern=EVENT_RE, max_length=64).upper()
+    name = text_field(payload, "event", pattern=EVENT_RE, max_length=64).upper()
     auth = payload.get("auth")
     if not isinstance(auth, dict):
         raise Rejected("missing auth block")
@@ -158,8 +160,8 @@ def parse_event(payload: dict[str, Any]) -> AppEvent:
         data = {}
     if not isinstance(data, dict):
         raise Rejected("data must be a nested form block")
-    member_id = _text(auth, "member_id", pattern=MEMBER_ID_RE)
-    client_endpoint = _text(auth, "client_endpoint", required=False, max_length=300)
+    member_id = text_field(auth, "member_id", pattern=MEMBER_ID_RE)
+    client_endpoint = text_field(auth, "client_endpoint", required=False, max_length=300)
     if client_endpoint:
         domain = domain_of_endpoint(client_endpoint)
         if domain is None:
@@ -167,20 +169,20 @@ def parse_event(payload: dict[str, Any]) -> AppEvent:
         checked_domain(domain)
         rest_endpoint = client_endpoint if client_endpoint.endswith("/") else client_endpoint + "/"
     else:
-        domain = checked_domain(_text(auth, "domain"))
+        domain = checked_domain(text_field(auth, "domain"))
         rest_endpoint = rest_endpoint_for(domain, https=True)
-    access_token = _text(auth, "access_token", required=False, pattern=TOKEN_RE)
+    access_token = text_field(auth, "access_token", required=False, pattern=TOKEN_RE)
     grant = None
     if access_token:
         grant = TokenGrant(
             access_token=access_token,
-            refresh_token=_text(auth, "refresh_token", required=False, pattern=TOKEN_RE),
-            expires_in=_expires(_text(auth, "expires_in", required=False, max_length=10)),
-            scope=_text(auth, "scope", required=False, max_length=1000),
+            refresh_token=text_field(auth, "refresh_token", required=False, pattern=TOKEN_RE),
+            expires_in=_expires(text_field(auth, "expires_in", required=False, max_length=10)),
+            scope=text_field(auth, "scope", required=False, max_length=1000),
         )
     return AppEvent(
         name=name, data=data, member_id=member_id, domain=domain, rest_endpoint=rest_endpoint,
-        application_token=_text(auth, "application_token", required=False, pattern=TOKEN_RE) or None,
+        application_token=text_field(auth, "application_token", required=False, pattern=TOKEN_RE) or None,
         grant=grant,
     )
 
