@@ -11,10 +11,11 @@ from pathlib import Path
 import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# Local state of the embedded defaults (SQLite, file broker, generated dev keys, file rate limiter).
+VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
 
 # A development key is generated into var/ on first start so that "make run" needs no set-up; the
 # production check (b24portal.E001) refuses it when DEBUG is off.
