@@ -109,6 +109,20 @@ def test_an_auth_block_that_does_not_match_the_portal_is_refused(client, sms_por
     assert not Message.objects.exists()
 
 
+def test_a_portal_without_a_stored_application_token_still_receives_authored_messages(
+    client, sms_portal, ms_fake_portal
+):
+    # Installed from an older install frame (no APPLICATION_TOKEN) and no ONAPPINSTALL yet: the URL key is
+    # the proof; a forged member_id is still refused.
+    Portal.objects.filter(pk=sms_portal.pk).update(application_token_hash="")
+    payload = send_from_bitrix24(ms_fake_portal, SENDER_CODE, PHONE, "Hello")
+    assert post(client, ms_fake_portal, payload).status_code == 200
+    forged = send_from_bitrix24(ms_fake_portal, SENDER_CODE, PHONE, "Forged")
+    forged["auth[member_id]"] = "0123456789abcdef0123456789abcdef"
+    assert post(client, ms_fake_portal, forged).status_code == 403
+    assert Message.objects.count() == 1
+
+
 def test_an_unknown_handler_key_is_404(client, sms_portal, ms_fake_portal):
     payload = send_from_bitrix24(ms_fake_portal, SENDER_CODE, PHONE, "x")
     response = post(client, ms_fake_portal, payload, path="/b24/messageservice/" + "A" * 43 + "/")
