@@ -217,7 +217,11 @@ def verify_frame(request: HttpRequest) -> FrameContext:
     if not portal.is_operational:
         raise Rejected(f"the app is not active in this portal ({portal.status})", 403)
     bind_log_context(member_id=portal.member_id)
-    if application_token and not portal.application_token_matches(application_token):
+    # Compared only when we hold one: a portal installed from an older frame (no APPLICATION_TOKEN) may
+    # not have sent it yet; the AUTH_ID proof below is required either way. A frame never sets it.
+    if application_token and portal.application_token_hash and not portal.application_token_matches(
+        application_token
+    ):
         raise Rejected("APPLICATION_TOKEN does not match", 403)
 
     key = _proof_key(portal, access_token)
