@@ -233,11 +233,15 @@ def push_portal_statuses(self, portal_id: int) -> str:
 
 
 def _push_portal(portal: Portal) -> tuple[int, bool]:
+    """Push up to SMS_PUSH_BATCHES_PER_RUN batches. Each message is tried at most once per run: one that
+    Bitrix24 answered with a transient per-command error stays due for the next run (the beat comes back
+    in seconds) instead of being sent again and again in a tight loop."""
     client = PortalClient(portal)
     pushed = 0
+    tried: list[int] = []
     for _ in range(conf("SMS_PUSH_BATCHES_PER_RUN")):
         rows = list(
-            Message.objects.filter(portal=portal, push_due=True).order_by("status_changed_at")
+            Message.objects.filter(portal=portal, push_due=True).exclude(pk__in=tried).order_by("status_changed_at")
             .values("pk", "message_id", "status", "pushed_status", "origin", "account__code", "push_attempts")
             [:BATCH_SIZE]
         )
@@ -252,6 +256,7 @@ def _push_portal(portal: Portal) -> tuple[int, bool]:
                                                        "STATUS": row["status"]})
             else:  # nothing Bitrix24 should hear: a backward move, or a message Bitrix24 never had
                 Message.objects.filter(pk=row["pk"], status=row["status"]).update(push_due=False)
+        tried.extend(row["pk"] for row in rows)
         if not commands:
             continue
         result = client.batch(commands)  # a whole-request failure raises (rate limit → the task retries)
@@ -279,7 +284,7 @@ def _record_push_results(portal: Portal, rows: list[dict[str, Any]], result: Any
                 Message.objects.filter(pk=row["pk"]).update(push_due=False, last_error="Bitrix24: message not found")
                 not_found.append(row["message_id"])
             elif error.retryable:
-                continue  # stays due; the next run tries again
+                continue  # stays due; the next run (not this one) tries again
             else:
                 attempts = row["push_attempts"] + 1
                 give_up = attempts >= conf("SMS_PUSH_MAX_ATTEMPTS")

@@ -257,3 +257,27 @@ def test_the_repush_admin_action_sends_the_status_again(client, sms_portal, fake
 
     assert len(status_updates(fake_portal, message.message_id)) == before + 1
     assert sms_portal.journal.filter(message__contains="re-push").exists()
+
+
+def test_a_transient_per_command_error_is_not_resent_within_the_same_run(client, sms_portal, fake_portal,
+                                                                        django_capture_on_commit_callbacks):
+    from tests.fakes.bitrix24 import B24Error as FakeB24Error
+
+    messages = accept(client, fake_portal, django_capture_on_commit_callbacks, n=2)
+    Message.objects.filter(pk__in=[m.pk for m in messages]).update(status="delivered", push_due=True)
+    stuck = messages[0].message_id
+
+    def flaky_status_update(portal, params, ctx):  # Bitrix24 answers this one command with a 5xx code
+        if params.get("MESSAGE_ID") == stuck:
+            raise FakeB24Error("QUERY_LIMIT_EXCEEDED", "Too many requests", 503)
+        return original(portal, params, ctx)
+
+    original = fake_portal.method_spec("messageservice.message.status.update").handler
+    fake_portal.register_method("messageservice.message.status.update", flaky_status_update, scope="messageservice")
+    batches_before = fake_portal.count("batch")
+
+    delivery.push_portal_statuses.apply(args=[sms_portal.pk])  # before the fix: re-sent in a tight loop
+
+    assert fake_portal.count("batch") - batches_before == 1  # tried once, not 20 times
+    assert Message.objects.get(message_id=stuck).push_due
+    assert status_updates(fake_portal, messages[1].message_id)[-1]["STATUS"] == "delivered"
