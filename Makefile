@@ -23,11 +23,13 @@ run: setup
 
 test: setup
 	sh scripts/ensure-chromium.sh
-	$(BIN)/ruff check .
+	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# ruff, the import contract (floors, pyproject.toml [tool.importlinter]) and the type checker.
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 bench: setup
 	sh scripts/ensure-wrk.sh

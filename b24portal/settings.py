@@ -128,8 +128,9 @@ INSTALLED_APPS = [
     "b24portal",
     "tenants",
     "oauth",
-    "placements",
+    "installs",
     "messageservice",
+    "placements",
 ]
 
 MIDDLEWARE = [

@@ -12,7 +12,7 @@ urlpatterns = [
     path("health/ready/", health.ready, name="health-ready"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("b24/", include("tenants.urls")),
+    path("b24/", include("installs.urls")),
     path("b24/messageservice/", include("messageservice.urls")),
     path("b24/", include("placements.urls")),
 ]

@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from tenants.actions import journal
+from tenants.journal import journal
 from tenants.models import JournalEntry, Portal
 
 from .models import PhoneConsent

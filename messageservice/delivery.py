@@ -43,7 +43,7 @@ from messageservice.models import Message, ProviderAccount
 from messageservice.services import advance_statuses
 from oauth.client import PortalClient, retry_delay
 from oauth.errors import B24AuthError, B24Error
-from tenants.actions import journal
+from tenants.journal import journal
 from tenants.models import JournalEntry, Portal
 
 logger = logging.getLogger(__name__)

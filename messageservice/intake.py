@@ -1,6 +1,6 @@
 """Parsing the messageservice handler POST (contracts §6, sample B) before anything is stored.
 
-Everything is untrusted; each problem raises tenants.intake.Rejected (→ a 4xx with the reason).
+Everything is untrusted; each problem raises b24portal.intake.Rejected (→ a 4xx with the reason).
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from oauth.phpquery import NestedKeyError, as_list
-from tenants.intake import MEMBER_ID_RE, TOKEN_RE, Rejected, text_field
+from b24portal.intake import MEMBER_ID_RE, TOKEN_RE, Rejected, text_field
+from b24portal.phpquery import NestedKeyError, as_list
 
 from .models import SENDER_CODE_RE
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.utils import timezone
 
+from installs.steps import StepFailed, install_step
 from oauth.errors import B24Error
-from tenants.install_steps import StepFailed, install_step
 
 from .models import ProviderAccount
 

@@ -21,7 +21,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from tenants.actions import journal
+from tenants.journal import journal
 from tenants.models import JournalEntry, Portal
 
 from . import conf

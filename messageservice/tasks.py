@@ -18,10 +18,10 @@ from django.db.models import F
 from django.utils import timezone
 
 from b24portal.logging import log_context
+from installs.steps import StepFailed
 from oauth.client import PortalClient, retry_delay
 from oauth.errors import B24Error
-from tenants.actions import journal
-from tenants.install_steps import StepFailed
+from tenants.journal import journal
 from tenants.models import JournalEntry, Portal
 
 from . import conf

@@ -13,11 +13,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from b24portal import intake as form_intake
+from b24portal.intake import Rejected, rejects_bad_input
 from b24portal.logging import bind_log_context
-from tenants import intake as tenant_intake
-from tenants.intake import Rejected
 from tenants.models import Portal
-from tenants.views import rejects_bad_input
 
 from . import services
 from .intake import HANDLER_KEY_RE, parse_handler_payload
@@ -41,10 +40,10 @@ def portal_for_key(key: str) -> Portal:
 @require_POST
 @rejects_bad_input
 def handler(request: HttpRequest, key: str) -> HttpResponse:
-    form = tenant_intake.read_form(request)
+    form = form_intake.read_form(request)
     if not HANDLER_KEY_RE.match(key):
         raise Rejected("unknown handler", 404)
-    incoming = parse_handler_payload(tenant_intake.nested(form))
+    incoming = parse_handler_payload(form_intake.nested(form))
     try:
         account = services.handler_target(key, incoming.code)  # portal and sender in one query
     except ProviderAccount.DoesNotExist:

@@ -18,9 +18,11 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from b24portal.crypto import mask
+from tenants.models import Portal
 
 from . import calllog
 from .models import PortalCapabilities, PortalToken, RestCall, RestCallDaily
+from .tasks import check_capabilities
 
 CHART_DAYS = 30
 
@@ -62,8 +64,6 @@ class PortalFilter(admin.SimpleListFilter):
     parameter_name = "portal"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        from tenants.models import Portal
-
         value = self.value()
         if value and value.isdigit():
             portal = Portal.objects.filter(pk=int(value)).only("domain", "member_id").first()
@@ -178,8 +178,6 @@ class PortalCapabilitiesAdmin(ReadOnlyAdmin):
 
     @admin.action(description=_("Check capabilities now"))
     def check_now(self, request: HttpRequest, queryset: QuerySet[PortalCapabilities]) -> None:
-        from .tasks import check_capabilities
-
         ids = list(queryset.values_list("portal_id", flat=True))
         for portal_id in ids:
             transaction.on_commit(lambda pid=portal_id: check_capabilities.delay(pid))

@@ -9,11 +9,6 @@ class OAuthConfig(AppConfig):
     def ready(self) -> None:
         from b24portal.celery import add_periodic
 
-        from . import capabilities  # registers the "capabilities" install step (order 5)
-
-        # What the portal lifecycle itself calls (tenants: install verification, app events).
-        capabilities.require_methods("app.info", "user.current", "event.bind", "event.get", app="tenants")
-
         add_periodic("oauth-refresh-capabilities", "oauth.tasks.refresh_all_capabilities", 24 * 3600)
         add_periodic("oauth-rollup-call-log", "oauth.tasks.rollup_call_log", 3600)
         add_periodic("oauth-prune-call-log", "oauth.tasks.prune_call_log", 24 * 3600)

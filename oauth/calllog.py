@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -26,6 +26,8 @@ from django.utils import timezone
 from django.utils.safestring import SafeString
 
 from b24portal.charts import ChartDay, daily_series, stacked_bars_svg
+from tenants.journal import Actor, journal
+from tenants.models import Portal
 
 from .errors import (
     B24AccessDenied,
@@ -42,9 +44,6 @@ from .errors import (
 )
 from .models import RestCall, RestCallDaily
 
-if TYPE_CHECKING:
-    from tenants.models import Portal
-
 logger = logging.getLogger(__name__)
 
 # Failures a support engineer should see in the portal's journal. Method-specific business errors
@@ -58,7 +57,7 @@ LOCAL_CODES = {"RATE_LIMIT_WAIT", "OPERATING_DEFERRED"}
 
 def record(portal: Portal, *, method: str, batch_size: int | None, http_status: int | None, error_code: str,
            duration: float, operating: float | None) -> None:
-    if not getattr(settings, "B24_CALL_LOG_ENABLED", True):
+    if not settings.B24_CALL_LOG_ENABLED:
         return
     try:
         with transaction.atomic():  # a savepoint when inside a transaction: a failure leaves it usable
@@ -74,15 +73,13 @@ def journal_failure(portal: Portal, exc: B24Error, method: str) -> None:
     """Journal a REST failure that matters, once per (portal, code, method) per interval."""
     if isinstance(exc, B24TokenExpired) or exc.code in LOCAL_CODES or not isinstance(exc, JOURNALED_ERRORS):
         return
-    interval = int(getattr(settings, "B24_REST_JOURNAL_INTERVAL", 3600))
+    interval = int(settings.B24_REST_JOURNAL_INTERVAL)
     try:
         if not cache.add(f"b24:rest-journal:{portal.member_id}:{exc.code}:{method}", 1, timeout=interval):
             return
-        from tenants import actions
-
         with transaction.atomic():
-            actions.journal(portal, "rest", f"{method}: {exc.code} {exc.description}"[:500],
-                            level="warning" if exc.retryable else "error", actor="bitrix24",
+            journal(portal, "rest", f"{method}: {exc.code} {exc.description}"[:500],
+                            level="warning" if exc.retryable else "error", actor=Actor.BITRIX24,
                             details={"method": method, "code": exc.code, "http_status": exc.http_status,
                                      "retryable": exc.retryable})
     except Exception:
@@ -117,7 +114,7 @@ def prune(now: datetime | None = None, *, batch: int = 5000) -> int:
     """Roll up, then delete raw rows older than B24_CALL_LOG_RETENTION_DAYS (in batches, to keep locks
     short), and roll-ups older than B24_CALL_LOG_DAILY_RETENTION_DAYS. Returns raw rows deleted."""
     now = now or timezone.now()
-    keep_days = int(getattr(settings, "B24_CALL_LOG_RETENTION_DAYS", 14))
+    keep_days = int(settings.B24_CALL_LOG_RETENTION_DAYS)
     cutoff = now - timedelta(days=keep_days)
     oldest = RestCall.objects.filter(created_at__lt=cutoff).order_by("created_at").values_list(
         "created_at", flat=True).first()
@@ -132,7 +129,7 @@ def prune(now: datetime | None = None, *, batch: int = 5000) -> int:
         if not ids:
             break
         deleted += RestCall.objects.filter(id__in=ids).delete()[0]
-    daily_days = int(getattr(settings, "B24_CALL_LOG_DAILY_RETENTION_DAYS", 400))
+    daily_days = int(settings.B24_CALL_LOG_DAILY_RETENTION_DAYS)
     RestCallDaily.objects.filter(day__lt=timezone.localdate(now) - timedelta(days=daily_days)).delete()
     return deleted
 

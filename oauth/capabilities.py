@@ -15,19 +15,16 @@ or method fails that step with a reason naming what is missing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
-from tenants.install_steps import StepFailed, install_step
+from tenants.journal import journal
+from tenants.models import Portal
 
+from .client import PortalClient
 from .models import PortalCapabilities
-
-if TYPE_CHECKING:
-    from tenants.models import Portal
-
-    from .client import PortalClient
 
 # Features we record (not require): offline events and their auth connectors (spec §7).
 DEFAULT_FEATURES = ("rest_offline_extended", "rest_auth_connector")
@@ -131,8 +128,6 @@ def probe(client: PortalClient) -> Snapshot:
 
 def do_record_capabilities(portal: Portal, snapshot: Snapshot | None, *, error: str = "") -> PortalCapabilities:
     """Store a check's outcome; journal when what is missing changed (not on every daily run)."""
-    from tenants import actions
-
     with transaction.atomic():
         caps, _ = PortalCapabilities.objects.select_for_update().get_or_create(portal=portal)
         before = list(caps.missing)
@@ -143,7 +138,7 @@ def do_record_capabilities(portal: Portal, snapshot: Snapshot | None, *, error: 
             caps.missing, caps.ok = snapshot.missing, snapshot.ok
         caps.save()
         if snapshot is not None and snapshot.missing != before:
-            actions.journal(portal, "rest",
+            journal(portal, "rest",
                             ("capabilities: missing " + "; ".join(snapshot.missing))[:500] if snapshot.missing
                             else "capabilities: everything required is available",
                             level="warning" if snapshot.missing else "info",
@@ -154,12 +149,3 @@ def do_record_capabilities(portal: Portal, snapshot: Snapshot | None, *, error: 
 def check_portal(portal: Portal, client: PortalClient) -> PortalCapabilities:
     """Probe and store. B24Errors (limits, auth) propagate so the caller can retry or fail."""
     return do_record_capabilities(portal, probe(client))
-
-
-@install_step("capabilities", title="Check scopes and REST methods", order=5)
-def capabilities_step(portal: Portal, client: PortalClient) -> str:
-    caps = check_portal(portal, client)
-    if caps.missing:
-        raise StepFailed("The portal does not grant what this app needs: " + "; ".join(caps.missing))
-    features = ", ".join(f"{code}={'Y' if on else 'N'}" for code, on in caps.features.items())
-    return f"{len(caps.methods)} methods available; scopes {', '.join(caps.scopes) or '-'}; {features}"

@@ -32,6 +32,7 @@ from django.conf import settings
 
 from b24portal.domains import domain_of_endpoint, is_allowed_domain
 from b24portal.http import get_session
+from b24portal.phpquery import build_query
 
 from . import calllog, ratelimit
 from . import tokens as token_store
@@ -46,12 +47,11 @@ from .errors import (
     B24TransportError,
     error_from_envelope,
 )
-from .phpquery import build_query
+from .models import PortalToken
+from .signals import portal_endpoint_changed
 
 if TYPE_CHECKING:
     from tenants.models import Portal
-
-    from .models import PortalToken
 
 logger = logging.getLogger(__name__)
 
@@ -280,13 +280,11 @@ class PortalClient:
         if self.max_wait is not None:
             return self.max_wait
         if in_celery_task():
-            return float(getattr(settings, "B24_RATE_TASK_MAX_WAIT", 2.0))
-        return float(getattr(settings, "B24_RATE_WEB_MAX_WAIT", 5.0))
+            return float(settings.B24_RATE_TASK_MAX_WAIT)
+        return float(settings.B24_RATE_WEB_MAX_WAIT)
 
     # -- tokens --------------------------------------------------------------------------------
     def _load_token(self) -> PortalToken:
-        from .models import PortalToken
-
         if self._token is None:
             if self.user_id is None:
                 self._token = token_store.service_token(self.portal)
@@ -329,7 +327,7 @@ class PortalClient:
                     raise
                 # Our bucket let this through, so someone else shares the portal's bucket (other apps on our
                 # IP, or a drifting clock): mark it full for a jittered back-off so EVERY process slows down.
-                penalty = min(float(getattr(settings, "B24_RATE_503_BACKOFF", 1.0)) * 2 ** attempt, 30.0)
+                penalty = min(float(settings.B24_RATE_503_BACKOFF) * 2 ** attempt, 30.0)
                 penalty *= random.uniform(0.5, 1.5)
                 ratelimit.penalize(self.portal, penalty)
                 exc.retry_after = penalty + ratelimit.bucket_for(self.portal).interval
@@ -407,8 +405,6 @@ class PortalClient:
     def _follow_move(self, response: requests.Response, method: str) -> str:
         """A renamed portal answers its old address with 302 → re-POST (not GET) to the new one, once,
         and remember the new domain."""
-        from tenants import actions
-
         location = response.headers.get("Location", "")
         new_url = urljoin(response.url or self.portal.rest_endpoint, location)
         new_endpoint = new_url[: new_url.lower().find("/rest/") + len("/rest/")] if "/rest/" in new_url.lower() else ""
@@ -419,7 +415,8 @@ class PortalClient:
             calllog.journal_failure(self.portal, exc, method)
             raise exc
         if domain != self.portal.domain:
-            actions.do_change_domain(self.portal, domain=domain, rest_endpoint=new_endpoint, source="302 redirect")
+            portal_endpoint_changed.send(sender=PortalClient, portal=self.portal, domain=domain,
+                                         rest_endpoint=new_endpoint, source="302 redirect")
         return new_endpoint
 
     # -- public API ----------------------------------------------------------------------------

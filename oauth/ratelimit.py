@@ -66,7 +66,7 @@ class Bucket:
 def bucket_for(portal: Portal) -> Bucket:
     """The portal's plan limit scaled by the headroom (never below one permit)."""
     rate, burst = portal.rest_rate_limit
-    headroom = float(getattr(settings, "B24_RATE_HEADROOM", 0.8))
+    headroom = float(settings.B24_RATE_HEADROOM)
     return Bucket(rate=max(rate * headroom, 0.01), burst=max(math.floor(burst * headroom), 1))
 
 
@@ -175,10 +175,10 @@ _backend: _RedisBackend | _FileBackend | None = None
 def get_backend() -> _RedisBackend | _FileBackend:
     global _backend
     if _backend is None:
-        if getattr(settings, "REDIS_URL", ""):
+        if settings.REDIS_URL:
             _backend = _RedisBackend()
         else:
-            folder = Path(getattr(settings, "VAR_DIR", Path("var"))) / "ratelimit"
+            folder = Path(settings.VAR_DIR) / "ratelimit"
             logger.warning("REDIS_URL is not set: the REST rate limiter uses file locks in %s; it is shared by "
                            "the processes of this machine only", folder)
             _backend = _FileBackend(folder)
@@ -249,7 +249,7 @@ def block_method(portal: Portal, method: str, reset_at: float | None) -> float:
 
 
 def operating_limit() -> float:
-    return float(getattr(settings, "B24_OPERATING_LIMIT", 480.0))
+    return float(settings.B24_OPERATING_LIMIT)
 
 
 def check_operating(portal: Portal, methods: Iterable[str]) -> None:
@@ -258,7 +258,7 @@ def check_operating(portal: Portal, methods: Iterable[str]) -> None:
     names = {m.lower() for m in methods if m and m.lower() != "batch"}
     if not names:
         return
-    threshold = operating_limit() * float(getattr(settings, "B24_OPERATING_DEFER_RATIO", 0.85))
+    threshold = operating_limit() * float(settings.B24_OPERATING_DEFER_RATIO)
     try:
         found = cache.get_many([_op_key(portal, m) for m in names])
     except Exception:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.utils import timezone
 
 from b24portal.logging import log_context
+from tenants.models import Portal
 
 from . import calllog
 from .capabilities import check_portal, do_record_capabilities
-from .client import PortalClient, retry_delay
+from .client import PortalClient
 from .errors import B24Error
+from .retry import portal_task
 
 logger = logging.getLogger(__name__)
 
@@ -21,29 +23,25 @@ logger = logging.getLogger(__name__)
 @shared_task
 def refresh_all_capabilities() -> int:
     """Daily: queue a capability check per active portal (spread over 10 minutes, not all at once)."""
-    from tenants.models import Portal
-
     ids = list(Portal.objects.filter(status=Portal.Status.ACTIVE).values_list("pk", flat=True))
     for index, portal_id in enumerate(ids):
         check_capabilities.apply_async((portal_id,), countdown=(index * 600 / max(len(ids), 1)))
     return len(ids)
 
 
-@shared_task(bind=True, max_retries=6)
-def check_capabilities(self, portal_id: int) -> str:
-    from tenants.models import Portal
+def _capabilities_unknown(exc: B24Error, portal_id: int) -> str:
+    portal = Portal.objects.get(pk=portal_id)
+    do_record_capabilities(portal, None, error=f"{exc.code}: {exc.description}")
+    return exc.code
 
+
+@portal_task(max_retries=6, give_up=_capabilities_unknown)
+def check_capabilities(self: Task, portal_id: int) -> str:
     portal = Portal.objects.filter(pk=portal_id).first()
     if portal is None or not portal.is_operational:
         return "skipped"
     with log_context(member_id=portal.member_id):
-        try:
-            caps = check_portal(portal, PortalClient(portal))
-        except B24Error as exc:
-            if exc.retryable and self.request.retries < self.max_retries:
-                raise self.retry(countdown=retry_delay(exc, self.request.retries)) from exc
-            do_record_capabilities(portal, None, error=f"{exc.code}: {exc.description}")
-            return exc.code
+        caps = check_portal(portal, PortalClient(portal))
         return "ok" if caps.ok else "missing"
 
 

@@ -30,6 +30,7 @@ from .errors import (
     error_from_envelope,
 )
 from .models import PortalToken
+from .signals import portal_endpoint_changed, token_refresh_refused
 
 if TYPE_CHECKING:
     from tenants.models import Portal
@@ -121,8 +122,6 @@ def request_oauth(params: dict[str, str]) -> dict[str, Any]:
 def refresh_token(token_id: int, *, used_access_token: str) -> PortalToken:
     """Refresh a pair, or adopt the pair another process already refreshed. Exactly one OAuth call is made
     however many processes arrive here at once for the same token."""
-    from tenants import actions
-
     failure: B24Error | None = None
     with transaction.atomic():
         token = PortalToken.objects.select_for_update().select_related("portal").get(pk=token_id)
@@ -148,15 +147,8 @@ def refresh_token(token_id: int, *, used_access_token: str) -> PortalToken:
             _adopt_client_endpoint(portal, str(payload.get("client_endpoint") or ""))
             logger.info("token refreshed", extra={"member_id": portal.member_id, "user_id": token.user_id})
     if failure is not None:
-        # Outside the lock's transaction so the status change is kept whatever the caller does next.
-        if token.is_service:
-            if isinstance(failure, B24PaymentRequired):
-                actions.do_block_portal(portal, reason="payment required (refresh refused)", actor="bitrix24")
-            else:
-                actions.do_mark_needs_reinstall(portal, reason=f"token refresh refused: {failure.code}")
-        else:
-            actions.journal(portal, "token", f"refresh of user {token.user_id}'s token refused: {failure.code}",
-                            level="warning", actor="bitrix24")
+        # Outside the lock's transaction; the lifecycle decides what a refused refresh means for the portal.
+        token_refresh_refused.send(sender=PortalToken, portal=portal, token=token, error=failure)
         raise failure
     return token
 
@@ -178,6 +170,5 @@ def _adopt_client_endpoint(portal: Portal, client_endpoint: str) -> None:
         logger.warning("refresh answer names a client_endpoint outside the allow-list; ignored",
                        extra={"member_id": portal.member_id})
         return
-    from tenants import actions
-
-    actions.do_change_domain(portal, domain=domain, rest_endpoint=client_endpoint, source="token refresh")
+    portal_endpoint_changed.send(sender=PortalToken, portal=portal, domain=domain, rest_endpoint=client_endpoint,
+                                 source="token refresh")

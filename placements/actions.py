@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from oauth.client import PortalClient
 from oauth.errors import B24Error
-from tenants.actions import journal
+from tenants.journal import journal
 from tenants.models import JournalEntry
 
 from . import bindings, config

@@ -15,7 +15,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
-from tenants.intake import Rejected
+from b24portal.intake import Rejected
 from tenants.models import Portal
 
 from .frames import FramePrincipal, read_frame_token

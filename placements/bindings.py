@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from oauth.errors import B24Error
-from tenants.actions import journal
+from tenants.journal import journal
 from tenants.models import JournalEntry
 
 from . import config

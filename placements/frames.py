@@ -29,14 +29,21 @@ from django.utils import translation
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from b24portal.intake import (
+    LANG_RE,
+    MEMBER_ID_RE,
+    TOKEN_RE,
+    Rejected,
+    checked_domain,
+    frame_response,
+    read_form,
+)
 from b24portal.logging import bind_log_context
 from oauth.client import post_method
 from oauth.errors import B24AuthError, B24TransportError, error_from_envelope
 from oauth.models import PortalToken
 from oauth.tokens import TokenGrant, store_tokens
-from tenants.intake import LANG_RE, MEMBER_ID_RE, TOKEN_RE, Rejected, checked_domain, read_form
 from tenants.models import Portal
-from tenants.views import frame_response
 
 from . import config
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tenants.install_steps import StepFailed, install_step
+from installs.steps import StepFailed, install_step
 
 from . import bindings
 

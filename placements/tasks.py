@@ -10,7 +10,7 @@ from celery import shared_task
 from b24portal.logging import log_context
 from oauth.client import PortalClient
 from oauth.errors import B24Error
-from tenants.actions import journal
+from tenants.journal import journal
 from tenants.models import JournalEntry, Portal
 
 from . import actions

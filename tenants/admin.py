@@ -1,156 +1,13 @@
-"""Support-staff admin for portals: health at a glance, the journal, and actions that do real work."""
+"""Support-staff admin for the journal (portals and install runs: installs/admin.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin, messages
-from django.db.models import QuerySet, Subquery
+from django.contrib import admin
 from django.http import HttpRequest
-from django.urls import NoReverseMatch, reverse
-from django.utils.html import format_html, format_html_join
-from django.utils.translation import gettext_lazy as _
 
-from . import actions
-from .models import InstallRun, InstallStepResult, JournalEntry, Portal
-
-
-class JournalInline(admin.TabularInline):
-    model = JournalEntry
-    fields = ("created_at", "kind", "level", "message", "actor")
-    readonly_fields = fields
-    extra = 0
-    max_num = 0
-    can_delete = False
-    show_change_link = True
-    ordering = ("-created_at", "-id")
-    verbose_name_plural = _("journal (latest 50; see all via the journal list)")
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[JournalEntry]:
-        # Busy portals have thousands of entries: show the newest 50 (one query, a LIMITed subquery).
-        queryset = super().get_queryset(request)
-        object_id = (request.resolver_match.kwargs.get("object_id") if request.resolver_match else None)
-        if object_id and str(object_id).isdigit():
-            latest = JournalEntry.objects.filter(portal_id=int(object_id)).order_by("-created_at", "-id")
-            queryset = queryset.filter(pk__in=Subquery(latest.values("pk")[:50]))
-        return queryset
-
-
-class InstallRunInline(admin.TabularInline):
-    model = InstallRun
-    fields = ("created_at", "trigger", "status", "finished_at")
-    readonly_fields = fields
-    extra = 0
-    max_num = 0
-    can_delete = False
-    show_change_link = True
-
-
-@admin.register(Portal)
-class PortalAdmin(admin.ModelAdmin):
-    list_display = ("domain", "member_id", "status_badge", "license", "app_status", "installed_version",
-                    "installed_at", "last_problem_short")
-    list_filter = ("status", "license_family", "app_status", "rate_plan")
-    search_fields = ("domain", "member_id")
-    search_help_text = _("Domain or member_id")
-    date_hierarchy = "created_at"
-    ordering = ("domain",)
-    list_per_page = 50
-    show_full_result_count = False
-    actions = ["verify_now", "rerun_install_steps", "block", "unblock"]
-    readonly_fields = (
-        "member_id", "domain", "rest_endpoint", "status", "status_changed_at", "blocked_reason", "app_local_id",
-        "app_code", "app_status", "app_installed", "license", "license_type", "license_family", "payment_expired",
-        "payment_days", "app_info_checked_at", "installed_version", "language", "installed_by_user_id",
-        "installed_by_name", "install_started_at", "installed_at", "uninstalled_at", "application_token_state",
-        "handler_key_masked", "rate_plan", "last_problem", "last_problem_at", "created_at", "updated_at",
-        "journal_link",
-    )
-    fieldsets = (
-        (None, {"fields": ("domain", "member_id", "rest_endpoint", "status", "status_changed_at", "blocked_reason",
-                           "last_problem", "last_problem_at", "journal_link")}),
-        (_("Application (from app.info)"), {"fields": (
-            "app_local_id", "app_code", "app_status", "app_installed", "installed_version", "license",
-            "license_type", "license_family", "payment_expired", "payment_days", "app_info_checked_at")}),
-        (_("Installation"), {"fields": ("language", "phone_region", "installed_by_user_id", "installed_by_name",
-                                        "install_started_at", "installed_at", "uninstalled_at")}),
-        (_("Security and limits"), {"fields": ("application_token_state", "handler_key_masked", "rate_plan")}),
-        (_("Record"), {"fields": ("created_at", "updated_at")}),
-    )
-    inlines = [InstallRunInline, JournalInline]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # portals come from Bitrix24 installs only
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # uninstall is Bitrix24's decision; the journal must survive
-
-    @admin.display(description=_("status"), ordering="status")
-    def status_badge(self, obj: Portal) -> str:
-        colors = {"active": "#2b8a3e", "new": "#1971c2", "blocked": "#e8590c", "needs_reinstall": "#c92a2a",
-                  "deleted": "#868e96"}
-        return format_html('<b style="color:{}">{}</b>', colors.get(obj.status, "#333"), obj.get_status_display())
-
-    @admin.display(description=_("last problem"), ordering="last_problem_at")
-    def last_problem_short(self, obj: Portal) -> str:
-        if not obj.last_problem:
-            return "—"
-        return format_html('<span title="{}">{}</span>', obj.last_problem,
-                           obj.last_problem[:60] + ("…" if len(obj.last_problem) > 60 else ""))
-
-    @admin.display(description=_("application token"))
-    def application_token_state(self, obj: Portal) -> str:
-        return _("stored (hash only)") if obj.application_token_hash else _("not received yet")
-
-    @admin.display(description=_("handler key"))
-    def handler_key_masked(self, obj: Portal) -> str:
-        from b24portal.crypto import mask
-
-        return mask(obj.handler_key)
-
-    @admin.display(description=_("journal and bindings"))
-    def journal_link(self, obj: Portal) -> str:
-        # Other apps' admin lists are reached by URL name only: tenants does not import them.
-        links = [(reverse("admin:tenants_journalentry_changelist"), _("All journal entries"))]
-        for name, label in (("admin:placements_binding_changelist", _("Widget bindings")),
-                            ("admin:messageservice_provideraccount_changelist", _("SMS provider accounts")),
-                            ("admin:messageservice_message_changelist", _("SMS messages"))):
-            try:
-                links.append((reverse(name), label))
-            except NoReverseMatch:
-                continue
-        return format_html_join(" · ", '<a href="{}?portal__id__exact={}">{}</a>',
-                                ((url, obj.pk, label) for url, label in links))
-
-    @admin.action(description=_("Verify now (app.info)"))
-    def verify_now(self, request: HttpRequest, queryset: QuerySet[Portal]) -> None:
-        from .tasks import verify_portal
-
-        count = 0
-        for portal in queryset.exclude(status=Portal.Status.DELETED).only("pk"):
-            verify_portal.delay(portal.pk, staff_user_id=request.user.pk)
-            count += 1
-        self.message_user(request, _("Verification queued for %(n)d portal(s).") % {"n": count}, messages.SUCCESS)
-
-    @admin.action(description=_("Re-run install steps"))
-    def rerun_install_steps(self, request: HttpRequest, queryset: QuerySet[Portal]) -> None:
-        count = 0
-        for portal in queryset.exclude(status=Portal.Status.DELETED):
-            actions.do_start_install_run(portal, trigger=InstallRun.Trigger.STAFF,
-                                         actor=f"staff:{request.user.get_username()}", staff_user=request.user)
-            count += 1
-        self.message_user(request, _("Install steps started for %(n)d portal(s).") % {"n": count}, messages.SUCCESS)
-
-    @admin.action(description=_("Block"))
-    def block(self, request: HttpRequest, queryset: QuerySet[Portal]) -> None:
-        count = sum(actions.do_block_portal(p, reason="blocked by support", staff_user=request.user)
-                    for p in queryset)
-        self.message_user(request, _("%(n)d portal(s) blocked.") % {"n": count}, messages.SUCCESS)
-
-    @admin.action(description=_("Unblock"))
-    def unblock(self, request: HttpRequest, queryset: QuerySet[Portal]) -> None:
-        count = sum(actions.do_unblock_portal(p, staff_user=request.user) for p in queryset)
-        self.message_user(request, _("%(n)d portal(s) unblocked.") % {"n": count}, messages.SUCCESS)
+from .models import JournalEntry
 
 
 @admin.register(JournalEntry)
@@ -168,27 +25,4 @@ class JournalEntryAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-class InstallStepInline(admin.TabularInline):
-    model = InstallStepResult
-    fields = ("order", "name", "title", "status", "attempts", "message", "finished_at")
-    readonly_fields = fields
-    extra = 0
-    max_num = 0
-    can_delete = False
-
-
-@admin.register(InstallRun)
-class InstallRunAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "portal", "trigger", "status", "finished_at")
-    list_filter = ("status", "trigger")
-    search_fields = ("portal__domain", "portal__member_id")
-    list_select_related = ("portal",)
-    readonly_fields = ("public_id", "portal", "trigger", "status", "created_at", "finished_at")
-    inlines = [InstallStepInline]
-    show_full_result_count = False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
         return False

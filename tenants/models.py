@@ -124,7 +124,8 @@ class JournalEntry(models.Model):
         EVENT = "event", _("Bitrix24 event")
         TOKEN = "token", _("Token")
         REST = "rest", _("REST failure")
-        BINDING = "binding", _("Binding")
+        BINDING = "binding", _("Widget binding")
+        SMS_ACCOUNT = "sms_account", _("SMS provider account")
         MESSAGE = "message", _("Message")
 
     class Level(models.TextChoices):

@@ -6,11 +6,11 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
 
+from installs.steps import get_install_step
 from messageservice import services
 from messageservice.models import ProviderAccount
 from messageservice.tasks import reconcile_all_senders
 from oauth.client import PortalClient
-from tenants.install_steps import get_install_step
 from tenants.models import JournalEntry
 from tests.fakes.b24_messageservice import senders, state
 from tests.messageservice.conftest import SENDER_CODE, create_account

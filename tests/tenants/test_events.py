@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from installs.steps import APP_EVENTS
 from oauth.models import PortalToken
-from tenants.install_steps import APP_EVENTS
 from tenants.models import InstallRun, JournalEntry, Portal
 from tests.conftest import post_event
 

@@ -12,9 +12,9 @@ import responses
 from django.db import connection
 from django.utils import timezone
 
+from installs.runs import do_cleanup_stale_installs
+from installs.steps import APP_EVENTS
 from oauth.models import PortalToken
-from tenants.actions import do_cleanup_stale_installs
-from tenants.install_steps import APP_EVENTS
 from tenants.models import InstallRun, JournalEntry, Portal
 from tests.conftest import post_event, post_install_frame
 
@@ -154,7 +154,7 @@ def test_a_rate_limited_step_is_retried_later_not_failed(client, fake_portal, dj
                                                          settings):
     from celery.exceptions import Retry
 
-    from tenants.tasks import run_install_steps
+    from installs.tasks import run_install_steps
 
     settings.B24_RATE_TASK_MAX_WAIT = 0  # any wait is "too long" here: the task must not sleep for it
     fake_portal.fail_next("event.get", "QUERY_LIMIT_EXCEEDED", "Too many requests", 503)

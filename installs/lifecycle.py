@@ -1,6 +1,6 @@
 """Install and app-event handling: prove what Bitrix24 sent, then call the `do_*` actions.
 
-The order is always: parse and check (tenants.intake) → prove the token against the portal itself
+The order is always: parse and check (installs.intake) → prove the token against the portal itself
 (never a host outside the allow-list) → act. Nothing is stored before the proof.
 """
 
@@ -10,12 +10,15 @@ import logging
 from typing import Any
 
 from b24portal.domains import domain_of_endpoint, is_allowed_domain
+from b24portal.intake import Rejected
 from oauth.client import post_method, probe_token
 from oauth.errors import B24AuthError, B24Error, B24PortalMoved, B24TransportError
+from tenants.actions import do_change_domain
+from tenants.models import InstallRun, Portal
 
 from . import actions
-from .intake import AppEvent, InstallRequest, Rejected, install_from_event
-from .models import InstallRun, Portal
+from .intake import AppEvent, InstallRequest, install_from_event
+from .tasks import verify_portal
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +63,7 @@ def handle_install(request: InstallRequest) -> InstallRun:
         # A different domain is accepted only when the portal's known address redirects there (a rename).
         if _moved_to(existing.rest_endpoint, request.grant.access_token) != request.domain:
             raise Rejected("this member_id belongs to a portal on another domain", 409)
-        actions.do_change_domain(existing, domain=request.domain, rest_endpoint=request.rest_endpoint,
+        do_change_domain(existing, domain=request.domain, rest_endpoint=request.rest_endpoint,
                                  source="reinstall from the new address")
     return actions.do_begin_install(
         member_id=request.member_id, domain=request.domain, rest_endpoint=request.rest_endpoint,
@@ -110,8 +113,6 @@ def handle_event(event: AppEvent) -> dict[str, Any]:
         if event.grant is not None:
             app_info, _user = prove_token(portal.rest_endpoint, event.grant.access_token)
         elif event.application_token:
-            from .tasks import verify_portal
-
             verify_portal.delay(portal.pk)
             return {"portal": portal.member_id, "verification": "queued"}
         else:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
 from django.conf import settings
@@ -14,44 +12,24 @@ from django.utils import translation
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from b24portal.intake import Rejected, frame_response, nested, read_form, rejects_bad_input
 from b24portal.logging import bind_log_context
+from tenants.models import InstallRun
 
 from . import actions, intake, lifecycle
-from .models import InstallRun
 
 logger = logging.getLogger(__name__)
-
-
-def rejects_bad_input(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Turn `Rejected` into a 4xx with its reason (logged once, nothing stored)."""
-
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        try:
-            return view(request, *args, **kwargs)
-        except intake.Rejected as exc:
-            logger.info("request rejected", extra={"reason": exc.reason, "status": exc.status})
-            return JsonResponse({"error": exc.reason}, status=exc.status)
-
-    return wrapper
-
-
-def frame_response(response: HttpResponse, portal_origin: str) -> HttpResponse:
-    """Let exactly this portal frame the page (every other page keeps X-Frame-Options: DENY)."""
-    response.xframe_options_exempt = True  # type: ignore[attr-defined]
-    response["Content-Security-Policy"] = f"frame-ancestors {portal_origin}"
-    return response
 
 
 @csrf_exempt  # Bitrix24 POSTs cross-site into its iframe; the token proof replaces CSRF here
 @require_POST
 @rejects_bad_input
 def install(request: HttpRequest) -> HttpResponse:
-    form = intake.read_form(request)
+    form = read_form(request)
     if form.get("event"):
-        event = intake.parse_event(intake.nested(form))
+        event = intake.parse_event(nested(form))
         if event.name != "ONAPPINSTALL":
-            raise intake.Rejected("only ONAPPINSTALL is accepted here; app events go to /b24/events/")
+            raise Rejected("only ONAPPINSTALL is accepted here; app events go to /b24/events/")
         bind_log_context(member_id=event.member_id)
         run = lifecycle.handle_install(intake.install_from_event(event))
         # No page and no installFinish: an app installed by event has no UI step.
@@ -60,7 +38,7 @@ def install(request: HttpRequest) -> HttpResponse:
     bind_log_context(member_id=install_request.member_id)
     run = lifecycle.handle_install(install_request)
     with translation.override(install_request.language.split("-")[0].split("_")[0]):
-        response = render(request, "tenants/install.html", {"run": run, "portal": run.portal,
+        response = render(request, "installs/install.html", {"run": run, "portal": run.portal,
                                                             "lang": install_request.language,
                                                             "bx24_sdk_url": settings.B24_JS_SDK_URL})
     return frame_response(response, run.portal.origin)
@@ -70,7 +48,7 @@ def install(request: HttpRequest) -> HttpResponse:
 @require_POST
 @rejects_bad_input
 def events(request: HttpRequest) -> HttpResponse:
-    event = intake.parse_event(intake.nested(intake.read_form(request)))
+    event = intake.parse_event(nested(read_form(request)))
     bind_log_context(member_id=event.member_id, event=event.name)
     return JsonResponse({"ok": True, **lifecycle.handle_event(event)})
 

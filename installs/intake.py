@@ -7,78 +7,14 @@ and only after the domain passed the allow-list.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
-from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
-from django.http import HttpRequest, QueryDict
-from django.http.multipartparser import MultiPartParserError
+from django.http import QueryDict
 
-from b24portal.domains import domain_of_endpoint, is_allowed_domain, rest_endpoint_for, split_host_port
-from oauth.phpquery import NestedKeyError, parse_nested
+from b24portal.domains import domain_of_endpoint, rest_endpoint_for
+from b24portal.intake import EVENT_RE, LANG_RE, MEMBER_ID_RE, TOKEN_RE, Rejected, checked_domain, text_field
 from oauth.tokens import TokenGrant
-
-MEMBER_ID_RE = re.compile(r"^[0-9a-zA-Z]{8,64}$")
-# Token lengths differ between doc samples (32, 64, 70 chars): check the alphabet, not the length.
-TOKEN_RE = re.compile(r"^[0-9a-zA-Z._-]{16,256}$")
-LANG_RE = re.compile(r"^[a-z]{2}(?:[-_][a-zA-Z]{2,4})?$")
-EVENT_RE = re.compile(r"^[A-Z0-9_]{3,64}$")
-
-
-class Rejected(Exception):
-    def __init__(self, reason: str, status: int = 400) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-
-
-def read_form(request: HttpRequest) -> QueryDict:
-    """request.POST, with size and shape problems turned into rejections instead of 500s."""
-    try:
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        raise Rejected("bad Content-Length") from None
-    if length > settings.B24_MAX_BODY_BYTES:
-        raise Rejected(f"payload too large (limit {settings.B24_MAX_BODY_BYTES} bytes)", 413)
-    content_type = request.content_type or ""
-    if content_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        raise Rejected("expected a form-encoded body (application/x-www-form-urlencoded)", 415)
-    try:
-        return request.POST
-    except RequestDataTooBig:
-        raise Rejected(f"payload too large (limit {settings.B24_MAX_BODY_BYTES} bytes)", 413) from None
-    except TooManyFieldsSent:
-        raise Rejected("too many fields", 413) from None
-    except (MultiPartParserError, UnicodeDecodeError, ValueError):
-        raise Rejected("malformed form body") from None
-
-
-def nested(form: QueryDict) -> dict[str, Any]:
-    try:
-        return parse_nested((key, value) for key, values in form.lists() for value in values[-1:])
-    except NestedKeyError as exc:
-        raise Rejected(f"malformed form key: {exc}") from None
-
-
-def text_field(data: dict[str, Any] | QueryDict, key: str, *, required: bool = True,
-               pattern: re.Pattern[str] | None = None, max_length: int = 255, strip: bool = True) -> str:
-    """One form value as text, or a `Rejected` naming the key (missing, nested, too long, malformed)."""
-    value = data.get(key)
-    if value is None or value == "":
-        if required:
-            raise Rejected(f"missing {key}")
-        return ""
-    if not isinstance(value, str):
-        raise Rejected(f"{key} must be a plain value, not a nested block")
-    if strip:
-        value = value.strip()
-    if len(value) > max_length:
-        raise Rejected(f"{key} is too long")
-    if pattern is not None and not pattern.match(value):
-        raise Rejected(f"{key} is malformed")
-    return value
 
 
 def _expires(value: str) -> int:
@@ -89,16 +25,6 @@ def _expires(value: str) -> int:
     if not 0 < seconds <= 86400 * 2:
         raise Rejected("token lifetime is out of range")
     return seconds
-
-
-def checked_domain(domain: str) -> str:
-    domain = domain.strip().lower()
-    if split_host_port(domain) is None:
-        raise Rejected("DOMAIN is not a host name")
-    if not is_allowed_domain(domain):
-        # The SSRF boundary: nothing is ever sent to a host outside the allow-list.
-        raise Rejected(f"portal domain {domain!r} is not allowed", 403)
-    return domain
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The registry of install steps, and this app's own step (binding the app events).
+"""The registry of install steps, and the flow's own steps (capabilities check, app events).
 
 Each app contributes named steps (placement binding, userfield types, SMS senders, ...). A step is a
 function `step(portal, client) -> str` returning a short report, raising `StepFailed(reason)` or a
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from oauth.client import PortalClient
+from django.conf import settings
 
-    from .models import Portal
+from oauth.capabilities import check_portal
+from oauth.client import PortalClient
+from tenants.models import Portal
 
 StepFunc = Callable[["Portal", "PortalClient"], str]
 
@@ -51,13 +51,20 @@ def get_install_step(name: str) -> InstallStep | None:
     return _registry.get(name)
 
 
+@install_step("capabilities", title="Check scopes and REST methods", order=5)
+def capabilities_step(portal: Portal, client: PortalClient) -> str:
+    caps = check_portal(portal, client)
+    if caps.missing:
+        raise StepFailed("The portal does not grant what this app needs: " + "; ".join(caps.missing))
+    features = ", ".join(f"{code}={'Y' if on else 'N'}" for code, on in caps.features.items())
+    return f"{len(caps.methods)} methods available; scopes {', '.join(caps.scopes) or '-'}; {features}"
+
+
 # The app events we handle at PUBLIC_URL/b24/events/. ONAPPINSTALL is set on the app card instead.
 APP_EVENTS = ("ONAPPUNINSTALL", "ONAPPUPDATE", "ONAPPPAYMENT")
 
 
 def events_handler_url() -> str:
-    from django.conf import settings
-
     return f"{settings.PUBLIC_URL}/b24/events/"
 
 

@@ -1,27 +1,32 @@
-"""Celery tasks of the portal lifecycle."""
+"""Celery tasks of the install flow. The task names are kept from when they lived in tenants, so work
+queued before an upgrade is still found by the workers."""
 
 from __future__ import annotations
 
 import logging
 
-from celery import shared_task
+from celery import Task, shared_task
+from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from b24portal.logging import log_context
-from oauth.client import PortalClient, retry_delay
+from oauth.client import PortalClient
 from oauth.errors import B24Error
+from oauth.retry import portal_task, retry_if_worth_it
+from tenants.actions import do_record_app_info
+from tenants.journal import Actor, journal
+from tenants.models import InstallRun, InstallStepResult, JournalEntry, Portal
 
-from . import actions
-from .install_steps import StepFailed, get_install_step
-from .models import InstallRun, InstallStepResult, JournalEntry, Portal
+from . import runs
+from .steps import StepFailed, get_install_step
 
 logger = logging.getLogger(__name__)
 
 MAX_STEP_RETRIES = 8
 
 
-@shared_task(bind=True, max_retries=MAX_STEP_RETRIES, acks_late=True)
-def run_install_steps(self, run_id: int) -> str:
+@shared_task(bind=True, max_retries=MAX_STEP_RETRIES, acks_late=True, name="tenants.tasks.run_install_steps")
+def run_install_steps(self: Task, run_id: int) -> str:
     """Run the pending steps of an install run in order; a rate limit retries the task later (never sleeps
     in the worker); a failed step fails the run with its reason."""
     run = InstallRun.objects.select_related("portal").get(pk=run_id)
@@ -34,16 +39,16 @@ def run_install_steps(self, run_id: int) -> str:
         steps = list(run.steps.exclude(status=InstallStepResult.Status.SUCCEEDED))
         for result in steps:
             step = get_install_step(result.name)
-            actions.bump_step_attempt(result)
+            runs.bump_step_attempt(result)
             try:
                 if step is None:
                     raise StepFailed("this step no longer exists")
                 report = step.func(portal, client)
             except B24Error as exc:
-                if exc.retryable and self.request.retries < self.max_retries:
+                if exc.retryable:
                     InstallStepResult.objects.filter(pk=result.pk).update(
                         status=InstallStepResult.Status.PENDING, message=f"waiting: {exc.code}")
-                    raise self.retry(countdown=retry_delay(exc, self.request.retries)) from exc
+                retry_if_worth_it(self, exc)
                 _fail_step(result, f"{exc.code}: {exc.description}"[:500])
                 break
             except StepFailed as exc:
@@ -51,9 +56,9 @@ def run_install_steps(self, run_id: int) -> str:
                 break
             InstallStepResult.objects.filter(pk=result.pk).update(
                 status=InstallStepResult.Status.SUCCEEDED, message=str(report)[:500], finished_at=timezone.now())
-            actions.journal(portal, JournalEntry.Kind.INSTALL_STEP, f"{result.title}: {report}")
+            journal(portal, JournalEntry.Kind.INSTALL_STEP, f"{result.title}: {report}")
         succeeded = not run.steps.exclude(status=InstallStepResult.Status.SUCCEEDED).exists()
-        actions.do_finish_install_run(run, succeeded=succeeded)
+        runs.do_finish_install_run(run, succeeded=succeeded)
         return "succeeded" if succeeded else "failed"
 
 
@@ -62,28 +67,29 @@ def _fail_step(result: InstallStepResult, message: str) -> None:
         status=InstallStepResult.Status.FAILED, message=message, finished_at=timezone.now())
 
 
-@shared_task
+@shared_task(name="tenants.tasks.cleanup_stale_installs")
 def cleanup_stale_installs() -> int:
-    return actions.do_cleanup_stale_installs()
+    return runs.do_cleanup_stale_installs()
 
 
-@shared_task(bind=True, max_retries=5)
-def verify_portal(self, portal_id: int, staff_user_id: int | None = None) -> str:
-    """"Verify now": app.info with the service token, stored and journaled."""
-    from django.contrib.auth import get_user_model
-
-    portal = Portal.objects.get(pk=portal_id)
+def _staff(staff_user_id: int | None) -> tuple[object | None, Actor]:
     staff_user = get_user_model().objects.filter(pk=staff_user_id).first() if staff_user_id else None
+    return staff_user, Actor.staff(staff_user) if staff_user else Actor.SYSTEM
+
+
+def _verify_failed(exc: B24Error, portal_id: int, staff_user_id: int | None = None) -> str:
+    staff_user, actor = _staff(staff_user_id)
+    journal(Portal.objects.get(pk=portal_id), JournalEntry.Kind.REST,
+            f"verify failed: {exc.code} {exc.description}", level="error", staff_user=staff_user, actor=actor)
+    return exc.code
+
+
+@portal_task(max_retries=5, give_up=_verify_failed, name="tenants.tasks.verify_portal")
+def verify_portal(self: Task, portal_id: int, staff_user_id: int | None = None) -> str:
+    """"Verify now": app.info with the service token, stored and journaled."""
+    portal = Portal.objects.get(pk=portal_id)
+    staff_user, actor = _staff(staff_user_id)
     with log_context(member_id=portal.member_id):
-        try:
-            info = PortalClient(portal).call("app.info")
-        except B24Error as exc:
-            if exc.retryable and self.request.retries < self.max_retries:
-                raise self.retry(countdown=retry_delay(exc, self.request.retries)) from exc
-            actions.journal(portal, JournalEntry.Kind.REST, f"verify failed: {exc.code} {exc.description}",
-                            level="error", staff_user=staff_user,
-                            actor=f"staff:{staff_user.get_username()}" if staff_user else "system")
-            return exc.code
-        actions.do_record_app_info(portal, info, staff_user=staff_user,
-                                   actor=f"staff:{staff_user.get_username()}" if staff_user else "system")
+        info = PortalClient(portal).call("app.info")
+        do_record_app_info(portal, info, staff_user=staff_user, actor=actor)
         return "ok"
