@@ -5,11 +5,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
 from b24portal import __version__
+from b24portal.celery import app as celery_app
+from b24portal.redis import get_redis
 
 
 @require_GET
@@ -25,20 +28,14 @@ def _check_database() -> dict[str, Any]:
 
 
 def _check_broker() -> dict[str, Any]:
-    from b24portal.celery import app
-
-    with app.connection_for_write() as conn:
+    with celery_app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=2)
         return {"transport": conn.transport_cls if isinstance(conn.transport_cls, str) else conn.transport.driver_name}
 
 
 def _check_redis() -> dict[str, Any]:
-    from django.conf import settings
-
     if not settings.REDIS_URL:
         return {"skipped": "REDIS_URL not set (embedded defaults)"}
-    from b24portal.redis import get_redis
-
     get_redis().ping()
     return {}
 

@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.core.cache import cache
 
+from b24portal.redis import get_redis
+
 from .errors import B24OperationLimit, B24RateLimited
 
 if TYPE_CHECKING:
@@ -114,8 +116,6 @@ class _RedisBackend:
     name = "redis"
 
     def __init__(self) -> None:
-        from b24portal.redis import get_redis
-
         self._get_redis = get_redis
         self._script: Any = None
         self._pid: int | None = None
