@@ -57,6 +57,18 @@ B24_PORTAL_DOMAINS = env.list(
 B24_INSTALL_TIMEOUT_MINUTES = env.int("B24_INSTALL_TIMEOUT_MINUTES", default=60)
 # Largest request body accepted from Bitrix24 on install, event and handler endpoints.
 B24_MAX_BODY_BYTES = env.int("B24_MAX_BODY_BYTES", default=64 * 1024)
+# Unauthenticated requests (install, events, frames): token proofs that reach a portal, per portal domain
+# (their own small share of its REST limit); a failed proof is refused again without asking for this long.
+B24_PROOF_RATE_PER_MINUTE = env.float("B24_PROOF_RATE_PER_MINUTE", default=12.0)
+B24_PROOF_BURST = env.int("B24_PROOF_BURST", default=6)
+B24_FAILED_PROOF_TTL = env.int("B24_FAILED_PROOF_TTL", default=300)
+# How long a proven administrator stays proven (an install page reloaded, a frame token's admin claim)
+# before user.admin is asked again: a demoted administrator loses admin rights within this time.
+B24_ADMIN_PROOF_SECONDS = env.int("B24_ADMIN_PROOF_SECONDS", default=300)
+# Per source address (DRF throttle rates): install and frame POSTs come from browsers, events from
+# Bitrix24's servers (which serve many portals from few addresses, hence the higher rate).
+B24_THROTTLE_FRAMES = env.str("B24_THROTTLE_FRAMES", default="60/min")
+B24_THROTTLE_EVENTS = env.str("B24_THROTTLE_EVENTS", default="1200/min")
 B24_HTTP_TIMEOUT = (env.float("B24_CONNECT_TIMEOUT", default=5.0), env.float("B24_READ_TIMEOUT", default=60.0))
 B24_RATE_HEADROOM = env.float("B24_RATE_HEADROOM", default=0.8)
 # Longest wait for a REST permit inside a Celery task (longer: the task is retried later instead of

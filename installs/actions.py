@@ -41,12 +41,12 @@ Status = Portal.Status
 
 # -- install --------------------------------------------------------------------------------------------
 def do_begin_install(*, member_id: str, domain: str, rest_endpoint: str, app_info: Mapping[str, Any],
-                     user: Mapping[str, Any], grant: TokenGrant, application_token: str | None,
+                     user: Mapping[str, Any], grant: TokenGrant | None, application_token: str | None,
                      language: str, trigger: str) -> InstallRun:
     """Upsert the portal after its token was proven, store the installer's tokens as the service token,
     and start (or reuse) an install run. Re-posting the same install changes nothing and reuses the run."""
     now = timezone.now()
-    user_id = int(user.get("ID") or 0) or int(grant.user_id or 0)
+    user_id = int(user.get("ID") or 0) or int((grant.user_id if grant else 0) or 0)
     user_name = " ".join(str(user.get(k) or "") for k in ("NAME", "LAST_NAME")).strip()
     with transaction.atomic():
         portal, created = Portal.objects.select_for_update().get_or_create(
@@ -62,17 +62,19 @@ def do_begin_install(*, member_id: str, domain: str, rest_endpoint: str, app_inf
         portal.language = language or portal.language
         for name, value in app_info_fields(app_info).items():
             setattr(portal, name, value)
-        if application_token:
+        if application_token and (fresh_install or not portal.application_token_hash):
+            # An installed portal's application token changes only through ONAPPUPDATE (do_app_update).
             portal.application_token_hash = hash_application_token(application_token)
         if user_id:
             portal.installed_by_user_id = user_id
             portal.installed_by_name = user_name[:255]
         if fresh_install:
+            portal.install_generation += 1  # frame tokens of the previous installation stop working
             portal.install_started_at = now
             portal.installed_at = None
             portal.uninstalled_at = None
         portal.save()
-        if user_id:
+        if user_id and grant is not None:
             store_tokens(portal, grant, user_id=user_id, is_service=True, is_admin=True)
 
         if created:
@@ -141,7 +143,8 @@ def do_uninstall_portal(portal: Portal, *, clean: bool) -> None:
             journal(portal, JournalEntry.Kind.EVENT, "ONAPPUNINSTALL again (already uninstalled)", actor=Actor.BITRIX24)
             return
         set_status(portal, Status.DELETED, message=f"uninstalled ({'data purged' if clean else 'data kept'})",
-                    actor=Actor.BITRIX24, uninstalled_at=timezone.now(), details={"clean": clean})
+                   actor=Actor.BITRIX24, uninstalled_at=timezone.now(), details={"clean": clean},
+                   install_generation=portal.install_generation + 1)
 
 
 def do_app_update(portal: Portal, *, application_token: str, version: int | None, app_info: Mapping[str, Any],

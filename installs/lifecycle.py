@@ -1,18 +1,21 @@
 """Install and app-event handling: prove what Bitrix24 sent, then call the `do_*` actions.
 
-The order is always: parse and check (installs.intake) → prove the token against the portal itself
-(never a host outside the allow-list) → act. Nothing is stored before the proof.
+The order is always: parse and check (installs.intake) → prove the token (oauth.proofs: the OAuth server
+and app.info are the only sources of truth; never a host outside the allow-list) → act. Nothing is stored
+before the proof. Who may change a portal: an administrator of that portal (user.admin), with a token of
+this application (app.info CODE), for that member_id (the OAuth server's answer to a refresh).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from b24portal.domains import domain_of_endpoint, is_allowed_domain
 from b24portal.intake import Rejected
-from oauth.client import post_method, probe_token
-from oauth.errors import B24AuthError, B24Error, B24PortalMoved, B24TransportError
+from oauth import proofs
+from oauth.tokens import TokenGrant
 from tenants.actions import do_change_domain
 from tenants.models import InstallRun, Portal
 
@@ -23,51 +26,76 @@ from .tasks import verify_portal
 logger = logging.getLogger(__name__)
 
 
-def prove_token(rest_endpoint: str, access_token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """app.info + user.current with the token, against the portal's own endpoint."""
-    try:
-        app_info, user = probe_token(rest_endpoint, access_token)
-    except B24AuthError as exc:
-        raise Rejected(f"the portal rejected the token ({exc.code})", 403) from None
-    except B24PortalMoved:
-        raise Rejected("the portal answered with a redirect: it has moved; open the app from its new address",
-                       409) from None
-    except B24TransportError:
-        raise Rejected("the portal could not be reached to verify the token; try again", 502) from None
-    except B24Error as exc:
-        raise Rejected(f"the portal refused verification ({exc.code})", 403) from None
-    if "ID" not in app_info or not isinstance(app_info.get("INSTALLED", False), bool):
-        raise Rejected("app.info answer is not an app's info", 403)
-    return app_info, user
+@dataclass(frozen=True)
+class AdminProof:
+    """What the OAuth server and app.info say about an install or update token."""
+
+    app_info: dict[str, Any]
+    user: dict[str, Any]
+    grant: TokenGrant | None  # the rotated pair (None when a reload reused a fresh proof: already stored)
+    rest_endpoint: str
 
 
-def _moved_to(old_endpoint: str, access_token: str) -> str | None:
-    """Where the portal's old address redirects to (a renamed portal answers 302), if anywhere allowed."""
+def prove_administrator(*, member_id: str, domain: str, rest_endpoint: str, grant: TokenGrant,
+                        portal: Portal | None) -> AdminProof:
+    """(a) the token is of THIS application (app.info through the trusted server endpoint, which costs the
+    portal nothing), (b) of a portal ADMINISTRATOR (user.admin, one permit from the portal's proof budget),
+    (c) of THAT member_id and domain (the OAuth server's answer to one refresh). Else `Rejected`."""
+    token = grant.access_token
+    earlier = proofs.proven_before(token)
+    if earlier and earlier.get("member_id") == member_id and earlier.get("domain") == domain:
+        return AdminProof(app_info=earlier["app_info"], user=earlier["user"], grant=None,
+                          rest_endpoint=earlier["rest_endpoint"])
     try:
-        response = post_method(old_endpoint, "app.info", {}, access_token, timeout=(5.0, 15.0))
-    except B24Error:
-        return None
-    if not response.is_redirect:
-        return None
-    location = response.headers.get("Location", "")
-    marker = location.lower().find("/rest/")
-    domain = domain_of_endpoint(location[: marker + len("/rest/")]) if marker > 0 else None
-    return domain if domain and is_allowed_domain(domain) else None
+        proofs.refuse_if_failed_before(token)
+        app_info = proofs.app_info_from_server(token)
+        proofs.take_proof_permit(domain, portal)
+        user = proofs.user_and_admin(rest_endpoint, token)
+        if not user.is_admin:
+            raise proofs.ProofFailed("only a portal administrator can install or update the app")
+        if not grant.refresh_token:
+            raise proofs.ProofFailed("no refresh token: the OAuth server cannot confirm which portal this is")
+        rotated, proven_member_id, client_endpoint = proofs.exchange_refresh_token(grant.refresh_token)
+        if proven_member_id != member_id:
+            raise proofs.ProofFailed("the token belongs to another portal (member_id does not match)")
+        proven_domain = domain_of_endpoint(client_endpoint) if client_endpoint else domain
+        if proven_domain != domain or not is_allowed_domain(proven_domain):
+            raise proofs.ProofFailed("the token belongs to a portal on another domain")
+    except proofs.ProofFailed as exc:
+        if exc.status == 403:
+            proofs.remember_failure(token, exc.reason)
+        raise Rejected(exc.reason, exc.status) from None
+    # The OAuth server names the endpoint (https where the portal is https), whatever PROTOCOL said.
+    endpoint = client_endpoint if client_endpoint else rest_endpoint
+    proofs.remember_success(token, {"member_id": member_id, "domain": domain, "app_info": app_info,
+                                    "user": user.user, "rest_endpoint": endpoint})
+    return AdminProof(app_info=app_info, user=user.user, grant=rotated, rest_endpoint=endpoint)
+
+
+def _refuse_downgrade(portal: Portal | None, rest_endpoint: str) -> None:
+    if portal is not None and portal.rest_endpoint.startswith("https://") and not rest_endpoint.startswith("https://"):
+        raise Rejected("the portal's REST endpoint is https; it is never downgraded to http", 403)
 
 
 def handle_install(request: InstallRequest) -> InstallRun:
-    app_info, user = prove_token(request.rest_endpoint, request.grant.access_token)
     existing = Portal.objects.filter(member_id=request.member_id).first()
+    _refuse_downgrade(existing, request.rest_endpoint)
+    if (existing is not None and existing.status in (Portal.Status.ACTIVE, Portal.Status.BLOCKED)
+            and existing.application_token_hash and request.application_token
+            and not existing.application_token_matches(request.application_token)):
+        # Checked before any outbound call: an installed portal's token changes only through ONAPPUPDATE
+        # or a reinstall after an uninstall.
+        raise Rejected("this portal is installed; its application token changes only through an app update", 403)
+    proof = prove_administrator(member_id=request.member_id, domain=request.domain,
+                                rest_endpoint=request.rest_endpoint, grant=request.grant, portal=existing)
+    _refuse_downgrade(existing, proof.rest_endpoint)
     if existing is not None and existing.domain != request.domain:
-        # app.info carries no member_id, so a token proves its domain, not the member_id it came with.
-        # A different domain is accepted only when the portal's known address redirects there (a rename).
-        if _moved_to(existing.rest_endpoint, request.grant.access_token) != request.domain:
-            raise Rejected("this member_id belongs to a portal on another domain", 409)
-        do_change_domain(existing, domain=request.domain, rest_endpoint=request.rest_endpoint,
-                                 source="reinstall from the new address")
+        # The OAuth server confirmed this member_id lives on the new domain: the portal was renamed.
+        do_change_domain(existing, domain=request.domain, rest_endpoint=proof.rest_endpoint,
+                         source="reinstall from the new address")
     return actions.do_begin_install(
-        member_id=request.member_id, domain=request.domain, rest_endpoint=request.rest_endpoint,
-        app_info=app_info, user=user, grant=request.grant, application_token=request.application_token,
+        member_id=request.member_id, domain=request.domain, rest_endpoint=proof.rest_endpoint,
+        app_info=proof.app_info, user=proof.user, grant=proof.grant, application_token=request.application_token,
         language=request.language,
         trigger=InstallRun.Trigger.EVENT if request.from_event else InstallRun.Trigger.FRAME,
     )
@@ -94,16 +122,23 @@ def handle_event(event: AppEvent) -> dict[str, Any]:
         return {"portal": portal.member_id, "status": "deleted", "clean": clean}
     if event.name == "ONAPPUPDATE":
         portal = _known_portal(event)
-        # The event brings a NEW application token, so it cannot match the stored one. Its access token is
-        # proven through app.info against the portal's known endpoint instead; then the new token is kept.
+        # The event brings a NEW application token, so it cannot match the stored one. Its tokens must prove
+        # an administrator of this portal and this application, and its VERSION must be app.info's.
         if event.grant is None:
             raise Rejected("ONAPPUPDATE without an access token cannot be verified", 403)
         if not event.application_token:
             raise Rejected("ONAPPUPDATE without auth[application_token]")
-        app_info, user = prove_token(portal.rest_endpoint, event.grant.access_token)
         version = _int_or_none(event.data.get("VERSION"))
+        if version is None:
+            raise Rejected("ONAPPUPDATE without data[VERSION]")
+        if portal.installed_version is not None and version < portal.installed_version:
+            raise Rejected(f"version {version} is older than the installed {portal.installed_version}", 403)
+        proof = prove_administrator(member_id=portal.member_id, domain=portal.domain,
+                                    rest_endpoint=portal.rest_endpoint, grant=event.grant, portal=portal)
+        if _int_or_none(proof.app_info.get("VERSION")) != version:
+            raise Rejected("data[VERSION] does not match the version app.info reports", 403)
         run = actions.do_app_update(portal, application_token=event.application_token, version=version,
-                                    app_info=app_info, user=user, grant=event.grant)
+                                    app_info=proof.app_info, user=proof.user, grant=proof.grant)
         return {"portal": portal.member_id, "install_run": str(run.public_id) if run else None}
     if event.name == "ONAPPPAYMENT":
         portal = _known_portal(event)
@@ -111,7 +146,7 @@ def handle_event(event: AppEvent) -> dict[str, Any]:
             raise Rejected("application_token does not match", 403)
         # The event's own fields are not trusted: the payment state is read from app.info.
         if event.grant is not None:
-            app_info, _user = prove_token(portal.rest_endpoint, event.grant.access_token)
+            app_info = _server_app_info(event.grant.access_token)
         elif event.application_token:
             verify_portal.delay(portal.pk)
             return {"portal": portal.member_id, "verification": "queued"}
@@ -120,6 +155,16 @@ def handle_event(event: AppEvent) -> dict[str, Any]:
         actions.do_apply_payment_event(portal, app_info=app_info)
         return {"portal": portal.member_id}
     raise Rejected(f"unsupported event {event.name}", 400)
+
+
+def _server_app_info(access_token: str) -> dict[str, Any]:
+    try:
+        proofs.refuse_if_failed_before(access_token)
+        return proofs.app_info_from_server(access_token)
+    except proofs.ProofFailed as exc:
+        if exc.status == 403:
+            proofs.remember_failure(access_token, exc.reason)
+        raise Rejected(exc.reason, exc.status) from None
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -135,7 +135,7 @@ class BatchResult:
         return not self.errors
 
 
-def _parse_answer(response: requests.Response, method: str, safe: bool) -> Envelope:
+def parse_answer(response: requests.Response, method: str, safe: bool) -> Envelope:
     try:
         payload = response.json()
     except ValueError:
@@ -181,31 +181,7 @@ def post_method(endpoint: str, method: str, params: Mapping[str, Any], access_to
                                 safe=safe) from exc
 
 
-def probe_token(rest_endpoint: str, access_token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Prove a token from an install or event before anything is stored: one `batch` of `app.info` and
-    `user.current` against the portal's own endpoint. Returns (app info, current user).
-
-    The caller has already checked the endpoint's host against the allow-list. (No Portal exists yet, so
-    neither the limiter nor the call log apply: this is one request per install.)"""
-    domain = domain_of_endpoint(rest_endpoint)
-    if domain is None or not is_allowed_domain(domain):
-        raise B24PortalMoved("ENDPOINT_NOT_ALLOWED", "the portal endpoint is not on the allow-list")
-    params = {"halt": 0, "cmd": {"app": "app.info", "user": "user.current"}}
-    response = post_method(rest_endpoint, "batch", params, access_token, timeout=(5.0, 20.0))
-    if response.is_redirect:
-        raise B24PortalMoved("PORTAL_MOVED", "the portal answered with a redirect; it was renamed")
-    envelope = _parse_answer(response, "batch", safe=True)
-    batch = _split_batch(envelope.result, {"app": "app.info", "user": "user.current"})
-    for key in ("app", "user"):
-        if key in batch.errors:
-            raise batch.errors[key]
-    app_info, user = batch.results.get("app"), batch.results.get("user")
-    if not isinstance(app_info, dict) or not isinstance(user, dict):
-        raise B24BadResponse("app.info / user.current answers are not objects", http_status=200, method="batch")
-    return app_info, user
-
-
-def _split_batch(result: Any, methods: Mapping[str, str]) -> BatchResult:
+def split_batch(result: Any, methods: Mapping[str, str]) -> BatchResult:
     if not isinstance(result, dict):
         raise B24BadResponse("batch answer has no result object", http_status=200, method="batch")
     out = BatchResult()
@@ -366,7 +342,7 @@ class PortalClient:
                                      http_status=response.status_code)
                 self._fail(exc, method, batch_size, response.status_code, duration)
         try:
-            envelope = _parse_answer(response, method, safe=is_safe_method(method))
+            envelope = parse_answer(response, method, safe=is_safe_method(method))
         except B24Error as exc:
             self._fail(exc, method, batch_size, response.status_code, duration)
         operating = self._record_operating(method, envelope, commands)
@@ -442,7 +418,7 @@ class PortalClient:
             cmd = {key: text for key, (_, text) in chunk}
             try:
                 envelope = self._send("batch", {"halt": 1 if halt else 0, "cmd": cmd}, commands=methods)
-                part = _split_batch(envelope.result, methods)
+                part = split_batch(envelope.result, methods)
             except B24Error as exc:
                 if start == 0:
                     raise

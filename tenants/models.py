@@ -74,6 +74,9 @@ class Portal(models.Model):
 
     # Only a hash is kept: the token is compared, never sent anywhere.
     application_token_hash = models.CharField(max_length=64, blank=True)
+    # Counts installations (fresh installs and uninstalls): frame tokens carry it, so a token issued before
+    # an uninstall is worthless after a reinstall.
+    install_generation = models.PositiveIntegerField(default=1)
     handler_key = models.CharField(max_length=64, unique=True, default=new_handler_key)
     rate_plan = models.CharField(max_length=20, choices=RatePlan.choices, default=RatePlan.STANDARD)
 

@@ -127,7 +127,9 @@ def test_it_refuses_a_member_id_that_belongs_to_another_domain(client, b24_cloud
 
     response = client.post(f"/b24/install/?{urlencode(query)}", data=form)
 
-    assert response.status_code == 409
+    # The OAuth server says whose token it is: not that member_id's (a 403 since the trust rules).
+    assert response.status_code == 403
+    assert "another portal" in response.json()["error"]
     assert Portal.objects.get(member_id=fake_portal.member_id).domain == fake_portal.domain
 
 
