@@ -300,6 +300,10 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Django's own handlers (console when DEBUG, mail_admins, runserver's django.server) would write
+        # paths unredacted: every Django record goes to the root's filtered handler instead.
+        "django": {"handlers": [], "level": "NOTSET", "propagate": True},
+        "django.server": {"handlers": [], "level": "NOTSET", "propagate": True},
         "django.db.backends": {"level": "INFO"},
         "urllib3": {"level": "WARNING"},
     },
