@@ -9,6 +9,8 @@ from cryptography.fernet import Fernet
 from django.conf import settings
 from django.core.checks import Error, Warning, register
 
+from b24portal.inputs import HARD_MAX_DEPTH
+
 
 @register()
 def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[Any]:
@@ -47,6 +49,10 @@ def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     for name in ("SMS_SEND_DEADLINE_MINUTES", "SMS_STATUS_TTL_HOURS", "SMS_CLAIM_TIMEOUT_SECONDS"):
         if getattr(settings, name) <= 0:
             problems.append(Error(f"{name} must be a positive number", id="b24portal.E010"))
+
+    if not 1 <= settings.INPUT_JSON_MAX_DEPTH <= HARD_MAX_DEPTH or settings.INPUT_JSON_MAX_BYTES <= 0:
+        problems.append(Error(f"INPUT_JSON_MAX_DEPTH must be between 1 and {HARD_MAX_DEPTH} and "
+                              "INPUT_JSON_MAX_BYTES positive", id="b24portal.E011"))
 
     keys = settings.FIELD_ENCRYPTION_KEY
     for index, key in enumerate(keys):

@@ -1,7 +1,10 @@
 """Structured logging helpers: the portal context on every line, and secrets never written.
 
 `log_context(member_id=...)` binds fields for the current request or task; `ContextFilter` adds them to
-every record; `RedactSecretsFilter` masks token-like values in the message and in `extra` fields.
+every record; `RedactSecretsFilter` masks token-like values and SMS handler keys in the message, in `extra`
+fields (the request `path`, django.request's `request`) and in tracebacks. Settings' LOGGING puts it on
+every handler (Django's own loggers propagate to it); gunicorn.conf.py puts it on gunicorn's access and
+error logs.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ _context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("log_c
 SECRET_NAMES = (
     "access_token", "refresh_token", "application_token", "client_secret", "auth_id", "refresh_id",
     "auth", "password", "psw", "api_id", "apikey", "api_key", "auth_token", "token", "secret",
-    "credentials", "authorization",
+    "credentials", "authorization", "handler_key",
 )  # fmt: skip
 _SECRET_KEY_RE = "|".join(SECRET_NAMES)
 # key=value (query/form), "key": "value" (JSON), 'key': 'value' (repr), auth[access_token]=value
@@ -33,10 +36,18 @@ _SECRET_VALUE_RE = re.compile(
     """
 )
 REDACTED = "***"
+# The SMS handler URL /b24/messageservice/<handler key>/: the key is the only proof of messages without an
+# author, so it is a secret wherever a path or URL is logged (also %2F-encoded and JSON-escaped "\/").
+_SEP = r"(?:/|%2F|\\/)"
+_HANDLER_KEY_RE = re.compile(
+    rf"(?i)(?P<prefix>b24{_SEP}messageservice{_SEP})(?P<key>(?:(?!%2F|\\/)[^/?#\s\"'&<>])+)"
+)
+REDACTED_KEY = "<redacted>"
 
 
 def redact(text: str) -> str:
-    """Mask every value that follows a secret-looking key."""
+    """Mask every value that follows a secret-looking key, and the key of every SMS handler path."""
+    text = _HANDLER_KEY_RE.sub(lambda m: f"{m.group('prefix')}{REDACTED_KEY}", text)
     return _SECRET_VALUE_RE.sub(lambda m: f"{m.group('key')}{m.group('sep')}{REDACTED}", text)
 
 
@@ -49,7 +60,16 @@ def redact_value(value: Any, key: str = "") -> Any:
         return {k: redact_value(v, str(k)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact_value(v) for v in value]
-    return value
+    if value is None or isinstance(value, int | float):
+        return value
+    # Any other object (django.request's `request`, a socket, an exception) is written as its str(): keep
+    # the object unless that text carries a secret.
+    try:
+        text = str(value)
+    except Exception:
+        return value
+    masked = redact(text)
+    return value if masked == text else masked
 
 
 @contextmanager
@@ -86,6 +106,15 @@ class RedactSecretsFilter(logging.Filter):
             message = str(record.msg)
         record.msg = redact(message)
         record.args = None
+        if record.exc_info:
+            # Formatted here so that an exception message (a database error quoting a value, a URL) is
+            # redacted too; formatters use exc_text when exc_info is gone.
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         for key, value in list(record.__dict__.items()):
             if key not in _RECORD_ATTRS:
                 setattr(record, key, redact_value(value, key))
@@ -93,13 +122,13 @@ class RedactSecretsFilter(logging.Filter):
 
 
 class RequestContextMiddleware:
-    """Starts every request with a clean log context carrying the path."""
+    """Starts every request with a clean log context carrying the path (its handler key redacted)."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        token = _context.set({"path": request.path})
+        token = _context.set({"path": redact(request.path)})
         try:
             return self.get_response(request)
         finally:

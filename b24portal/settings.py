@@ -7,12 +7,30 @@ service runs on embedded defaults: SQLite and kombu's filesystem transport (no s
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-env = environ.Env()
+
+
+class _RecordingEnv(environ.Env):
+    """django-environ's reader, recording the name of every variable read (see ENV_SETTINGS at the end)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: dict[str, None] = {}
+
+    def get_value(self, var: str, cast: Any = None, default: Any = environ.Env.NOTSET,
+                  parse_default: bool = False) -> Any:
+        self.names.setdefault(var, None)
+        return super().get_value(var, cast=cast, default=default, parse_default=parse_default)
+
+
+# Every setting below is read through `env`, so ENV_SETTINGS lists them all; tests/core/
+# test_settings_documented.py checks that docker/.env.example and the README's Configuration table agree.
+env = _RecordingEnv()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 # Local state of the embedded defaults (SQLite, file broker, generated dev keys, file rate limiter).
 VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
@@ -125,6 +143,14 @@ SMS_POLL_MAX_SECONDS = env.int("SMS_POLL_MAX_SECONDS", default=1800)
 SMS_STATUS_TTL_HOURS = env.int("SMS_STATUS_TTL_HOURS", default=48)
 SMS_TTL_SENT_BECOMES = env.str("SMS_TTL_SENT_BECOMES", default="sent")
 SMS_SENDER_RECONCILE_SECONDS = env.int("SMS_SENDER_RECONCILE_SECONDS", default=600)
+# Messages handled per status-poll task run, and how long "message not found" right after sending is not
+# final yet; status-push batches per task run, and attempts before a status Bitrix24 keeps refusing is dropped.
+SMS_POLL_CHUNK = env.int("SMS_POLL_CHUNK", default=500)
+SMS_NOT_FOUND_GRACE_SECONDS = env.int("SMS_NOT_FOUND_GRACE_SECONDS", default=600)
+SMS_PUSH_BATCHES_PER_RUN = env.int("SMS_PUSH_BATCHES_PER_RUN", default=20)
+SMS_PUSH_MAX_ATTEMPTS = env.int("SMS_PUSH_MAX_ATTEMPTS", default=5)
+# Admin message list: above this many matching rows a filtered list shows "N+" instead of counting.
+SMS_ADMIN_COUNT_CAP = env.int("SMS_ADMIN_COUNT_CAP", default=10_000)
 
 # --- Django-------------------------------------------------------------------------------------
 INSTALLED_APPS = [
@@ -220,6 +246,10 @@ SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 X_FRAME_OPTIONS = "DENY"
+# Limits of every JSON we parse from outside (b24portal.inputs.parse_json_limited): PLACEMENT_OPTIONS, API
+# bodies; deeper nesting or a larger text is refused with a 4xx instead of a RecursionError.
+INPUT_JSON_MAX_DEPTH = env.int("INPUT_JSON_MAX_DEPTH", default=32)
+INPUT_JSON_MAX_BYTES = env.int("INPUT_JSON_MAX_BYTES", default=64 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = B24_MAX_BODY_BYTES
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
 
@@ -287,7 +317,14 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Django's own handlers (console when DEBUG, mail_admins, runserver's django.server) would write
+        # paths unredacted: every Django record goes to the root's filtered handler instead.
+        "django": {"handlers": [], "level": "NOTSET", "propagate": True},
+        "django.server": {"handlers": [], "level": "NOTSET", "propagate": True},
         "django.db.backends": {"level": "INFO"},
         "urllib3": {"level": "WARNING"},
     },
 }
+
+# The environment variables this file reads, in order (for the documentation test; not a Django setting).
+ENV_SETTINGS: tuple[str, ...] = tuple(env.names)

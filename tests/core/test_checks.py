@@ -39,3 +39,12 @@ def test_sms_settings_are_checked(settings):
     settings.SMS_TTL_SENT_BECOMES = "maybe"
     settings.SMS_STATUS_TTL_HOURS = 0
     assert {"b24portal.E009", "b24portal.E010"} <= ids(settings)
+
+
+def test_json_input_limits_are_checked(settings):
+    assert "b24portal.E011" not in ids(settings)
+    settings.INPUT_JSON_MAX_DEPTH = 5000  # json.loads would recurse past the interpreter's limit
+    assert "b24portal.E011" in ids(settings)
+    settings.INPUT_JSON_MAX_DEPTH = 32
+    settings.INPUT_JSON_MAX_BYTES = 0
+    assert "b24portal.E011" in ids(settings)
