@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from b24portal.intake import Rejected, frame_response, nested, read_form, rejects_bad_input
 from b24portal.logging import bind_log_context
+from b24portal.throttle import throttled
 from tenants.models import InstallRun
 
 from . import actions, intake, lifecycle
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 @csrf_exempt  # Bitrix24 POSTs cross-site into its iframe; the token proof replaces CSRF here
 @require_POST
+@throttled("install", "B24_THROTTLE_FRAMES")
 @rejects_bad_input
 def install(request: HttpRequest) -> HttpResponse:
     form = read_form(request)
@@ -46,6 +48,7 @@ def install(request: HttpRequest) -> HttpResponse:
 
 @csrf_exempt
 @require_POST
+@throttled("events", "B24_THROTTLE_EVENTS")
 @rejects_bad_input
 def events(request: HttpRequest) -> HttpResponse:
     event = intake.parse_event(nested(read_form(request)))
