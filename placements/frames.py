@@ -2,11 +2,13 @@
 
 A frame POST is accepted only when its DOMAIN is allow-listed, its member_id is a known ACTIVE portal on
 that domain, its APPLICATION_TOKEN (when sent) matches in constant time, and its AUTH_ID is proven against
-that portal (user.current + user.admin in one batch, with that very token). The proof is cached for the
-token's lifetime under a hash of (portal, token), never the token itself. Anything else: a 4xx with a
-reason and nothing stored.
+that portal (oauth.proofs: app.info through the OAuth server first, so a made-up token costs the portal
+nothing; then user.current + user.admin in one batch within the portal's proof budget). The proof is cached
+for at most B24_ADMIN_PROOF_SECONDS under a hash of (portal, token), never the token itself. Anything
+else: a 403 (400 for a malformed body) with a reason and nothing stored.
 
-A verified page gets a short-lived signed frame token bound to (portal, Bitrix24 user, admin flag); its
+A verified page gets a short-lived signed frame token bound to (portal, its install generation, Bitrix24
+user, admin flag and when that was proven); its
 own calls to our API carry it (`Authorization: Frame <token>`), so no third-party cookie is needed. Only
 these entry points are CSRF-exempt and frameable, and only by that portal's origin
 (`Content-Security-Policy: frame-ancestors <origin>`); everything else keeps X-Frame-Options: DENY.
@@ -15,13 +17,14 @@ these entry points are CSRF-exempt and frameable, and only by that portal's orig
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any
 
+from django.conf import settings
 from django.core import signing
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -29,6 +32,7 @@ from django.utils import translation
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from b24portal.inputs import InputRejected, InvalidJson, bounded_int, parse_json_limited
 from b24portal.intake import (
     LANG_RE,
     MEMBER_ID_RE,
@@ -39,8 +43,9 @@ from b24portal.intake import (
     read_form,
 )
 from b24portal.logging import bind_log_context
-from oauth.client import post_method
-from oauth.errors import B24AuthError, B24TransportError, error_from_envelope
+from oauth import proofs
+from oauth.client import PortalClient
+from oauth.errors import B24Error
 from oauth.models import PortalToken
 from oauth.tokens import TokenGrant, store_tokens
 from tenants.models import Portal
@@ -51,7 +56,7 @@ logger = logging.getLogger(__name__)
 
 FRAME_TOKEN_SALT = "placements.frame-token"
 PROOF_CACHE_PREFIX = "placements:frame-proof:"
-MAX_PROOF_TTL = 3600
+ADMIN_CLAIM_PREFIX = "placements:admin-claim:"
 SUPPORTED_LANGS = ("en", "ru")
 # Bitrix24 UI languages whose users read Russian more readily than English.
 RUSSIAN_READING = {"ru", "ua", "by", "kz"}
@@ -102,7 +107,10 @@ def ui_language(lang: str) -> str:
 # -- frame tokens ------------------------------------------------------------------------------------------
 def issue_frame_token(portal: Portal, user_id: int, is_admin: bool, lang: str,
                       item: tuple[str, int] | None = None) -> str:
-    payload: dict[str, Any] = {"p": portal.pk, "m": portal.member_id, "u": user_id, "a": bool(is_admin), "l": lang}
+    # g: the portal's installation (a token from before an uninstall is void after a reinstall); t: when the
+    # admin claim was proven (re-proven with user.admin once older than B24_ADMIN_PROOF_SECONDS).
+    payload: dict[str, Any] = {"p": portal.pk, "m": portal.member_id, "g": portal.install_generation,
+                               "u": user_id, "a": bool(is_admin), "t": int(time.time()), "l": lang}
     if item is not None:
         payload["i"] = [item[0], item[1]]
     return signing.TimestampSigner(salt=FRAME_TOKEN_SALT).sign_object(payload, compress=True)
@@ -122,10 +130,31 @@ def read_frame_token(token: str) -> FramePrincipal:
     portal = Portal.objects.filter(pk=data["p"], member_id=data.get("m")).first()
     if portal is None or not portal.is_operational:
         raise Rejected("the portal is not active", 403)
+    if data.get("g") != portal.install_generation:
+        raise Rejected("the app was reinstalled since this page opened; reopen the widget", 401)
     item = data.get("i")
     scoped = (str(item[0]), int(item[1])) if isinstance(item, list) and len(item) == 2 else None
-    return FramePrincipal(portal=portal, user_id=data["u"], is_admin=bool(data.get("a")),
+    is_admin = bool(data.get("a"))
+    claimed_at = data.get("t") if isinstance(data.get("t"), int) else 0
+    if is_admin and time.time() - claimed_at > settings.B24_ADMIN_PROOF_SECONDS:
+        is_admin = _still_admin(portal, data["u"])
+    return FramePrincipal(portal=portal, user_id=data["u"], is_admin=is_admin,
                           lang=str(data.get("l") or "en"), item=scoped)
+
+
+def _still_admin(portal: Portal, user_id: int) -> bool:
+    """Re-prove an old admin claim with user.admin and the user's own token (kept from the frame POST);
+    the answer holds for B24_ADMIN_PROOF_SECONDS. Without a usable token the claim lapses."""
+    key = f"{ADMIN_CLAIM_PREFIX}{portal.pk}:{user_id}"
+    cached = cache.get(key)
+    if isinstance(cached, bool):
+        return cached
+    try:
+        is_admin = PortalClient(portal, user_id=user_id).call("user.admin") is True
+    except B24Error:
+        return False
+    cache.set(key, is_admin, timeout=settings.B24_ADMIN_PROOF_SECONDS)
+    return is_admin
 
 
 # -- verifying a frame POST --------------------------------------------------------------------------------
@@ -148,43 +177,22 @@ def _proof_key(portal: Portal, access_token: str) -> str:
     return PROOF_CACHE_PREFIX + digest
 
 
-def prove_user_token(portal: Portal, access_token: str) -> tuple[int, bool]:
-    """user.current and user.admin with the frame's token against the portal's own endpoint (the domain is
-    allow-listed and the portal known). Returns (Bitrix24 user id, is admin)."""
-    methods = {"user": "user.current", "admin": "user.admin"}
+def prove_user_token(portal: Portal, domain: str, access_token: str) -> tuple[int, bool]:
+    """The frame's token: live and of this application (app.info through the OAuth server, which costs the
+    portal nothing), then user.current + user.admin against the portal within its proof budget. Returns
+    (Bitrix24 user id, is admin). A failed proof is remembered briefly and refused without asking again."""
     try:
-        response = post_method(portal.rest_endpoint, "batch", {"halt": 0, "cmd": methods}, access_token,
-                               timeout=(5.0, 15.0))
-    except B24TransportError:
-        raise Rejected("the portal could not be reached to verify the token; try again", 502) from None
-    if response.is_redirect:
-        raise Rejected("the portal answered with a redirect: it has moved; reopen the app", 409)
-    try:
-        payload = response.json()
-    except ValueError:
-        raise Rejected(f"the portal answered HTTP {response.status_code} without JSON", 502) from None
-    if not isinstance(payload, dict):
-        raise Rejected("the portal's answer is not an object", 502)
-    if "error" in payload:
-        error = error_from_envelope(str(payload["error"]), str(payload.get("error_description", "")),
-                                    http_status=response.status_code, method="batch")
-        kind = "rejected the token" if isinstance(error, B24AuthError) else "refused verification"
-        raise Rejected(f"the portal {kind} ({error.code})", 403)
-    result = payload.get("result") if isinstance(payload.get("result"), dict) else {}
-    errors = result.get("result_error") if isinstance(result.get("result_error"), dict) else {}
-    results = result.get("result") if isinstance(result.get("result"), dict) else {}
-    if "user" in errors:
-        code = errors["user"].get("error", "?") if isinstance(errors["user"], dict) else "?"
-        raise Rejected(f"the portal rejected the token ({code})", 403)
-    user = results.get("user")
-    try:
-        user_id = int(user.get("ID")) if isinstance(user, dict) else 0
-    except (TypeError, ValueError):
-        user_id = 0
-    if user_id <= 0:
+        proofs.refuse_if_failed_before(access_token)
+        proofs.app_info_from_server(access_token)
+        proofs.take_proof_permit(domain, portal)
+        proof = proofs.user_and_admin(portal.rest_endpoint, access_token)
+    except proofs.ProofFailed as exc:
+        if exc.status == 403:
+            proofs.remember_failure(access_token, exc.reason)
+        raise Rejected(exc.reason, exc.status) from None
+    if proof.user_id <= 0:
         raise Rejected("user.current did not name a user", 403)
-    # user.admin may fail on its own (a scope quirk): then the user is simply not treated as an admin.
-    return user_id, results.get("admin") is True
+    return proof.user_id, proof.is_admin
 
 
 def _store_user_tokens(portal: Portal, grant: TokenGrant, user_id: int, is_admin: bool) -> None:
@@ -195,21 +203,21 @@ def _store_user_tokens(portal: Portal, grant: TokenGrant, user_id: int, is_admin
 
 def verify_frame(request: HttpRequest) -> FrameContext:
     form = read_form(request)
+    if not request.GET.get("DOMAIN"):
+        raise Rejected("missing DOMAIN", 403)
     domain = checked_domain(_field(request.GET, "DOMAIN", max_length=255))
     member_id = _field(form, "member_id", pattern=MEMBER_ID_RE)
     access_token = _field(form, "AUTH_ID", pattern=TOKEN_RE, max_length=256)
     refresh = _field(form, "REFRESH_ID", pattern=TOKEN_RE, required=False, max_length=256)
     application_token = _field(form, "APPLICATION_TOKEN", pattern=TOKEN_RE, required=False, max_length=256)
-    try:
-        expires = int(form.get("AUTH_EXPIRES") or 3600)
-    except ValueError:
-        raise Rejected("AUTH_EXPIRES is not a number") from None
     placement = _field(form, "PLACEMENT", required=False, pattern=None, max_length=100).upper() or "DEFAULT"
-    raw_options = form.get("PLACEMENT_OPTIONS") or "{}"
     try:
-        options = json.loads(raw_options)
-    except ValueError:
+        expires = bounded_int(form.get("AUTH_EXPIRES") or 3600, lo=1, hi=2 * 86400, name="AUTH_EXPIRES")
+        options = parse_json_limited(form.get("PLACEMENT_OPTIONS") or "{}", what="PLACEMENT_OPTIONS")
+    except InvalidJson:
         raise Rejected("PLACEMENT_OPTIONS is not JSON") from None
+    except InputRejected as exc:
+        raise Rejected(str(exc)) from None
     if options == []:  # PHP's json_encode of an empty array
         options = {}
     if not isinstance(options, dict):
@@ -236,8 +244,9 @@ def verify_frame(request: HttpRequest) -> FrameContext:
     if isinstance(proof, dict) and proof.get("portal") == portal.pk:
         user_id, is_admin = int(proof["user_id"]), bool(proof["is_admin"])
     else:
-        user_id, is_admin = prove_user_token(portal, access_token)
-        ttl = max(1, min(expires, MAX_PROOF_TTL) - 60)  # end a minute before the token does
+        user_id, is_admin = prove_user_token(portal, domain, access_token)
+        # Short-lived: a demoted administrator is re-proven (and loses admin rights) within this time.
+        ttl = max(1, min(expires - 60, settings.B24_ADMIN_PROOF_SECONDS))
         cache.set(key, {"portal": portal.pk, "user_id": user_id, "is_admin": is_admin}, ttl)
         if refresh:
             _store_user_tokens(portal, TokenGrant(access_token=access_token, refresh_token=refresh,
