@@ -15,6 +15,11 @@ Common controls (thread-safe):
 * `.max_concurrent = N` -- more than N requests in flight get the carrier's rate-limit answer.
 * `.response_delay = seconds` -- process the request, then wait before answering (read timeouts).
 * `.request_count`, `.received` (every `FakeRequest`), `.requests_for(endpoint)`.
+* `clock=` (every constructor) -- a `tests.fakes.clock.Clock`; every time-dependent rule reads it: message
+  timestamps (`FakeMessage.created`, Twilio's `date_*`, SMSC's `last_timestamp`), SMSC's duplicate window
+  and `response_delay`. The default runs in real time (read timeouts against a real client need that);
+  with `Clock.manual()` a duplicate window only closes, and a delayed answer only comes, when the test
+  calls `clock.advance(...)`.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
+
+from .clock import Clock
 
 JSON = "application/json; charset=utf-8"
 HTML_ERROR = b"<html><head><title>503 Service Unavailable</title></head><body><h1>503</h1></body></html>"
@@ -137,7 +144,8 @@ class _FakeCarrier:
     #: failure name -> raw carrier code (or a generic name handled by `_generic_failure`)
     FAILURES: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock if clock is not None else Clock()
         self._lock = threading.RLock()
         self._messages: list[FakeMessage] = []
         self._failures: list[list[Any]] = []  # [remaining, kind, endpoint, skip]
@@ -232,6 +240,7 @@ class _FakeCarrier:
         return None
 
     def _add(self, message: FakeMessage) -> FakeMessage:
+        message.created = self.clock.now()
         with self._lock:
             self._messages.append(message)
         return message
@@ -292,7 +301,7 @@ class _FakeCarrier:
                 return self._rate_limited(req)
             reply = self._route(req)
             if delay:
-                time.sleep(delay)  # the request took effect; only the answer is late
+                self.clock.sleep(delay)  # the request took effect; only the answer is late
             return reply
         finally:
             with self._lock:
@@ -327,12 +336,13 @@ class FakeTwilio(_FakeCarrier):
         auth_token: str = AUTH_TOKEN,
         *,
         retry_after: int | None = 1,
+        clock: Clock | None = None,
     ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
         #: Retry-After seconds sent with 429 answers (None: no header)
         self.retry_after = retry_after
-        super().__init__()
+        super().__init__(clock)
 
     @property
     def credentials(self) -> dict[str, str]:
@@ -385,7 +395,7 @@ class FakeTwilio(_FakeCarrier):
             "body": m.body,
             "date_created": formatdate(m.created, usegmt=True),
             "date_sent": None if m.status in ("queued", "accepted") else formatdate(m.created, usegmt=True),
-            "date_updated": formatdate(time.time(), usegmt=True),
+            "date_updated": formatdate(self.clock.now(), usegmt=True),
             "direction": "outbound-api",
             "error_code": int(m.error_code) if m.error_code else None,
             "error_message": m.error_message,
@@ -485,11 +495,11 @@ class FakeSmsRu(_FakeCarrier):
     #: on send these are reported in the recipient's entry, not for the whole request
     PER_NUMBER: ClassVar[frozenset[int]] = frozenset({202, 207, 209, 230, 231, 232})
 
-    def __init__(self, api_id: str = API_ID, *, balance: float = 100.0) -> None:
+    def __init__(self, api_id: str = API_ID, *, balance: float = 100.0, clock: Clock | None = None) -> None:
         self.api_id = api_id
         self.balance = balance
         self._ids = itertools.count(1)
-        super().__init__()
+        super().__init__(clock)
 
     @property
     def credentials(self) -> dict[str, str]:
@@ -590,6 +600,7 @@ class FakeSmsc(_FakeCarrier):
         apikey: str | None = None,
         duplicate_window: float = 60.0,
         balance: float = 100.0,
+        clock: Clock | None = None,
     ) -> None:
         self.login = login
         self.password = password
@@ -598,7 +609,7 @@ class FakeSmsc(_FakeCarrier):
         self.balance = balance
         self._ids = itertools.count(1000)
         self._recent_sends: dict[tuple[str, ...], float] = {}
-        super().__init__()
+        super().__init__(clock)
 
     @property
     def credentials(self) -> dict[str, str]:
@@ -644,7 +655,7 @@ class FakeSmsc(_FakeCarrier):
     def _send(self, req: FakeRequest) -> Reply:
         p = req.params
         key = tuple(p.get(k, "") for k in ("phones", "mes", "sender", "id", "login", "apikey"))
-        now = time.monotonic()
+        now = self.clock.now()
         with self._lock:
             seen = self._recent_sends.get(key)
             self._recent_sends[key] = now
@@ -667,7 +678,7 @@ class FakeSmsc(_FakeCarrier):
 
     def _item(self, sms_id: str, phone: str) -> dict[str, Any]:
         m = self._find(f"{sms_id}:{phone}")
-        ts = int(m.created if m else time.time())
+        ts = int(m.created if m else self.clock.now())
         return {
             "status": int(m.status) if m else -3,
             "last_date": time.strftime("%d.%m.%Y %H:%M:%S", time.localtime(ts)),

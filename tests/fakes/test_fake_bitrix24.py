@@ -1,6 +1,9 @@
 """Tests of the fake Bitrix24 cloud itself (plain pytest, no Django, no DB).
 
 Run: ``.venv/bin/pytest tests/fakes -p no:django -q``
+
+Every cloud here runs on a frozen :class:`Clock` (``Clock.manual()``): time passes only when a test calls
+``cloud.advance(...)``, so no assertion depends on how fast the machine is.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import pytest
 import requests
 
 from .bitrix24 import B24Error, CallContext, FakeBitrix24Cloud, FakePortal, paginate
+from .clock import Clock
 from .phpquery import build_php_query, flatten_php, listify, parse_php_query
 
 
@@ -33,7 +37,7 @@ def _clean_redis() -> None:
 
 @pytest.fixture
 def cloud() -> Iterator[FakeBitrix24Cloud]:
-    with FakeBitrix24Cloud() as c:
+    with FakeBitrix24Cloud(clock=Clock.manual()) as c:
         yield c
         assert c.server_errors == []
 
@@ -509,8 +513,11 @@ def test_leaky_bucket_503_and_recovery(cloud: FakeBitrix24Cloud, portal: FakePor
     portal.set_bucket(1, 50)
     assert call(portal, "app.info", token).status_code == 200
     assert call(portal, "app.info", token).status_code == 503
-    time.sleep(0.05)  # real-time drain too
+    cloud.advance(0.01)  # half a permit: still full
+    assert call(portal, "app.info", token).status_code == 503
+    cloud.advance(0.01)
     assert call(portal, "app.info", token).status_code == 200
+    assert portal.bucket_level == 1.0
 
 
 def test_operating_limit_blocks_one_method(cloud: FakeBitrix24Cloud, portal: FakePortal, token: str) -> None:
@@ -677,11 +684,298 @@ def test_latency_and_concurrency(portal: FakePortal, token: str, cloud: FakeBitr
         results.append(call(portal, "server.time", token).status_code)
 
     threads = [threading.Thread(target=worker) for _ in range(5)]
-    started = time.monotonic()
     for t in threads:
         t.start()
+    # all five wait out their latency at the same time: it is not served under the lock ...
+    assert cloud.clock.wait_for_sleepers(5)
+    assert call(portal, "app.info", token).status_code == 200  # ... and other calls are not held up
+    assert results == []  # on a frozen clock nobody answers before time moves
+    cloud.advance(0.2)
     for t in threads:
-        t.join()
+        t.join(timeout=10)
     assert results == [200] * 5
-    assert time.monotonic() - started < 0.9  # latency is not served under the lock
+    assert [r.http_status for r in portal.calls("server.time")] == [200] * 5
+
+
+def test_oauth_latency_on_the_clock(cloud: FakeBitrix24Cloud, portal: FakePortal) -> None:
+    rt = portal.issue_tokens()["refresh_token"]
+    cloud.set_oauth_latency(1.0)
+    answers: list[int] = []
+    worker = threading.Thread(target=lambda: answers.append(refresh(cloud, rt).status_code))
+    worker.start()
+    assert cloud.clock.wait_for_sleepers(1)
+    assert answers == []
+    cloud.advance(1.0)
+    worker.join(timeout=10)
+    assert answers == [200]
     cloud.set_oauth_latency(0.0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the clock
+
+
+def test_manual_clock_stands_still_until_advanced() -> None:
+    clock = Clock.manual(start=1_700_000_000)
+    assert clock.frozen and clock.now() == 1_700_000_000.0 and isinstance(clock.now(), float)
+    assert clock.now() == clock.now()
+    assert clock.advance(2.5) == 1_700_000_002.5 == clock.now()
+    with pytest.raises(ValueError):
+        clock.advance(-1)
+    clock.sleep(0)  # nothing to wait for
+    stuck = Clock.manual(sleep_timeout=0.05)
+    with pytest.raises(TimeoutError):
+        stuck.sleep(1)  # nobody advances it: fail, do not hang
+    assert stuck.sleepers == 0
+
+
+def test_running_clock_follows_real_time_and_can_freeze() -> None:
+    clock = Clock()
+    before = time.time()
+    reading = clock.now()
+    assert before <= reading <= time.time()
+    assert not clock.frozen
+    clock.advance(100)
+    assert clock.now() >= before + 100
+    frozen_at = clock.freeze()
+    assert clock.frozen and clock.now() == frozen_at == clock.now()
+    clock.advance(1)
+    assert clock.now() == frozen_at + 1
+    resumed = clock.unfreeze()
+    assert resumed >= frozen_at + 1 and clock.now() >= resumed  # no jump back
+    # time passes by itself (polled: no bound on how fast)
+    deadline = time.monotonic() + 10
+    while clock.now() <= resumed and time.monotonic() < deadline:
+        pass
+    assert clock.now() > resumed
+
+
+def test_clock_sleep_wakes_on_advance_in_both_modes() -> None:
+    for clock in (Clock.manual(), Clock()):
+        done: list[bool] = []
+
+        def nap(c: Clock = clock, out: list[bool] = done) -> None:
+            c.sleep(3600)
+            out.append(True)
+
+        sleeper = threading.Thread(target=nap)
+        sleeper.start()
+        assert clock.wait_for_sleepers(1)
+        assert done == []
+        clock.advance(1800)
+        assert done == [] and clock.sleepers == 1  # half way: still asleep
+        clock.advance(1800)
+        sleeper.join(timeout=10)
+        assert done == [True] and clock.sleepers == 0
+
+
+def test_default_cloud_runs_in_real_time() -> None:
+    # live-server, browser and benchmark tests use the default: buckets drain with real time
+    with FakeBitrix24Cloud() as live:
+        assert not live.clock.frozen
+        portal = live.create_portal()
+        token = portal.issue_tokens()["access_token"]
+        portal.set_bucket(5, 1000)
+        assert call(portal, "app.info", token).status_code == 200
+        deadline = time.monotonic() + 10
+        while portal.bucket_level > 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert portal.bucket_level == 0
+        assert live.server_errors == []
+
+
+def test_frozen_cloud_still_issues_tokens_with_expiry(cloud: FakeBitrix24Cloud, portal: FakePortal) -> None:
+    # the service computes expiry from expires_in with its own (real) clock; the fake's `expires` stays
+    # consistent with its own clock, and a token lives exactly ttl seconds of fake time
+    tokens = portal.issue_tokens()
+    assert tokens["expires_in"] == 3600
+    assert tokens["expires"] == int(cloud.now()) + 3600
+    cloud.advance(3598)
+    assert call(portal, "user.current", tokens["access_token"]).status_code == 200
+    cloud.advance(2)
+    assert call(portal, "user.current", tokens["access_token"]).json()["error"] == "expired_token"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# trust: OAuth refresh, app.info of the token's app, admins, forged lifecycle events, budget
+
+
+def test_refresh_answer_carries_identity_and_rotates(cloud: FakeBitrix24Cloud, portal: FakePortal) -> None:
+    portal.app_status = "T"
+    portal.add_user(4, is_admin=False)
+    first = portal.issue_tokens(user_id=4)
+    body = refresh(cloud, first["refresh_token"]).json()
+    assert body["member_id"] == portal.member_id
+    assert body["client_endpoint"] == portal.client_endpoint
+    assert body["server_endpoint"] == cloud.server_endpoint
+    assert body["domain"] == "oauth.bitrix.info"
+    assert (body["status"], body["user_id"], body["scope"]) == ("T", 4, ",".join(portal.scopes))
+    assert body["expires"] == int(cloud.now()) + 3600
+    assert {body["access_token"], body["refresh_token"]}.isdisjoint(
+        {first["access_token"], first["refresh_token"]}
+    )
+    assert call(portal, "user.admin", body["access_token"]).json()["result"] is False
+    assert call(portal, "user.current", body["access_token"]).json()["result"]["ID"] == "4"
+    assert cloud.oauth_requests[-1].member_id == portal.member_id
+
+
+def test_refresh_token_lives_180_days(cloud: FakeBitrix24Cloud, portal: FakePortal) -> None:
+    old, young = portal.issue_tokens()["refresh_token"], None
+    cloud.advance(179 * 86400)
+    young = portal.issue_tokens()["refresh_token"]
+    cloud.advance(86400)
+    assert refresh(cloud, old).json() == {"error": "invalid_grant", "error_description": "Invalid grant"}
+    assert refresh(cloud, young).status_code == 200
+
+
+def test_app_info_names_the_application_of_the_token(cloud: FakeBitrix24Cloud, portal: FakePortal) -> None:
+    portal.version, portal.app_status = 3, "P"
+    portal.finish_install()
+    ours = portal.issue_tokens()
+    theirs = portal.issue_tokens(user_id=1, app_code="other.app")
+    portal.other_app("other.app", version=7, status="F")
+    for endpoint in (cloud.server_endpoint, portal.client_endpoint):
+        info = requests.post(endpoint + "app.info", data={"auth": ours["access_token"]}, timeout=5).json()
+        assert {k: info["result"][k] for k in ("CODE", "VERSION", "STATUS", "INSTALLED", "LICENSE")} == {
+            "CODE": cloud.client_id,
+            "VERSION": 3,
+            "STATUS": "P",
+            "INSTALLED": True,
+            "LICENSE": "ru_pro",
+        }
+        other = requests.post(endpoint + "app.info", data={"auth": theirs["access_token"]}, timeout=5).json()
+        assert other["result"]["CODE"] == "other.app" != cloud.client_id
+        assert (other["result"]["VERSION"], other["result"]["STATUS"]) == (7, "F")
+        assert other["result"]["ID"] != info["result"]["ID"]
+        assert set(other["result"]) == set(info["result"])
+    assert [r.kind for r in cloud.oauth_requests] == ["rest:app.info", "rest:app.info"]
+    # another app's token is a valid token of this portal (same member_id, same bucket) ...
+    assert theirs["member_id"] == portal.member_id
+    assert call(portal, "user.admin", theirs["access_token"]).json()["result"] is True
+    # ... but only that app's client credentials refresh it
+    stolen = refresh(cloud, theirs["refresh_token"])
+    assert (stolen.status_code, stolen.json()["error"]) == (400, "invalid_grant")
+    other_app = cloud.add_app("other.app")
+    theirs_refreshed = refresh(
+        cloud,
+        theirs["refresh_token"],
+        client_id=other_app.client_id,
+        client_secret=other_app.client_secret,
+    )
+    assert theirs_refreshed.status_code == 200
+    assert portal.app_info(None)["CODE"] == cloud.client_id
+    bogus = refresh(cloud, ours["refresh_token"], client_id="other.app", client_secret="nope")
+    assert bogus.json()["error"] == "invalid_client"
+    # uninstalling OUR app revokes our tokens only
+    portal.uninstall()
+    assert call(portal, "app.info", ours["access_token"]).json()["error"] == "NO_AUTH_FOUND"
+    fresh = theirs_refreshed.json()["access_token"]
+    assert call(portal, "app.info", fresh).json()["result"]["CODE"] == "other.app"
+
+
+def test_user_admin_per_user_and_demotion(portal: FakePortal, token: str) -> None:
+    portal.add_user(5, name="Eve", is_admin=False)
+    eve = portal.issue_tokens(user_id=5)["access_token"]  # is_admin omitted: a known user keeps the flag
+    assert call(portal, "user.admin", eve).json()["result"] is False
+    assert call(portal, "user.current", eve).json()["result"]["ID"] == "5"
+    assert call(portal, "user.admin", token).json()["result"] is True
+    assert call(portal, "user.current", token).json()["result"]["ID"] == "1"
+    portal.set_admin(1, False)  # demoted: the same, still valid token now says false
+    assert call(portal, "user.admin", token).json()["result"] is False
+    _, form = portal.install_frame(user_id=1)  # a later frame does not promote the user back
+    assert call(portal, "user.admin", form["AUTH_ID"]).json()["result"] is False
+    portal.set_admin(5, True)
+    assert call(portal, "user.admin", eve).json()["result"] is True
+    # a new user id without is_admin is an admin (the builders' historical default)
+    assert call(portal, "user.admin", portal.issue_tokens(user_id=8)["access_token"]).json()["result"] is True
+
+
+def test_non_admin_and_other_app_install_frames(cloud: FakeBitrix24Cloud, portal: FakePortal) -> None:
+    query, form = portal.install_frame(user_id=9, is_admin=False)
+    assert query["DOMAIN"] == portal.domain and form["member_id"] == portal.member_id
+    assert form["APPLICATION_TOKEN"] == portal.application_token
+    assert call(portal, "user.admin", form["AUTH_ID"]).json()["result"] is False
+    assert call(portal, "user.current", form["AUTH_ID"]).json()["result"]["ID"] == "9"
+    assert refresh(cloud, form["REFRESH_ID"]).json()["user_id"] == 9
+    _, chosen = portal.install_frame(user_id=9, application_token="attacker-chosen")
+    assert chosen["APPLICATION_TOKEN"] == "attacker-chosen" != portal.application_token
+    _, widget = portal.placement_frame("CRM_DEAL_LIST_MENU", {"ID": "1"}, user_id=9, is_admin=False)
+    assert call(portal, "user.admin", widget["AUTH_ID"]).json()["result"] is False
+    _, foreign = portal.install_frame(app_code="other.app")
+    assert foreign["APPLICATION_TOKEN"] == portal.other_app("other.app").application_token
+    assert foreign["APPLICATION_TOKEN"] != portal.application_token
+    info = requests.get(cloud.server_endpoint + "app.info", params={"auth": foreign["AUTH_ID"]}, timeout=5)
+    assert info.json()["result"]["CODE"] == "other.app"
+
+
+def test_onappupdate_with_chosen_token_and_version(portal: FakePortal, cloud: FakeBitrix24Cloud) -> None:
+    portal.version = 2
+    genuine = portal.onappupdate(new_version=3, application_token="token-v3")
+    assert (genuine["data[VERSION]"], genuine["data[PREVIOUS_VERSION]"]) == ("3", "2")
+    assert genuine["auth[application_token]"] == "token-v3" == portal.application_token
+    assert portal.app_info()["VERSION"] == 3
+    assert call(portal, "user.admin", genuine["auth[access_token]"]).json()["result"] is True
+
+    forged = portal.onappupdate(new_version=9, user_id=6, is_admin=False, application_token="evil", apply=False)
+    assert (forged["data[VERSION]"], forged["data[PREVIOUS_VERSION]"]) == ("9", "3")
+    assert forged["auth[application_token]"] == "evil"
+    assert (portal.version, portal.application_token) == (3, "token-v3")  # nothing changed
+    info = requests.post(
+        cloud.server_endpoint + "app.info", data={"auth": forged["auth[access_token]"]}, timeout=5
+    ).json()["result"]
+    assert info["VERSION"] == 3 and info["CODE"] == cloud.client_id  # VERSION does not match the event
+    assert call(portal, "user.admin", forged["auth[access_token]"]).json()["result"] is False
+    assert forged["auth[member_id]"] == portal.member_id and forged["auth[refresh_token]"]
+
+    replay = portal.onappupdate(new_version=3, previous_version=2, apply=False)
+    assert (replay["data[VERSION]"], replay["data[PREVIOUS_VERSION]"]) == ("3", "2")
+
+
+def test_onappuninstall_forged_and_genuine(portal: FakePortal, token: str) -> None:
+    forged = portal.onappuninstall(clean=True, application_token="evil", apply=False)
+    assert (forged["data[CLEAN]"], forged["auth[application_token]"]) == ("1", "evil")
+    assert not portal.uninstalled
+    assert call(portal, "app.info", token).status_code == 200  # the app is still there
+    own_token = portal.application_token
+    genuine = portal.onappuninstall(clean=False)
+    assert (genuine["data[CLEAN]"], genuine["auth[application_token]"]) == ("0", own_token)
+    assert "auth[access_token]" not in genuine
+    assert portal.uninstalled
+    assert call(portal, "app.info", token).json()["error"] == "NO_AUTH_FOUND"
+
+
+def test_bogus_tokens_are_counted_and_cost_a_permit(cloud: FakeBitrix24Cloud, portal: FakePortal) -> None:
+    token = portal.issue_tokens()["access_token"]
+    expired = portal.issue_tokens(expires_in=1)["access_token"]
+    stranger = cloud.create_portal().issue_tokens()["access_token"]
+    cloud.advance(1)
+    portal.set_bucket(6, 1)  # 6 permits, one back per second of fake time
+    bad = [
+        call(portal, "app.info", "made-up-0"),
+        call(portal, "user.admin", "made-up-1"),
+        call(portal, "app.info", None),
+        call(portal, "app.info", expired),
+        call(portal, "app.info", stranger),
+        requests.post(portal.base_url + "/rest/1/webhookcode/app.info", json={}, timeout=5),
+    ]
+    assert [r.status_code for r in bad] == [401] * 6
+    assert [r.json()["error"] for r in bad] == ["NO_AUTH_FOUND"] * 3 + ["expired_token"] + ["NO_AUTH_FOUND"] * 2
+    # every one of them reached the portal and is on record ...
+    assert portal.count() == 6 == portal.count(in_batch=False)
+    assert portal.count(error="NO_AUTH_FOUND") == 5 and portal.count(error="expired_token") == 1
+    assert portal.count("app.info", token="made-up-0") == 1 and portal.count("user.admin") == 1
+    assert portal.count(status=200) == 0
+    assert all(r.user_id is None for r in portal.requests)
+    # ... and spent the portal's budget: the real token is refused now
+    assert portal.bucket_level == 6
+    refused = call(portal, "app.info", token)
+    assert refused.status_code == 503 and refused.json()["error"] == "QUERY_LIMIT_EXCEEDED"
+    assert portal.rejected_503 == 1 and portal.count(token=token) == 1
+    cloud.advance(1)
+    assert call(portal, "app.info", token).status_code == 200
+    assert portal.count() == 8 and portal.count(status=200) == 1
+    # the trusted server endpoint is the auth server, not the portal: it spends no portal permit
+    level = portal.bucket_level
+    requests.post(cloud.server_endpoint + "app.info", data={"auth": "made-up"}, timeout=5)
+    assert portal.bucket_level == level and portal.count() == 8
+    assert cloud.oauth_requests[-1].error == "NO_AUTH_FOUND"
