@@ -26,6 +26,8 @@ from . import conf, services
 from .carriers import CARRIER_CHOICES
 from .models import Message, PhoneConsent, ProviderAccount
 from .phones import InvalidPhoneNumber, mask_phone, normalize_phone
+from .stats import delivery_stats
+from .status import CHART_LABELS, CHART_ORDER
 
 
 def _actor(request: HttpRequest) -> str:
@@ -299,8 +301,6 @@ class MessageAdmin(admin.ModelAdmin):
 
     def delivery_stats_view(self, request: HttpRequest) -> HttpResponse:
         """Messages per day by delivery status (a chart), and totals per carrier and per portal."""
-        from .stats import STATUS_LABELS, STATUS_ORDER, delivery_stats
-
         def number(name: str, default: int | None) -> int | None:
             value = request.GET.get(name, "")
             return int(value) if value.isdigit() else default
@@ -314,7 +314,7 @@ class MessageAdmin(admin.ModelAdmin):
         context = {
             **self.admin_site.each_context(request), "title": _("SMS delivery statistics"), "stats": stats,
             "total": stats["total"], "days": days, "day_choices": [7, 30, 90, 365], "portal_id": portal_id,
-            "carrier": carrier, "carriers": CARRIER_CHOICES, "headers": [STATUS_LABELS[s] for s in STATUS_ORDER],
+            "carrier": carrier, "carriers": CARRIER_CHOICES, "headers": [CHART_LABELS[s] for s in CHART_ORDER],
             "portals": Portal.objects.filter(sms_accounts__isnull=False).distinct().only("pk", "domain"),
             "tables": [(_("Per carrier"), stats["per_carrier"]), (_("Per portal (top 50)"), stats["per_portal"])],
         }

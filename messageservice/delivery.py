@@ -38,9 +38,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from b24portal.logging import log_context
-from messageservice.carriers.base import FINAL, CarrierError, DeliveryStatus, is_forward
+from messageservice.carriers import CarrierError
 from messageservice.models import Message, ProviderAccount
-from messageservice.services import advance_statuses
+from messageservice.status import FINAL, DeliveryStatus, is_forward
 from oauth.client import PortalClient, retry_delay
 from oauth.errors import B24AuthError, B24Error
 from tenants.actions import journal
@@ -171,9 +171,9 @@ def _apply_results(rows: list[dict[str, Any]], results: dict[str, Any], now: dat
     moved = 0
     with transaction.atomic():
         for (status, raw, error, attempts), pks in moves.items():
-            moved += advance_statuses(pks, status, raw_status=raw, error=error or None, now=now,
-                                      extra={"next_poll_at": now + _poll_delay(attempts),
-                                             "poll_attempts": F("poll_attempts") + 1})
+            moved += Message.objects.filter(pk__in=pks).advance_status(
+                status, raw_status=raw, error=error or None, now=now,
+                extra={"next_poll_at": now + _poll_delay(attempts), "poll_attempts": F("poll_attempts") + 1})
         for attempts, pks in unchanged.items():
             _reschedule(pks, now + _poll_delay(attempts))
     return moved
@@ -188,7 +188,7 @@ def _apply_ttl_policy(rows: list[dict[str, Any]], now: datetime) -> None:
         else:
             final = DeliveryStatus.UNDELIVERED
         if final != row["status"]:
-            advance_statuses([row["pk"]], final, raw_status="ttl-expired", now=now)
+            Message.objects.filter(pk=row["pk"]).advance_status(final, raw_status="ttl-expired", now=now)
         Message.objects.filter(pk=row["pk"]).update(next_poll_at=None, final_at=now,
                                                     last_error="no delivery report within the TTL")
 

@@ -11,23 +11,24 @@ from __future__ import annotations
 import logging
 import numbers
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import IntegrityError, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from tenants.actions import journal
 from tenants.models import JournalEntry, Portal
 
 from . import conf
-from .carriers import CARRIERS, RANK, DeliveryStatus, carrier_class
+from .carriers import CARRIERS, carrier_class
 from .models import SENDER_CODE_RE, Message, MessageBinding, ProviderAccount, as_bindings
 from .phones import InvalidPhoneNumber, mask_phone, normalize_phone
+from .status import DeliveryStatus
 
 logger = logging.getLogger(__name__)
 
@@ -306,38 +307,6 @@ def do_send_test_sms(portal: Portal, account: ProviderAccount, *, to: str, actor
     return message
 
 
-# -- delivery status (used by the send task now, and by the poller) ------------------------------------
-
-
-def advance_statuses(message_pks: Iterable[int], status: DeliveryStatus | str, *, raw_status: str = "",
-                     error: str | None = None, now: Any = None, extra: Mapping[str, Any] | None = None) -> int:
-    """Move the delivery status of these messages forward (never back: Bitrix24 would accept a late `sent`
-    over `delivered`). One conditional UPDATE for the whole group, so concurrent pollers cannot regress it.
-    Marks `push_due` for messages Bitrix24 knows, sets `final_at` and stops polling on a final status.
-    Returns how many moved."""
-    pks = list(message_pks)
-    status = DeliveryStatus(status)
-    now = now or timezone.now()
-    behind = [s for s, rank in RANK.items() if rank < RANK[status]]
-    fields: dict[str, Any] = {"status": status, "status_changed_at": now, "updated_at": now, **(extra or {})}
-    if raw_status:
-        fields["carrier_status"] = raw_status[:64]
-    if error:
-        fields["last_error"] = error[:500]
-    if RANK[status] == max(RANK.values()):
-        fields.update(final_at=now, next_poll_at=None)
-    moved = Message.objects.filter(Q(status__isnull=True) | Q(status__in=behind), pk__in=pks).update(**fields)
-    if moved:
-        Message.objects.filter(pk__in=pks, status=status, origin__in=Message.BITRIX24_ORIGINS).exclude(
-            pushed_status=status).update(push_due=True)
-    return moved
-
-
-def advance_status(message_pk: int, status: DeliveryStatus | str, **kwargs: Any) -> bool:
-    """`advance_statuses` for one message; True if it moved."""
-    return bool(advance_statuses([message_pk], status, **kwargs))
-
-
 # -- staff actions on messages --------------------------------------------------------------------------
 
 
@@ -386,7 +355,7 @@ def _finish(message: Message, *, from_states: list[str], state: str, status: Del
         if not updated:
             return False
         if status is not None:
-            advance_status(message.pk, status, error=reason, now=now)
+            message.advance_status(status, error=reason, now=now)
         journal(message.portal, JournalEntry.Kind.STAFF, f"SMS {message.message_id}: {reason}", actor=actor,
                 details={"message": message.pk, "previous_state": message.state, "state": state})
     return True

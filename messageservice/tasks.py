@@ -25,12 +25,12 @@ from tenants.install_steps import StepFailed
 from tenants.models import JournalEntry, Portal
 
 from . import conf
-from .carriers import CarrierError, DeliveryStatus, SendOutcomeUnknown
+from .carriers import CarrierError, SendOutcomeUnknown
 from .consent import is_opted_out
 from .models import Message, ProviderAccount
 from .phones import InvalidPhoneNumber, normalize_phone
 from .senders import reconcile_senders, sync_account_sender
-from .services import advance_status
+from .status import DeliveryStatus
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def _settle(message: Message, **fields: Any) -> bool:
 
 def _fail(message: Message, reason: str) -> str:
     if _settle(message, state=State.FAILED, last_error=reason[:500], next_attempt_at=None):
-        advance_status(message.pk, DeliveryStatus.FAILED, error=reason)
+        message.advance_status(DeliveryStatus.FAILED, error=reason)
     logger.info("SMS failed", extra={"message_id": message.message_id, "reason": reason})
     return "failed"
 
@@ -123,7 +123,7 @@ def _send_claimed(task: Any, message: Message) -> str:
     if _settle(message, state=State.SENT, carrier_message_id=result.carrier_message_id[:128], sent_at=now,
                carrier_status=result.raw_status[:64], cost=(result.cost or "")[:20], last_error="",
                next_poll_at=now + timedelta(seconds=conf.get("SMS_FIRST_POLL_SECONDS"))):
-        advance_status(message.pk, result.status, raw_status=result.raw_status, now=now)
+        message.advance_status(result.status, raw_status=result.raw_status, now=now)
     return "sent"
 
 

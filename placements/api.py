@@ -22,6 +22,7 @@ from messageservice import consent as consent_api
 from messageservice import services as sms
 from messageservice.models import Message, ProviderAccount
 from messageservice.phones import mask_phone
+from messageservice.status import DeliveryStatus, display_status
 from oauth.client import PortalClient
 from oauth.errors import B24Error
 
@@ -29,15 +30,7 @@ from .auth import FrameAPIMixin, IsFrameAdmin, TenantScopedMixin
 from .crm import ENTITIES, ItemUnavailable, load_item
 from .models import Binding
 
-# A message has no delivery status until the carrier answers; the page shows where it is instead.
-PENDING_STATES = {"accepted": "queued", "retrying": "queued", "sending": "queued", "sent_to_carrier": "sent",
-                  "needs_review": "queued", "failed": "failed", "cancelled": "failed"}
-STAT_STATUSES = ("queued", "sent", "delivered", "undelivered", "failed")
 MAX_STAT_DAYS = 90
-
-
-def display_status(message: Message) -> str:
-    return str(message.status or PENDING_STATES.get(message.state, "queued"))
 
 
 class MessageSerializer(serializers.ModelSerializer):
@@ -50,7 +43,7 @@ class MessageSerializer(serializers.ModelSerializer):
                   "account", "origin")
 
     def get_status(self, message: Message) -> str:
-        return display_status(message)
+        return message.display_status
 
 
 class AccountSerializer(serializers.ModelSerializer):
@@ -236,9 +229,9 @@ def delivery_stats(portal: Any, days: int) -> dict[str, Any]:
             .annotate(day=TruncDate("created_at")).values("day", "status", "state")
             .annotate(n=Count("id")).order_by())
     labels = [(first + timedelta(days=i)).isoformat() for i in range(days)]
-    series = {name: [0] * days for name in STAT_STATUSES}
+    series = {name: [0] * days for name in DeliveryStatus.values}
     for row in rows:
-        name = row["status"] or PENDING_STATES.get(row["state"], "queued")
+        name = display_status(row["status"], row["state"])
         index = (row["day"] - first).days
         if name in series and 0 <= index < days:
             series[name][index] += row["n"]

@@ -1,5 +1,5 @@
-"""The carrier interface: a normalized delivery-status vocabulary, results, and errors that say
-whether a retry is worth it.
+"""The carrier interface: results in the delivery-status vocabulary (`messageservice.status`), and
+errors that say whether a retry is worth it.
 
 One module per carrier implements `Carrier` (django-anymail style): `send()` one SMS, and
 `fetch_statuses()` for many carrier ids (the base splits them into the carrier's batch size).
@@ -27,52 +27,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import requests
-from django.db import models
-from django.utils.translation import gettext_lazy as _
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from b24portal.http import get_session
 
-
-class DeliveryStatus(models.TextChoices):
-    """Normalized delivery status; exactly the values Bitrix24's `messageservice.message.status.update`
-    accepts (CORE `Rest::resolveStatus`)."""
-
-    #: accepted by the carrier, not yet handed to the mobile operator (waiting, scheduled, sending)
-    QUEUED = "queued", _("Queued")
-    #: handed to the operator; no delivery receipt yet (may stay final if the operator sends no DLR)
-    SENT = "sent", _("Sent")
-    #: the handset received it (delivery receipt, or "read"/"clicked" which imply delivery)
-    DELIVERED = "delivered", _("Delivered")
-    #: the operator tried and gave up: expired, handset unreachable or failing
-    UNDELIVERED = "undelivered", _("Undelivered")
-    #: never sent or rejected: invalid/blocked number, no route, no funds, stopped, not found
-    FAILED = "failed", _("Failed")
-
-
-#: statuses after which a message never changes again
-FINAL: frozenset[DeliveryStatus] = frozenset(
-    {DeliveryStatus.DELIVERED, DeliveryStatus.UNDELIVERED, DeliveryStatus.FAILED}
-)
-
-#: progress order; final states share the top rank, so one final state never replaces another
-RANK: Mapping[DeliveryStatus, int] = {
-    DeliveryStatus.QUEUED: 0,
-    DeliveryStatus.SENT: 1,
-    DeliveryStatus.DELIVERED: 2,
-    DeliveryStatus.UNDELIVERED: 2,
-    DeliveryStatus.FAILED: 2,
-}
-
-
-def is_forward(old: DeliveryStatus | str | None, new: DeliveryStatus | str | None) -> bool:
-    """True when moving from `old` to `new` is progress. Bitrix24 itself accepts any change (a late
-    `sent` can overwrite `delivered`), so callers enforce this before pushing a status."""
-    if new is None:
-        return False
-    if old is None:
-        return True
-    return RANK[DeliveryStatus(new)] > RANK[DeliveryStatus(old)]
+from ..status import DeliveryStatus
 
 
 @dataclass(frozen=True)

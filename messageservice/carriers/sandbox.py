@@ -18,7 +18,8 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from .base import Carrier, CarrierError, DeliveryStatus, SendResult, StatusResult
+from ..status import DeliveryStatus
+from .base import Carrier, CarrierError, SendResult, StatusResult
 
 S = DeliveryStatus
 

@@ -20,10 +20,10 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from ..status import DeliveryStatus
 from .base import (
     Carrier,
     CarrierError,
-    DeliveryStatus,
     ErrorRule,
     SendOutcomeUnknown,
     SendResult,

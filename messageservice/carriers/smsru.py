@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from ..status import DeliveryStatus
 from .base import (
     Carrier,
     CarrierError,
-    DeliveryStatus,
     ErrorRule,
     SendOutcomeUnknown,
     SendResult,

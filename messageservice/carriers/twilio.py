@@ -25,10 +25,10 @@ from twilio.rest import Client
 
 from b24portal.http import get_session
 
+from ..status import DeliveryStatus
 from .base import (
     Carrier,
     CarrierError,
-    DeliveryStatus,
     ErrorRule,
     SendOutcomeUnknown,
     SendResult,

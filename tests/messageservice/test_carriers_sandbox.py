@@ -10,19 +10,17 @@ import pytest
 from messageservice.carriers import (
     CARRIER_CHOICES,
     CARRIERS,
-    FINAL,
     Carrier,
     CarrierError,
-    DeliveryStatus,
     SendOutcomeUnknown,
     StatusResult,
     UnknownCarrier,
     carrier_class,
     get_carrier,
-    is_forward,
 )
 from messageservice.carriers.base import parse_retry_after
 from messageservice.carriers.sandbox import SandboxCarrier
+from messageservice.status import FINAL, DeliveryStatus, is_forward
 
 S = DeliveryStatus
 TO = "+79991234567"

@@ -6,8 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from messageservice.carriers import CarrierError, DeliveryStatus, SendOutcomeUnknown, get_carrier
+from messageservice.carriers import CarrierError, SendOutcomeUnknown, get_carrier
 from messageservice.carriers.smsc import STATUS_MAP, SmscCarrier, client_message_id
+from messageservice.status import DeliveryStatus
 from tests.fakes.carriers import FakeSmsc
 
 S = DeliveryStatus

@@ -9,8 +9,9 @@ import pytest
 import requests
 import responses
 
-from messageservice.carriers import CarrierError, DeliveryStatus, SendOutcomeUnknown, get_carrier
+from messageservice.carriers import CarrierError, SendOutcomeUnknown, get_carrier
 from messageservice.carriers.smsru import STATUS_MAP, SmsRuCarrier
+from messageservice.status import DeliveryStatus
 from tests.fakes.carriers import FakeSmsRu
 
 S = DeliveryStatus

@@ -9,8 +9,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import responses
 
-from messageservice.carriers import CarrierError, DeliveryStatus, SendOutcomeUnknown, get_carrier
+from messageservice.carriers import CarrierError, SendOutcomeUnknown, get_carrier
 from messageservice.carriers.twilio import STATUS_MAP, TwilioCarrier, _HttpClient
+from messageservice.status import DeliveryStatus
 from tests.fakes.carriers import FakeTwilio
 
 S = DeliveryStatus

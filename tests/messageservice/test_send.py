@@ -141,10 +141,10 @@ def test_a_lost_dispatch_is_dispatched_again(sms_portal, fake_smsru, settings):
 
 def test_the_delivery_status_only_moves_forward(sms_portal):
     message = accept(sms_portal)
-    assert services.advance_status(message.pk, "sent", raw_status="102")
-    assert services.advance_status(message.pk, "delivered", raw_status="103")
-    assert not services.advance_status(message.pk, "sent", raw_status="102")  # a late "sent"
-    assert not services.advance_status(message.pk, "undelivered")  # one final never replaces another
+    assert message.advance_status("sent", raw_status="102")
+    assert message.advance_status("delivered", raw_status="103")
+    assert not message.advance_status("sent", raw_status="102")  # a late "sent"
+    assert not message.advance_status("undelivered")  # one final never replaces another
     message.refresh_from_db()
     assert message.status == "delivered" and message.carrier_status == "103"
     assert message.final_at is not None and message.next_poll_at is None and message.push_due
