@@ -22,12 +22,13 @@ from django.utils.translation import gettext_lazy as _
 from b24portal.crypto import mask
 from tenants.models import Portal
 
-from . import conf, services
+from . import accounts, conf, staff
 from .carriers import CARRIER_CHOICES
 from .models import Message, PhoneConsent, ProviderAccount
 from .phones import InvalidPhoneNumber, mask_phone, normalize_phone
 from .stats import delivery_stats
 from .status import CHART_LABELS, CHART_ORDER
+from .tasks import sync_sender
 
 
 def _actor(request: HttpRequest) -> str:
@@ -62,7 +63,7 @@ class ProviderAccountForm(forms.ModelForm):
         data["credentials"] = cleaned.get("new_credentials") or None
         try:
             self.service_data = data
-            services.clean_account_data(portal, data, self.instance if self.instance.pk else None)
+            accounts.clean_account_data(portal, data, self.instance if self.instance.pk else None)
         except ValidationError as exc:
             for name, errors in exc.message_dict.items():
                 self.add_error("new_credentials" if name == "credentials" else
@@ -131,7 +132,7 @@ class ProviderAccountAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: ProviderAccount, form: Any, change: bool) -> None:
         data = dict(form.service_data)
-        saved = services.do_save_account(obj.portal, data=data, account=obj if change else None,
+        saved = accounts.do_save_account(obj.portal, data=data, account=obj if change else None,
                                          actor=_actor(request))
         obj.pk = saved.pk
 
@@ -142,7 +143,7 @@ class ProviderAccountAdmin(admin.ModelAdmin):
             sent = 0
             for account in queryset.select_related("portal"):
                 try:
-                    message = services.do_send_test_sms(account.portal, account, to=form.cleaned_data["to"],
+                    message = accounts.do_send_test_sms(account.portal, account, to=form.cleaned_data["to"],
                                                         actor=_actor(request))
                 except ValidationError as exc:
                     self.message_user(request, f"{account.code}: {'; '.join(exc.messages)}", messages.ERROR)
@@ -162,8 +163,6 @@ class ProviderAccountAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Re-register sender in Bitrix24"))
     def reregister_sender(self, request: HttpRequest, queryset: QuerySet[ProviderAccount]) -> None:
-        from .tasks import sync_sender
-
         count = 0
         for account_id in queryset.values_list("pk", flat=True):
             sync_sender.delay(account_id)
@@ -174,7 +173,7 @@ class ProviderAccountAdmin(admin.ModelAdmin):
     def deactivate(self, request: HttpRequest, queryset: QuerySet[ProviderAccount]) -> None:
         count = 0
         for account in queryset.filter(is_active=True).select_related("portal"):
-            services.do_deactivate_account(account.portal, account, actor=_actor(request))
+            accounts.do_deactivate_account(account.portal, account, actor=_actor(request))
             count += 1
         self.message_user(request, _("%(n)d account(s) deactivated.") % {"n": count}, messages.SUCCESS)
 
@@ -289,11 +288,11 @@ class MessageAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Retry send (failed or needs review only)"))
     def retry_send(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
-        self._each(request, queryset, services.do_retry_message, "queued to send again")
+        self._each(request, queryset, staff.do_retry_message, "queued to send again")
 
     @admin.action(description=_("Re-push status to Bitrix24"))
     def repush_status(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
-        self._each(request, queryset, services.do_repush_status, "queued for a status re-push")
+        self._each(request, queryset, staff.do_repush_status, "queued for a status re-push")
 
     def get_urls(self) -> list[Any]:
         stats = self.admin_site.admin_view(self.delivery_stats_view)
@@ -322,15 +321,15 @@ class MessageAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Cancel (not yet sent)"))
     def cancel(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
-        self._each(request, queryset, services.do_cancel_message, "cancelled")
+        self._each(request, queryset, staff.do_cancel_message, "cancelled")
 
     @admin.action(description=_("Mark as sent (needs review: checked with the carrier)"))
     def mark_sent(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
-        self._each(request, queryset, services.do_mark_sent, "marked as sent")
+        self._each(request, queryset, staff.do_mark_sent, "marked as sent")
 
     @admin.action(description=_("Mark as failed (needs review: checked with the carrier)"))
     def mark_failed(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
-        self._each(request, queryset, services.do_mark_failed, "marked as failed")
+        self._each(request, queryset, staff.do_mark_failed, "marked as failed")
 
 
 @admin.register(PhoneConsent)

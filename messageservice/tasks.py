@@ -3,6 +3,9 @@
 The send task never sleeps and never sends twice: it claims the row with a conditional UPDATE (only one
 worker can move it from a sendable state to `sending`), and anything that may have reached the carrier
 without a clear answer goes to `needs_review` instead of being sent again.
+
+Imports run one way: the `do_*` modules (`accounts`, `sending`, `staff`) import these tasks to dispatch
+them on commit; this module imports only the layers below them (models, carriers, senders, consent).
 """
 
 from __future__ import annotations

@@ -19,9 +19,22 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from messageservice import consent as consent_api
-from messageservice import services as sms
+from messageservice.accounts import (
+    accounts_for,
+    do_deactivate_account,
+    do_save_account,
+    do_send_test_sms,
+    get_account,
+)
+from messageservice.carriers import CARRIER_CHOICES
 from messageservice.models import Message, ProviderAccount
 from messageservice.phones import mask_phone
+from messageservice.sending import (
+    MAX_BODY_CHARS,
+    do_send_from_widget,
+    messages_by_author,
+    messages_for_binding,
+)
 from messageservice.status import DeliveryStatus, display_status
 from oauth.client import PortalClient
 from oauth.errors import B24Error
@@ -29,6 +42,7 @@ from oauth.errors import B24Error
 from .auth import FrameAPIMixin, IsFrameAdmin, TenantScopedMixin
 from .crm import ENTITIES, ItemUnavailable, load_item
 from .models import Binding
+from .tasks import add_timeline_comment
 
 MAX_STAT_DAYS = 90
 
@@ -84,24 +98,22 @@ class ItemMixin(FrameAPIMixin):
 class SendSerializer(serializers.Serializer):
     account = serializers.IntegerField(min_value=1)
     to = serializers.CharField(max_length=64)
-    body = serializers.CharField(max_length=sms.MAX_BODY_CHARS, trim_whitespace=False)
+    body = serializers.CharField(max_length=MAX_BODY_CHARS, trim_whitespace=False)
 
 
 class ItemMessagesView(ItemMixin, APIView):
     def get(self, request: Request, entity: str, item_id: int) -> Response:
         entity, item_id = self.item_scope(entity, item_id)
-        rows = sms.messages_for_binding(self.portal, ENTITIES[entity].owner_type_id, item_id).select_related(
+        rows = messages_for_binding(self.portal, ENTITIES[entity].owner_type_id, item_id).select_related(
             "account")[:100]
         return Response({"messages": MessageSerializer(rows, many=True).data})
 
     def post(self, request: Request, entity: str, item_id: int) -> Response:
-        from .tasks import add_timeline_comment
-
         entity, item_id = self.item_scope(entity, item_id)
         form = SendSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         try:
-            account = sms.get_account(self.portal, form.validated_data["account"])
+            account = get_account(self.portal, form.validated_data["account"])
         except ProviderAccount.DoesNotExist:
             raise NotFound("no such provider account") from None
         # Read the item again with the user's own token: the number must be one of ITS phones, now.
@@ -118,7 +130,7 @@ class ItemMessagesView(ItemMixin, APIView):
         body = form.validated_data["body"]
         try:
             with transaction.atomic():
-                message = sms.do_send_from_widget(self.portal, account=account, to=to, body=body,
+                message = do_send_from_widget(self.portal, account=account, to=to, body=body,
                                                   bindings=item.bindings(), user_id=self.principal.user_id)
                 comment = f"SMS to {to} via {account.name}: {body}"
                 args = (self.portal.pk, self.principal.user_id, entity, item_id, comment[:2000])
@@ -134,7 +146,7 @@ class MyMessagesView(TenantScopedMixin, ListAPIView):
     pagination_class = None
 
     def scoped_queryset(self, portal: Any) -> QuerySet[Message]:
-        return sms.messages_by_author(portal, self.principal.user_id).select_related("account")[:100]
+        return messages_by_author(portal, self.principal.user_id).select_related("account")[:100]
 
 
 class AccountCreateSerializer(serializers.Serializer):
@@ -151,11 +163,9 @@ class AccountListView(TenantScopedMixin, APIView):
     permission_classes = [IsFrameAdmin]
 
     def scoped_queryset(self, portal: Any) -> QuerySet[ProviderAccount]:
-        return sms.accounts_for(portal, active_only=False).order_by("-is_active", "name")
+        return accounts_for(portal, active_only=False).order_by("-is_active", "name")
 
     def get(self, request: Request) -> Response:
-        from messageservice.carriers import CARRIER_CHOICES
-
         return Response({"accounts": AccountSerializer(self.get_queryset(), many=True).data,
                          "carriers": [{"kind": kind, "label": label} for kind, label in CARRIER_CHOICES]})
 
@@ -163,7 +173,7 @@ class AccountListView(TenantScopedMixin, APIView):
         form = AccountCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         try:
-            account = sms.do_save_account(self.portal, data=dict(form.validated_data), actor=_actor(request))
+            account = do_save_account(self.portal, data=dict(form.validated_data), actor=_actor(request))
         except ValidationError as exc:
             return _validation_response(exc)
         return Response(AccountSerializer(account).data, status=status.HTTP_201_CREATED)
@@ -174,14 +184,14 @@ class AccountDetailView(TenantScopedMixin, RetrieveUpdateAPIView):
     serializer_class = AccountSerializer
 
     def scoped_queryset(self, portal: Any) -> QuerySet[ProviderAccount]:
-        return sms.accounts_for(portal, active_only=False)
+        return accounts_for(portal, active_only=False)
 
     def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         account = self.get_object()  # 404 for another portal's account: the queryset is scoped
         form = AccountCreateSerializer(data=request.data, partial=True)
         form.is_valid(raise_exception=True)
         try:
-            account = sms.do_save_account(self.portal, data=dict(form.validated_data), account=account,
+            account = do_save_account(self.portal, data=dict(form.validated_data), account=account,
                                           actor=_actor(request))
         except ValidationError as exc:
             return _validation_response(exc)
@@ -192,13 +202,13 @@ class AccountDeactivateView(TenantScopedMixin, APIView):
     permission_classes = [IsFrameAdmin]
 
     def scoped_queryset(self, portal: Any) -> QuerySet[ProviderAccount]:
-        return sms.accounts_for(portal, active_only=False)
+        return accounts_for(portal, active_only=False)
 
     def post(self, request: Request, pk: int) -> Response:
         account = self.get_queryset().filter(pk=pk).first()
         if account is None:
             raise NotFound("no such provider account")
-        sms.do_deactivate_account(self.portal, account, actor=_actor(request))
+        do_deactivate_account(self.portal, account, actor=_actor(request))
         return Response(AccountSerializer(account).data)
 
 
@@ -214,7 +224,7 @@ class AccountTestView(AccountDeactivateView):
         form = TestSmsSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         try:
-            message = sms.do_send_test_sms(self.portal, account, to=form.validated_data["to"],
+            message = do_send_test_sms(self.portal, account, to=form.validated_data["to"],
                                            actor=_actor(request))
         except ValidationError as exc:
             return _validation_response(exc)

@@ -9,7 +9,7 @@ import pytest
 from celery.exceptions import Retry
 from django.utils import timezone
 
-from messageservice import services
+from messageservice import accounts, sending, staff
 from messageservice.consent import do_set_consent
 from messageservice.models import Message
 from messageservice.tasks import (
@@ -27,7 +27,7 @@ PHONE = "+79991234567"
 
 
 def accept(portal, to=PHONE, body="Hello", message_id=None) -> Message:
-    message, created = services.do_accept_message(
+    message, created = sending.do_accept_message(
         portal, code="b24portal_sms", message_id=message_id or f"{Message.objects.count() + 1:032x}", to=to,
         body=body, bindings=[], author_user_id=None, origin="crm", meta={})
     assert created
@@ -161,7 +161,7 @@ def test_backoff_grows_exponentially_with_jitter_and_respects_retry_after(settin
 def test_a_test_sms_goes_through_the_queue_and_the_carrier(sms_portal, sms_account, fake_smsru,
                                                            django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        message = services.do_send_test_sms(sms_portal, sms_account, to="+7 999 123-45-67", actor="staff:support")
+        message = accounts.do_send_test_sms(sms_portal, sms_account, to="+7 999 123-45-67", actor="staff:support")
     message.refresh_from_db()
     assert message.origin == "test" and message.state == Message.State.SENT and not message.push_due
     assert fake_smsru.messages[0].to == "79991234567"
@@ -174,7 +174,7 @@ def test_staff_can_retry_a_failed_message_and_it_is_sent(sms_portal, fake_smsru,
     Message.objects.filter(pk=message.pk).update(send_deadline_at=timezone.now())
     assert run(message) == "failed"
     with django_capture_on_commit_callbacks(execute=True):
-        assert services.do_retry_message(message, actor="staff:support")
+        assert staff.do_retry_message(message, actor="staff:support")
     message.refresh_from_db()
     assert message.state == Message.State.SENT and message.status == "queued" and message.attempts == 2
-    assert not services.do_retry_message(message, actor="staff:support")  # sent: not retryable
+    assert not staff.do_retry_message(message, actor="staff:support")  # sent: not retryable
