@@ -6,7 +6,6 @@ Validation, create / update / deactivate (the Bitrix24 sender follows on commit 
 
 from __future__ import annotations
 
-import numbers
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -39,25 +38,6 @@ def accounts_for(portal: Portal, *, active_only: bool = True) -> QuerySet[Provid
 def get_account(portal: Portal, account_id: int) -> ProviderAccount:
     """Raises ProviderAccount.DoesNotExist for an id of another portal."""
     return ProviderAccount.objects.get(portal=portal, pk=account_id)
-
-
-def _check_options(carrier: str, options: Any) -> list[str]:
-    if not isinstance(options, Mapping):
-        return ["must be a JSON object"]
-    problems: list[str] = []
-    ranges = {"delivery_delay": (0.0, 86400.0), "failure_rate": (0.0, 1.0)}
-    for key, (low, high) in ranges.items():
-        if key in options:
-            value = options[key]
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value <= high:
-                problems.append(f"{key} must be a number from {low:g} to {high:g}")
-    if "timeout" in options:
-        value = options["timeout"]
-        ok = (isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0) or (
-            isinstance(value, list) and len(value) == 2 and all(isinstance(v, numbers.Real) and v > 0 for v in value))
-        if not ok:
-            problems.append("timeout must be seconds or [connect, read]")
-    return problems
 
 
 def clean_account_data(portal: Portal, data: Mapping[str, Any], account: ProviderAccount | None = None
@@ -103,8 +83,11 @@ def clean_account_data(portal: Portal, data: Mapping[str, Any], account: Provide
         except ValidationError:
             errors["base_url"] = ["must be an absolute http(s) URL"]
     values["options"] = values["options"] if values["options"] is not None else {}
-    if problems := _check_options(carrier, values["options"]):
-        errors["options"] = problems
+    if carrier in CARRIERS:  # an unknown carrier is reported above; its options mean nothing
+        try:
+            values["options"] = carrier_class(carrier).validate_options(values["options"])
+        except ValidationError as exc:
+            errors["options"] = exc.messages
     values["is_active"] = bool(values["is_active"])
 
     credentials: Any = data.get("credentials", None if account else {})

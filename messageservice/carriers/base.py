@@ -21,12 +21,14 @@ Error contract (what callers, e.g. a Celery task, rely on):
 from __future__ import annotations
 
 import email.utils
+import numbers
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import requests
+from django.core.exceptions import ValidationError
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from b24portal.http import get_session
@@ -233,6 +235,8 @@ class Carrier:
     error_rules: ClassVar[Mapping[str, ErrorRule]] = {}
     #: secret fields of `credentials`
     credential_fields: ClassVar[list[str]] = []
+    #: keys of `options` this carrier reads, besides `timeout` (which every carrier honours)
+    option_names: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,
@@ -261,6 +265,33 @@ class Carrier:
             for name in cls.credential_fields
             if not str(credentials.get(name) or "").strip()
         ]
+
+    # -- options -----------------------------------------------------------------------------
+
+    @classmethod
+    def validate_options(cls, options: object) -> dict[str, Any]:
+        """The options to store for an account of this carrier. Raises ValidationError listing every
+        problem; carriers add checks of their own options in `option_problems`."""
+        if not isinstance(options, Mapping):
+            raise ValidationError(["must be a JSON object"])
+        if problems := cls.option_problems(options):
+            raise ValidationError(problems)
+        return dict(options)
+
+    @classmethod
+    def option_problems(cls, options: Mapping[str, Any]) -> list[str]:
+        """Problems with `options`, as human-readable strings. The base knows `timeout` and refuses keys
+        the carrier does not read (a typo would otherwise be ignored silently)."""
+        problems = [f"{key} is not an option of {cls.label}"
+                    for key in options if key != "timeout" and key not in cls.option_names]
+        if "timeout" in options:
+            value = options["timeout"]
+            ok = (isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0) or (
+                isinstance(value, list) and len(value) == 2
+                and all(isinstance(v, numbers.Real) and v > 0 for v in value))
+            if not ok:
+                problems.append("timeout must be seconds or [connect, read]")
+        return problems
 
     # -- sending and polling -------------------------------------------------------------------
 

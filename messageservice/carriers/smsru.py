@@ -98,6 +98,8 @@ class SmsRuCarrier(Carrier):
     not_found_codes: ClassVar[frozenset[str]] = frozenset({"-1"})
     error_rules: ClassVar[dict[str, ErrorRule]] = ERROR_RULES
     credential_fields: ClassVar[list[str]] = ["api_id"]
+    #: `test`: SMS.ru's test mode (the request is checked and priced, nothing is sent)
+    option_names: ClassVar[frozenset[str]] = frozenset({"test"})
 
     def _auth(self) -> dict[str, str]:
         return {"api_id": str(self.credentials.get("api_id", "")), "json": "1"}

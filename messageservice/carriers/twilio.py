@@ -134,6 +134,7 @@ class TwilioCarrier(Carrier):
     status_map: ClassVar[dict[str, DeliveryStatus]] = STATUS_MAP
     error_rules: ClassVar[dict[str, ErrorRule]] = ERROR_RULES
     credential_fields: ClassVar[list[str]] = ["account_sid", "auth_token"]
+    option_names: ClassVar[frozenset[str]] = frozenset({"status_callback"})
 
     def __init__(
         self,
