@@ -1,9 +1,9 @@
 """Provider accounts (a portal's credentials at one carrier, registered in the portal as one Bitrix24
-sender), the messages that go through them, their CRM bindings, and per-phone consent.
+sender), the messages that go through them, the CRM items each message belongs to, and per-phone consent.
 
 Two status axes on a message (never mixed):
 
-* `state`: where the message is in OUR pipeline (accepted → sending → sent_to_carrier, or failed,
+* `state`: where the message is in OUR pipeline (accepted → sending → handed to the carrier, or failed,
   needs_review, cancelled). Only the send task, the sweeper and staff actions change it.
 * `status`: the normalized DELIVERY status (`status.DeliveryStatus`, exactly Bitrix24's vocabulary),
   moved forward only by `advance_status`; `carrier_status` keeps the carrier's raw word next to it.
@@ -107,7 +107,7 @@ class Message(models.Model):
         ACCEPTED = "accepted", _("Accepted")
         RETRYING = "retrying", _("Waiting to retry")
         SENDING = "sending", _("Sending")
-        SENT = "sent_to_carrier", _("Handed to carrier")
+        HANDED_TO_CARRIER = "sent_to_carrier", _("Handed to carrier")
         FAILED = "failed", _("Failed")
         NEEDS_REVIEW = "needs_review", _("Needs review")
         CANCELLED = "cancelled", _("Cancelled")
@@ -213,11 +213,12 @@ class Message(models.Model):
         return bool(Message.objects.filter(pk=self.pk).advance_status(status, **kwargs))
 
 
-class MessageBinding(models.Model):
-    """A CRM item a message belongs to (handler `bindings`, or derived from a workflow's document_id):
-    an indexed table so "messages of this deal" is one index range scan."""
+class MessageCrmLink(models.Model):
+    """A CRM item a message belongs to (the handler's `bindings`, or derived from a workflow's
+    document_id): an indexed table so "messages of this deal" is one index range scan. (The database
+    keeps the index and constraint names from when this was MessageBinding: renaming them buys nothing.)"""
 
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="binding_rows")
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="crm_links")
     portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="+")
     owner_type_id = models.PositiveIntegerField()
     owner_id = models.PositiveBigIntegerField()

@@ -20,7 +20,7 @@ from django.utils import timezone
 from tenants.models import Portal
 
 from . import conf
-from .models import Message, MessageBinding, ProviderAccount, as_bindings
+from .models import Message, MessageCrmLink, ProviderAccount, as_bindings
 from .phones import InvalidPhoneNumber, normalize_phone
 from .tasks import send_message
 
@@ -44,9 +44,9 @@ def handler_target(key: str, code: str) -> ProviderAccount:
             .get(portal__handler_key=key, code=code, is_active=True))
 
 
-def messages_for_binding(portal: Portal, owner_type_id: int, owner_id: int) -> QuerySet[Message]:
+def messages_for_crm_item(portal: Portal, owner_type_id: int, owner_id: int) -> QuerySet[Message]:
     """Messages bound to one CRM item, newest first (index sms_binding_item)."""
-    ids = MessageBinding.objects.filter(portal=portal, owner_type_id=owner_type_id, owner_id=owner_id)
+    ids = MessageCrmLink.objects.filter(portal=portal, owner_type_id=owner_type_id, owner_id=owner_id)
     return Message.objects.filter(portal=portal, pk__in=ids.values("message_id")).order_by("-created_at", "-id")
 
 
@@ -71,8 +71,8 @@ def accept(portal: Portal, account: ProviderAccount, *, message_id: str, to: str
                 send_deadline_at=now + timedelta(minutes=conf.get("SMS_SEND_DEADLINE_MINUTES")),
             )
             if bindings:
-                MessageBinding.objects.bulk_create(
-                    MessageBinding(message=message, portal=portal, owner_type_id=b["OWNER_TYPE_ID"],
+                MessageCrmLink.objects.bulk_create(
+                    MessageCrmLink(message=message, portal=portal, owner_type_id=b["OWNER_TYPE_ID"],
                                    owner_id=b["OWNER_ID"])
                     for b in bindings
                 )

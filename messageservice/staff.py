@@ -59,7 +59,7 @@ def _finish(message: Message, *, from_states: list[str], state: str, status: Del
     with transaction.atomic():
         updated = Message.objects.filter(pk=message.pk, state__in=from_states).update(
             state=state, claimed_at=None, last_error=reason[:500], updated_at=now,
-            **({"next_poll_at": now} if state == State.SENT and message.carrier_message_id else {}))
+            **({"next_poll_at": now} if state == State.HANDED_TO_CARRIER and message.carrier_message_id else {}))
         if not updated:
             return False
         if status is not None:
@@ -71,7 +71,7 @@ def _finish(message: Message, *, from_states: list[str], state: str, status: Del
 
 def do_mark_sent(message: Message, *, actor: str) -> bool:
     """Needs review → a human checked with the carrier that it went out."""
-    return _finish(message, from_states=[State.NEEDS_REVIEW], state=State.SENT, status=DeliveryStatus.SENT,
+    return _finish(message, from_states=[State.NEEDS_REVIEW], state=State.HANDED_TO_CARRIER, status=DeliveryStatus.SENT,
                    reason="marked as sent by support", actor=actor)
 
 

@@ -123,7 +123,7 @@ def _send_claimed(task: Any, message: Message) -> str:
         return _needs_review(message, f"unexpected error while sending: {type(exc).__name__}")
 
     now = timezone.now()
-    if _settle(message, state=State.SENT, carrier_message_id=result.carrier_message_id[:128], sent_at=now,
+    if _settle(message, state=State.HANDED_TO_CARRIER, carrier_message_id=result.carrier_message_id[:128], sent_at=now,
                carrier_status=result.raw_status[:64], cost=(result.cost or "")[:20], last_error="",
                next_poll_at=now + timedelta(seconds=conf.get("SMS_FIRST_POLL_SECONDS"))):
         message.advance_status(result.status, raw_status=result.raw_status, now=now)

@@ -25,7 +25,7 @@ from messageservice.accounts import get_account
 from messageservice.api import MessageSerializer, validation_response
 from messageservice.models import ProviderAccount
 from messageservice.phones import mask_phone
-from messageservice.sending import MAX_BODY_CHARS, do_send_from_widget, messages_for_binding
+from messageservice.sending import MAX_BODY_CHARS, do_send_from_widget, messages_for_crm_item
 from oauth.client import PortalClient
 from oauth.errors import B24Error
 
@@ -56,7 +56,7 @@ class SendSerializer(serializers.Serializer):
 class ItemMessagesView(ItemMixin, APIView):
     def get(self, request: Request, entity: str, item_id: int) -> Response:
         entity, item_id = self.item_scope(entity, item_id)
-        rows = messages_for_binding(self.portal, ENTITIES[entity].owner_type_id, item_id).select_related(
+        rows = messages_for_crm_item(self.portal, ENTITIES[entity].owner_type_id, item_id).select_related(
             "account")[:100]
         return Response({"messages": MessageSerializer(rows, many=True).data})
 
