@@ -29,7 +29,8 @@ from tenants.models import Portal
 from .carriers import CARRIER_CHOICES, Carrier, get_carrier
 from .status import RANK, DeliveryStatus, behind, display_status
 
-#: Bitrix24's rule for a sender CODE (CORE messageservice: ^[a-z0-9.\-_]+$ case-insensitive)
+#: Bitrix24's rule for a sender CODE: a-z A-Z 0-9 . - _
+#: (bitrix24/b24restdocs api-reference/messageservice/messageservice-sender-add.md)
 SENDER_CODE_RE = re.compile(r"^[a-zA-Z0-9._-]{1,50}$")
 sender_code_validator = RegexValidator(SENDER_CODE_RE, _("Only a-z A-Z 0-9 . - _ (at most 50 characters)."))
 

@@ -19,7 +19,8 @@ from django.urls import reverse
 
 DEFAULT_PLACEMENTS = ("CRM_LEAD_LIST_MENU", "CRM_DEAL_LIST_MENU", "CRM_CONTACT_LIST_MENU", "CRM_COMPANY_LIST_MENU")
 DEFAULT_SDK_URL = "https://api.bitrix24.com/api/v1/"
-# Bitrix24 stores the full code rest_<app.info ID>_<code> in a 50-character column (contracts §5).
+# The full code rest_<app.info ID>_<code> may be at most 50 characters
+# (bitrix24/b24restdocs api-reference/widgets/user-field/userfieldtype-add.md).
 USERFIELD_TYPE_FULL_CODE_MAX = 50
 USERFIELD_TYPE_CODE_RE = re.compile(r"^[a-z0-9_]{1,50}$")
 

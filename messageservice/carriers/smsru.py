@@ -21,7 +21,7 @@ from .base import (
 
 S = DeliveryStatus
 
-#: per-message status codes of `sms/status` (prior-art §c, SMS.ru table)
+#: per-message status codes of `sms/status` (https://sms.ru/api/status)
 STATUS_MAP: dict[str, DeliveryStatus] = {
     "-1": S.FAILED,  # message not found (poller: allow a grace period after sending)
     "100": S.QUEUED,  # accepted, in SMS.ru's queue

@@ -40,7 +40,8 @@ from .base import (
 
 S = DeliveryStatus
 
-#: Message resource `status` (prior-art §c, Twilio table); `receiving`/`received` are inbound only
+#: Message resource `status` (https://www.twilio.com/docs/messaging/api/message-resource, the status table);
+#: `receiving`/`received` are inbound only
 STATUS_MAP: dict[str, DeliveryStatus] = {
     "accepted": S.QUEUED,  # Messaging Service accepted it
     "scheduled": S.QUEUED,

@@ -14,7 +14,7 @@ from tests.fakes.carriers import FakeSmsc
 S = DeliveryStatus
 TO = "+79991234567"
 
-# the table from prior-art §c, written out independently of the module
+# the carrier's published status table, written out independently of the module
 EXPECTED = {
     "-3": S.FAILED,
     "-2": S.FAILED,

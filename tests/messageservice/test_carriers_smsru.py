@@ -17,7 +17,7 @@ from tests.fakes.carriers import FakeSmsRu
 S = DeliveryStatus
 TO = "+79991234567"
 
-# the table from prior-art §c, written out independently of the module
+# the carrier's published status table, written out independently of the module
 EXPECTED = {
     "-1": S.FAILED,
     "100": S.QUEUED,

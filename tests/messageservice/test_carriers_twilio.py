@@ -18,7 +18,7 @@ S = DeliveryStatus
 SENDER = "+15005550006"
 TO = "+79991234567"
 
-# the table from prior-art §c, written out independently of the module
+# the carrier's published status table, written out independently of the module
 EXPECTED = {
     "accepted": S.QUEUED,
     "scheduled": S.QUEUED,
