@@ -113,6 +113,14 @@ SMS_POLL_MAX_SECONDS = env.int("SMS_POLL_MAX_SECONDS", default=1800)
 SMS_STATUS_TTL_HOURS = env.int("SMS_STATUS_TTL_HOURS", default=48)
 SMS_TTL_SENT_BECOMES = env.str("SMS_TTL_SENT_BECOMES", default="sent")
 SMS_SENDER_RECONCILE_SECONDS = env.int("SMS_SENDER_RECONCILE_SECONDS", default=600)
+# Messages handled per status-poll task run, and how long "message not found" right after sending is not
+# final yet; status-push batches per task run, and attempts before a status Bitrix24 keeps refusing is dropped.
+SMS_POLL_CHUNK = env.int("SMS_POLL_CHUNK", default=500)
+SMS_NOT_FOUND_GRACE_SECONDS = env.int("SMS_NOT_FOUND_GRACE_SECONDS", default=600)
+SMS_PUSH_BATCHES_PER_RUN = env.int("SMS_PUSH_BATCHES_PER_RUN", default=20)
+SMS_PUSH_MAX_ATTEMPTS = env.int("SMS_PUSH_MAX_ATTEMPTS", default=5)
+# Admin message list: above this many matching rows a filtered list shows "N+" instead of counting.
+SMS_ADMIN_COUNT_CAP = env.int("SMS_ADMIN_COUNT_CAP", default=10_000)
 
 # --- Django-------------------------------------------------------------------------------------
 INSTALLED_APPS = [

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
@@ -22,7 +23,7 @@ from django.utils.translation import gettext_lazy as _
 from b24portal.crypto import mask
 from tenants.models import Portal
 
-from . import accounts, conf, staff
+from . import accounts, staff
 from .carriers import CARRIER_CHOICES
 from .models import Message, PhoneConsent, ProviderAccount
 from .phones import InvalidPhoneNumber, mask_phone, normalize_phone
@@ -193,9 +194,9 @@ class EstimatedCountPaginator(Paginator):
                 cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
                                [queryset.model._meta.db_table])
                 row = cursor.fetchone()
-            if row and row[0] and row[0] > conf.get("SMS_ADMIN_COUNT_CAP"):
+            if row and row[0] and row[0] > settings.SMS_ADMIN_COUNT_CAP:
                 return int(row[0])
-        cap = int(conf.get("SMS_ADMIN_COUNT_CAP"))
+        cap = int(settings.SMS_ADMIN_COUNT_CAP)
         if isinstance(queryset, QuerySet):
             return queryset.order_by()[:cap].count()
         return min(len(queryset), cap)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
@@ -19,7 +20,6 @@ from django.utils import timezone
 
 from tenants.models import Portal
 
-from . import conf
 from .models import Message, MessageCrmLink, ProviderAccount, as_bindings
 from .phones import InvalidPhoneNumber, normalize_phone
 from .tasks import send_message
@@ -68,7 +68,7 @@ def accept(portal: Portal, account: ProviderAccount, *, message_id: str, to: str
                 portal=portal, account=account, carrier=account.carrier, message_id=message_id,
                 origin=origin, recipient_raw=to[:64], body=body, author_user_id=author_user_id,
                 bindings=bindings, meta=dict(meta), created_at=now, next_attempt_at=now,
-                send_deadline_at=now + timedelta(minutes=conf.get("SMS_SEND_DEADLINE_MINUTES")),
+                send_deadline_at=now + timedelta(minutes=settings.SMS_SEND_DEADLINE_MINUTES),
             )
             if bindings:
                 MessageCrmLink.objects.bulk_create(

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from tenants.actions import journal
 from tenants.models import JournalEntry
 
-from . import conf
 from .models import Message
 from .status import DeliveryStatus
 from .tasks import send_message
@@ -43,7 +43,7 @@ def do_retry_message(message: Message, *, actor: str) -> bool:
             state=State.ACCEPTED, claimed_at=None, next_attempt_at=now, last_error="", status=None,
             carrier_status="", carrier_message_id="", final_at=None, next_poll_at=None, push_due=False,
             pushed_status="", status_changed_at=now, updated_at=now,
-            send_deadline_at=now + timedelta(minutes=conf.get("SMS_SEND_DEADLINE_MINUTES")))
+            send_deadline_at=now + timedelta(minutes=settings.SMS_SEND_DEADLINE_MINUTES))
         if not updated:
             return False
         journal(message.portal, JournalEntry.Kind.STAFF, f"SMS {message.message_id}: send retried", actor=actor,
