@@ -89,7 +89,7 @@ def _seed(fake: Any, portal: Any, account: Any, carrier: Any, session: Any, coun
                           ["message_id"] if register_in_bitrix24 else secrets.token_hex(16))
             rows.append(Message(
                 portal=portal, account=account, carrier="smsru", message_id=message_id, origin=Message.Origin.CRM,
-                recipient_raw="+79991234567", recipient="+79991234567", body="bench", state=Message.State.SENT,
+                recipient_raw="+79991234567", recipient="+79991234567", body="bench", state=Message.State.HANDED_TO_CARRIER,
                 attempts=1, sent_at=now - timedelta(minutes=2), status="queued", carrier_status="100",
                 carrier_message_id=cmid, status_changed_at=now - timedelta(minutes=2), pushed_status="queued",
                 push_due=False, next_poll_at=now - timedelta(seconds=1), created_at=now - timedelta(minutes=2)))

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
@@ -22,10 +23,13 @@ from django.utils.translation import gettext_lazy as _
 from b24portal.crypto import mask
 from tenants.models import Portal
 
-from . import conf, services
+from . import accounts, staff
 from .carriers import CARRIER_CHOICES
 from .models import Message, PhoneConsent, ProviderAccount
 from .phones import InvalidPhoneNumber, mask_phone, normalize_phone
+from .stats import delivery_stats
+from .status import CHART_LABELS, CHART_ORDER
+from .tasks import sync_sender
 
 
 def _actor(request: HttpRequest) -> str:
@@ -60,7 +64,7 @@ class ProviderAccountForm(forms.ModelForm):
         data["credentials"] = cleaned.get("new_credentials") or None
         try:
             self.service_data = data
-            services.clean_account_data(portal, data, self.instance if self.instance.pk else None)
+            accounts.clean_account_data(portal, data, self.instance if self.instance.pk else None)
         except ValidationError as exc:
             for name, errors in exc.message_dict.items():
                 self.add_error("new_credentials" if name == "credentials" else
@@ -129,7 +133,7 @@ class ProviderAccountAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: ProviderAccount, form: Any, change: bool) -> None:
         data = dict(form.service_data)
-        saved = services.do_save_account(obj.portal, data=data, account=obj if change else None,
+        saved = accounts.do_save_account(obj.portal, data=data, account=obj if change else None,
                                          actor=_actor(request))
         obj.pk = saved.pk
 
@@ -140,7 +144,7 @@ class ProviderAccountAdmin(admin.ModelAdmin):
             sent = 0
             for account in queryset.select_related("portal"):
                 try:
-                    message = services.do_send_test_sms(account.portal, account, to=form.cleaned_data["to"],
+                    message = accounts.do_send_test_sms(account.portal, account, to=form.cleaned_data["to"],
                                                         actor=_actor(request))
                 except ValidationError as exc:
                     self.message_user(request, f"{account.code}: {'; '.join(exc.messages)}", messages.ERROR)
@@ -160,8 +164,6 @@ class ProviderAccountAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Re-register sender in Bitrix24"))
     def reregister_sender(self, request: HttpRequest, queryset: QuerySet[ProviderAccount]) -> None:
-        from .tasks import sync_sender
-
         count = 0
         for account_id in queryset.values_list("pk", flat=True):
             sync_sender.delay(account_id)
@@ -172,7 +174,7 @@ class ProviderAccountAdmin(admin.ModelAdmin):
     def deactivate(self, request: HttpRequest, queryset: QuerySet[ProviderAccount]) -> None:
         count = 0
         for account in queryset.filter(is_active=True).select_related("portal"):
-            services.do_deactivate_account(account.portal, account, actor=_actor(request))
+            accounts.do_deactivate_account(account.portal, account, actor=_actor(request))
             count += 1
         self.message_user(request, _("%(n)d account(s) deactivated.") % {"n": count}, messages.SUCCESS)
 
@@ -192,9 +194,9 @@ class EstimatedCountPaginator(Paginator):
                 cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
                                [queryset.model._meta.db_table])
                 row = cursor.fetchone()
-            if row and row[0] and row[0] > conf.get("SMS_ADMIN_COUNT_CAP"):
+            if row and row[0] and row[0] > settings.SMS_ADMIN_COUNT_CAP:
                 return int(row[0])
-        cap = int(conf.get("SMS_ADMIN_COUNT_CAP"))
+        cap = int(settings.SMS_ADMIN_COUNT_CAP)
         if isinstance(queryset, QuerySet):
             return queryset.order_by()[:cap].count()
         return min(len(queryset), cap)
@@ -287,11 +289,11 @@ class MessageAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Retry send (failed or needs review only)"))
     def retry_send(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
-        self._each(request, queryset, services.do_retry_message, "queued to send again")
+        self._each(request, queryset, staff.do_retry_message, "queued to send again")
 
     @admin.action(description=_("Re-push status to Bitrix24"))
     def repush_status(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
-        self._each(request, queryset, services.do_repush_status, "queued for a status re-push")
+        self._each(request, queryset, staff.do_repush_status, "queued for a status re-push")
 
     def get_urls(self) -> list[Any]:
         stats = self.admin_site.admin_view(self.delivery_stats_view)
@@ -299,8 +301,6 @@ class MessageAdmin(admin.ModelAdmin):
 
     def delivery_stats_view(self, request: HttpRequest) -> HttpResponse:
         """Messages per day by delivery status (a chart), and totals per carrier and per portal."""
-        from .stats import STATUS_LABELS, STATUS_ORDER, delivery_stats
-
         def number(name: str, default: int | None) -> int | None:
             value = request.GET.get(name, "")
             return int(value) if value.isdigit() else default
@@ -314,7 +314,7 @@ class MessageAdmin(admin.ModelAdmin):
         context = {
             **self.admin_site.each_context(request), "title": _("SMS delivery statistics"), "stats": stats,
             "total": stats["total"], "days": days, "day_choices": [7, 30, 90, 365], "portal_id": portal_id,
-            "carrier": carrier, "carriers": CARRIER_CHOICES, "headers": [STATUS_LABELS[s] for s in STATUS_ORDER],
+            "carrier": carrier, "carriers": CARRIER_CHOICES, "headers": [CHART_LABELS[s] for s in CHART_ORDER],
             "portals": Portal.objects.filter(sms_accounts__isnull=False).distinct().only("pk", "domain"),
             "tables": [(_("Per carrier"), stats["per_carrier"]), (_("Per portal (top 50)"), stats["per_portal"])],
         }
@@ -322,15 +322,15 @@ class MessageAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Cancel (not yet sent)"))
     def cancel(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
-        self._each(request, queryset, services.do_cancel_message, "cancelled")
+        self._each(request, queryset, staff.do_cancel_message, "cancelled")
 
     @admin.action(description=_("Mark as sent (needs review: checked with the carrier)"))
     def mark_sent(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
-        self._each(request, queryset, services.do_mark_sent, "marked as sent")
+        self._each(request, queryset, staff.do_mark_sent, "marked as sent")
 
     @admin.action(description=_("Mark as failed (needs review: checked with the carrier)"))
     def mark_failed(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
-        self._each(request, queryset, services.do_mark_failed, "marked as failed")
+        self._each(request, queryset, staff.do_mark_failed, "marked as failed")
 
 
 @admin.register(PhoneConsent)

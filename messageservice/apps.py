@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.apps import AppConfig
+from django.conf import settings
 
 
 class MessageserviceConfig(AppConfig):
@@ -16,7 +17,7 @@ class MessageserviceConfig(AppConfig):
         from oauth import capabilities
         from tenants.signals import portal_purged
 
-        from . import conf, senders  # noqa: F401  (registers the "sms_senders" install step)
+        from . import senders  # noqa: F401  (registers the "sms_senders" install step)
 
         capabilities.require_methods("messageservice.sender.add", "messageservice.sender.update",
                                      "messageservice.sender.delete", "messageservice.sender.list",
@@ -24,7 +25,7 @@ class MessageserviceConfig(AppConfig):
                                      app="messageservice")
 
         add_periodic("messageservice-reconcile-senders", "messageservice.tasks.reconcile_all_senders",
-                     conf.get("SMS_SENDER_RECONCILE_SECONDS"))
+                     settings.SMS_SENDER_RECONCILE_SECONDS)
         add_periodic("messageservice-sweep-stale-claims", "messageservice.tasks.sweep_stale_claims", 60)
         add_periodic("messageservice-redispatch-lost", "messageservice.tasks.redispatch_lost_messages", 60)
         # Delivery status: poll carriers for due messages, push changed statuses to Bitrix24.

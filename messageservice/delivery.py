@@ -38,9 +38,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from b24portal.logging import log_context
-from messageservice.carriers.base import FINAL, CarrierError, DeliveryStatus, is_forward
+from messageservice.carriers import CarrierError
 from messageservice.models import Message, ProviderAccount
-from messageservice.services import advance_statuses
+from messageservice.status import FINAL, DeliveryStatus, is_forward
 from oauth.client import PortalClient, retry_delay
 from oauth.errors import B24AuthError, B24Error
 from tenants.journal import journal
@@ -48,27 +48,13 @@ from tenants.models import JournalEntry, Portal
 
 logger = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {
-    "SMS_STATUS_TTL_HOURS": 48,
-    "SMS_TTL_SENT_BECOMES": "sent",
-    "SMS_POLL_BASE_SECONDS": 30,  # backoff between polls of one message: base * 2**n, capped
-    "SMS_POLL_MAX_SECONDS": 1800,
-    "SMS_POLL_CHUNK": 500,  # messages handled per poll task run (then it re-dispatches itself)
-    "SMS_NOT_FOUND_GRACE_SECONDS": 600,  # "message not found" right after sending is not final yet
-    "SMS_PUSH_BATCHES_PER_RUN": 20,  # batch requests per push task run (then it re-dispatches itself)
-    "SMS_PUSH_MAX_ATTEMPTS": 5,  # a status Bitrix24 keeps refusing (terminal per-command error) is dropped
-}
 COMMAND = "messageservice.message.status.update"
 BATCH_SIZE = 50
 LOCK_SECONDS = 300
 
 
-def conf(name: str) -> Any:
-    return getattr(settings, name, DEFAULTS[name])
-
-
 def _poll_delay(attempts: int) -> timedelta:
-    seconds = min(conf("SMS_POLL_BASE_SECONDS") * 2 ** min(attempts, 16), conf("SMS_POLL_MAX_SECONDS"))
+    seconds = min(settings.SMS_POLL_BASE_SECONDS * 2 ** min(attempts, 16), settings.SMS_POLL_MAX_SECONDS)
     return timedelta(seconds=seconds * random.uniform(1.0, 1.25))
 
 
@@ -112,11 +98,11 @@ def _poll_account(account: ProviderAccount) -> str:
     rows = list(
         Message.objects.filter(account=account, next_poll_at__lte=now).order_by("next_poll_at")
         .values("pk", "carrier_message_id", "status", "poll_attempts", "sent_at", "created_at", "origin")
-        [: conf("SMS_POLL_CHUNK")]
+        [: settings.SMS_POLL_CHUNK]
     )
     if not rows:
         return "nothing due"
-    ttl_cutoff = now - timedelta(hours=conf("SMS_STATUS_TTL_HOURS"))
+    ttl_cutoff = now - timedelta(hours=settings.SMS_STATUS_TTL_HOURS)
     expired = [r for r in rows if (r["sent_at"] or r["created_at"]) <= ttl_cutoff]
     expired_pks = {r["pk"] for r in expired}
     live = [r for r in rows if r["pk"] not in expired_pks and r["carrier_message_id"]]
@@ -133,7 +119,7 @@ def _poll_account(account: ProviderAccount) -> str:
         moved += _apply_results(live, partial, now, type(carrier).not_found_codes)
         pending = [r["pk"] for r in live if r["carrier_message_id"] not in partial]
         # A carrier that says how long to wait is believed; otherwise at least one poll period.
-        seconds = max(exc.retry_after or 0, conf("SMS_POLL_BASE_SECONDS")) if exc.retryable else conf("SMS_POLL_MAX_SECONDS")
+        seconds = max(exc.retry_after or 0, settings.SMS_POLL_BASE_SECONDS) if exc.retryable else settings.SMS_POLL_MAX_SECONDS
         delay = timedelta(seconds=seconds)
         _reschedule(pending, now + delay)
         level = "warning" if exc.retryable else "error"
@@ -146,7 +132,7 @@ def _poll_account(account: ProviderAccount) -> str:
     moved += _apply_results(live, results, now, type(carrier).not_found_codes)
     if moved:
         transaction.on_commit(lambda: push_portal_statuses.delay(account.portal_id))
-    if len(rows) >= conf("SMS_POLL_CHUNK"):
+    if len(rows) >= settings.SMS_POLL_CHUNK:
         poll_account.delay(account.pk)  # more are due: continue in a fresh task (bounded memory)
     return f"polled {len(live)}, moved {moved}"
 
@@ -155,7 +141,7 @@ def _apply_results(rows: list[dict[str, Any]], results: dict[str, Any], now: dat
                    not_found_codes: frozenset[str]) -> int:
     """Apply a chunk's carrier answers with a handful of grouped UPDATEs in one transaction, so the pusher
     sees the whole chunk at once (full batches of 50) and the database is not asked once per message."""
-    grace = timedelta(seconds=conf("SMS_NOT_FOUND_GRACE_SECONDS"))
+    grace = timedelta(seconds=settings.SMS_NOT_FOUND_GRACE_SECONDS)
     moves: dict[tuple[str, str, str, int], list[int]] = defaultdict(list)
     unchanged: dict[int, list[int]] = defaultdict(list)  # poll_attempts -> pks (each keeps its own backoff)
     for row in rows:
@@ -171,9 +157,9 @@ def _apply_results(rows: list[dict[str, Any]], results: dict[str, Any], now: dat
     moved = 0
     with transaction.atomic():
         for (status, raw, error, attempts), pks in moves.items():
-            moved += advance_statuses(pks, status, raw_status=raw, error=error or None, now=now,
-                                      extra={"next_poll_at": now + _poll_delay(attempts),
-                                             "poll_attempts": F("poll_attempts") + 1})
+            moved += Message.objects.filter(pk__in=pks).advance_status(
+                status, raw_status=raw, error=error or None, now=now,
+                extra={"next_poll_at": now + _poll_delay(attempts), "poll_attempts": F("poll_attempts") + 1})
         for attempts, pks in unchanged.items():
             _reschedule(pks, now + _poll_delay(attempts))
     return moved
@@ -182,13 +168,13 @@ def _apply_results(rows: list[dict[str, Any]], results: dict[str, Any], now: dat
 def _apply_ttl_policy(rows: list[dict[str, Any]], now: datetime) -> None:
     for row in rows:
         if row["status"] == DeliveryStatus.SENT:
-            final = conf("SMS_TTL_SENT_BECOMES")
+            final = settings.SMS_TTL_SENT_BECOMES
         elif row["status"] in FINAL:
             final = row["status"]
         else:
             final = DeliveryStatus.UNDELIVERED
         if final != row["status"]:
-            advance_statuses([row["pk"]], final, raw_status="ttl-expired", now=now)
+            Message.objects.filter(pk=row["pk"]).advance_status(final, raw_status="ttl-expired", now=now)
         Message.objects.filter(pk=row["pk"]).update(next_poll_at=None, final_at=now,
                                                     last_error="no delivery report within the TTL")
 
@@ -239,7 +225,7 @@ def _push_portal(portal: Portal) -> tuple[int, bool]:
     client = PortalClient(portal)
     pushed = 0
     tried: list[int] = []
-    for _ in range(conf("SMS_PUSH_BATCHES_PER_RUN")):
+    for _ in range(settings.SMS_PUSH_BATCHES_PER_RUN):
         rows = list(
             Message.objects.filter(portal=portal, push_due=True).exclude(pk__in=tried).order_by("status_changed_at")
             .values("pk", "message_id", "status", "pushed_status", "origin", "account__code", "push_attempts")
@@ -287,7 +273,7 @@ def _record_push_results(portal: Portal, rows: list[dict[str, Any]], result: Any
                 continue  # stays due; the next run (not this one) tries again
             else:
                 attempts = row["push_attempts"] + 1
-                give_up = attempts >= conf("SMS_PUSH_MAX_ATTEMPTS")
+                give_up = attempts >= settings.SMS_PUSH_MAX_ATTEMPTS
                 Message.objects.filter(pk=row["pk"]).update(
                     push_attempts=attempts, push_due=not give_up,
                     last_error=f"Bitrix24 refused status {row['status']}: {error.code}"[:500])

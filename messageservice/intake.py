@@ -1,4 +1,5 @@
-"""Parsing the messageservice handler POST (contracts §6, sample B) before anything is stored.
+"""Parsing the messageservice handler POST before anything is stored (what Bitrix24 sends to a sender's
+HANDLER: bitrix24/b24restdocs api-reference/messageservice/messageservice-sender-add.md).
 
 Everything is untrusted; each problem raises b24portal.intake.Rejected (→ a 4xx with the reason).
 """

@@ -1,18 +1,20 @@
 """Provider accounts (a portal's credentials at one carrier, registered in the portal as one Bitrix24
-sender), the messages that go through them, their CRM bindings, and per-phone consent.
+sender), the messages that go through them, the CRM items each message belongs to, and per-phone consent.
 
 Two status axes on a message (never mixed):
 
-* `state`: where the message is in OUR pipeline (accepted → sending → sent_to_carrier, or failed,
+* `state`: where the message is in OUR pipeline (accepted → sending → handed to the carrier, or failed,
   needs_review, cancelled). Only the send task, the sweeper and staff actions change it.
-* `status`: the normalized DELIVERY status (carriers.base.DeliveryStatus, exactly Bitrix24's
-  vocabulary), moved forward only; `carrier_status` keeps the carrier's raw word next to it.
+* `status`: the normalized DELIVERY status (`status.DeliveryStatus`, exactly Bitrix24's vocabulary),
+  moved forward only by `advance_status`; `carrier_status` keeps the carrier's raw word next to it.
   `push_due` flags a status Bitrix24 has not been told yet (`pushed_status` is the last one it was).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from django.core.validators import RegexValidator
@@ -24,9 +26,11 @@ from django.utils.translation import gettext_lazy as _
 from b24portal.crypto import EncryptedJSONField
 from tenants.models import Portal
 
-from .carriers import CARRIER_CHOICES, Carrier, DeliveryStatus, get_carrier
+from .carriers import CARRIER_CHOICES, Carrier, get_carrier
+from .status import RANK, DeliveryStatus, behind, display_status
 
-#: Bitrix24's rule for a sender CODE (CORE messageservice: ^[a-z0-9.\-_]+$ case-insensitive)
+#: Bitrix24's rule for a sender CODE: a-z A-Z 0-9 . - _
+#: (bitrix24/b24restdocs api-reference/messageservice/messageservice-sender-add.md)
 SENDER_CODE_RE = re.compile(r"^[a-zA-Z0-9._-]{1,50}$")
 sender_code_validator = RegexValidator(SENDER_CODE_RE, _("Only a-z A-Z 0-9 . - _ (at most 50 characters)."))
 
@@ -76,12 +80,35 @@ class ProviderAccount(models.Model):
                            base_url=self.base_url or None, options=self.options or {})
 
 
+class MessageQuerySet(models.QuerySet["Message"]):
+    def advance_status(self, status: DeliveryStatus | str, *, raw_status: str = "", error: str | None = None,
+                       now: datetime | None = None, extra: Mapping[str, Any] | None = None) -> int:
+        """Move the delivery status of these messages forward (never back: Bitrix24 would accept a late
+        `sent` over `delivered`). One conditional UPDATE for the whole group, so concurrent pollers cannot
+        regress it. Marks `push_due` for messages Bitrix24 knows, sets `final_at` and stops polling on a
+        final status. Returns how many moved."""
+        status = DeliveryStatus(status)
+        now = now or timezone.now()
+        fields: dict[str, Any] = {"status": status, "status_changed_at": now, "updated_at": now, **(extra or {})}
+        if raw_status:
+            fields["carrier_status"] = raw_status[:64]
+        if error:
+            fields["last_error"] = error[:500]
+        if RANK[status] == max(RANK.values()):
+            fields.update(final_at=now, next_poll_at=None)
+        moved = self.filter(Q(status__isnull=True) | Q(status__in=behind(status))).update(**fields)
+        if moved:
+            self.filter(status=status, origin__in=Message.BITRIX24_ORIGINS).exclude(
+                pushed_status=status).update(push_due=True)
+        return moved
+
+
 class Message(models.Model):
     class State(models.TextChoices):
         ACCEPTED = "accepted", _("Accepted")
         RETRYING = "retrying", _("Waiting to retry")
         SENDING = "sending", _("Sending")
-        SENT = "sent_to_carrier", _("Handed to carrier")
+        HANDED_TO_CARRIER = "sent_to_carrier", _("Handed to carrier")
         FAILED = "failed", _("Failed")
         NEEDS_REVIEW = "needs_review", _("Needs review")
         CANCELLED = "cancelled", _("Cancelled")
@@ -139,6 +166,8 @@ class Message(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = MessageQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
@@ -174,12 +203,23 @@ class Message(models.Model):
         """Bitrix24 has this message (it came through the handler), so its status can be pushed."""
         return self.origin in self.BITRIX24_ORIGINS
 
+    @property
+    def display_status(self) -> str:
+        """The delivery status, or (none yet) where the message is in our pipeline, as a status word."""
+        return display_status(self.status, self.state)
 
-class MessageBinding(models.Model):
-    """A CRM item a message belongs to (handler `bindings`, or derived from a workflow's document_id):
-    an indexed table so "messages of this deal" is one index range scan."""
+    def advance_status(self, status: DeliveryStatus | str, **kwargs: Any) -> bool:
+        """`MessageQuerySet.advance_status` for this message (the stored row, not this copy); True if it
+        moved."""
+        return bool(Message.objects.filter(pk=self.pk).advance_status(status, **kwargs))
 
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="binding_rows")
+
+class MessageCrmLink(models.Model):
+    """A CRM item a message belongs to (the handler's `bindings`, or derived from a workflow's
+    document_id): an indexed table so "messages of this deal" is one index range scan. (The database
+    keeps the index and constraint names from when this was MessageBinding: renaming them buys nothing.)"""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="crm_links")
     portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="+")
     owner_type_id = models.PositiveIntegerField()
     owner_id = models.PositiveBigIntegerField()

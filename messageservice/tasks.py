@@ -3,6 +3,9 @@
 The send task never sleeps and never sends twice: it claims the row with a conditional UPDATE (only one
 worker can move it from a sendable state to `sending`), and anything that may have reached the carrier
 without a clear answer goes to `needs_review` instead of being sent again.
+
+Imports run one way: the `do_*` modules (`accounts`, `sending`, `staff`) import these tasks to dispatch
+them on commit; this module imports only the layers below them (models, carriers, senders, consent).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from celery import shared_task
+from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
@@ -24,13 +28,12 @@ from oauth.errors import B24Error
 from tenants.journal import journal
 from tenants.models import JournalEntry, Portal
 
-from . import conf
-from .carriers import CarrierError, DeliveryStatus, SendOutcomeUnknown
+from .carriers import CarrierError, SendOutcomeUnknown
 from .consent import is_opted_out
 from .models import Message, ProviderAccount
 from .phones import InvalidPhoneNumber, normalize_phone
 from .senders import reconcile_senders, sync_account_sender
-from .services import advance_status
+from .status import DeliveryStatus
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +47,8 @@ OPTED_OUT = "recipient opted out"
 def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
     """Exponential backoff with up to 25% jitter (so a carrier coming back is not hit by every message at
     once); never shorter than the carrier's own Retry-After hint."""
-    base = min(float(conf.get("SMS_RETRY_BASE_SECONDS")) * 2 ** max(attempt - 1, 0),
-               float(conf.get("SMS_RETRY_MAX_SECONDS")))
+    base = min(float(settings.SMS_RETRY_BASE_SECONDS) * 2 ** max(attempt - 1, 0),
+               float(settings.SMS_RETRY_MAX_SECONDS))
     delay = base + random.uniform(0, base * 0.25)
     return max(delay, float(retry_after or 0))
 
@@ -65,7 +68,7 @@ def _settle(message: Message, **fields: Any) -> bool:
 
 def _fail(message: Message, reason: str) -> str:
     if _settle(message, state=State.FAILED, last_error=reason[:500], next_attempt_at=None):
-        advance_status(message.pk, DeliveryStatus.FAILED, error=reason)
+        message.advance_status(DeliveryStatus.FAILED, error=reason)
     logger.info("SMS failed", extra={"message_id": message.message_id, "reason": reason})
     return "failed"
 
@@ -120,10 +123,10 @@ def _send_claimed(task: Any, message: Message) -> str:
         return _needs_review(message, f"unexpected error while sending: {type(exc).__name__}")
 
     now = timezone.now()
-    if _settle(message, state=State.SENT, carrier_message_id=result.carrier_message_id[:128], sent_at=now,
+    if _settle(message, state=State.HANDED_TO_CARRIER, carrier_message_id=result.carrier_message_id[:128], sent_at=now,
                carrier_status=result.raw_status[:64], cost=(result.cost or "")[:20], last_error="",
-               next_poll_at=now + timedelta(seconds=conf.get("SMS_FIRST_POLL_SECONDS"))):
-        advance_status(message.pk, result.status, raw_status=result.raw_status, now=now)
+               next_poll_at=now + timedelta(seconds=settings.SMS_FIRST_POLL_SECONDS)):
+        message.advance_status(result.status, raw_status=result.raw_status, now=now)
     return "sent"
 
 
@@ -131,7 +134,7 @@ def _retry_later(task: Any, message: Message, exc: CarrierError) -> str:
     now = timezone.now()
     delay = backoff_seconds(message.attempts, exc.retry_after)
     deadline = message.send_deadline_at or (
-        message.created_at + timedelta(minutes=conf.get("SMS_SEND_DEADLINE_MINUTES")))
+        message.created_at + timedelta(minutes=settings.SMS_SEND_DEADLINE_MINUTES))
     if now + timedelta(seconds=delay) > deadline:
         return _fail(message, f"carrier unavailable until the send deadline ({message.attempts} attempts): {exc}")
     if _settle(message, state=State.RETRYING, last_error=f"attempt {message.attempts}: {exc}"[:500],
@@ -145,7 +148,7 @@ def sweep_stale_claims() -> int:
     """A message still `sending` long after its claim: the worker died, maybe after the carrier took it.
     Never resend blindly: a human checks with the carrier (admin: mark sent / mark failed / retry)."""
     now = timezone.now()
-    cutoff = now - timedelta(seconds=conf.get("SMS_CLAIM_TIMEOUT_SECONDS"))
+    cutoff = now - timedelta(seconds=settings.SMS_CLAIM_TIMEOUT_SECONDS)
     stale = list(Message.objects.filter(state=State.SENDING, claimed_at__lt=cutoff)
                  .values_list("pk", "portal_id")[:1000])
     per_portal: Counter[int] = Counter()
@@ -166,7 +169,7 @@ def redispatch_lost_messages() -> int:
     """Accepted or retrying messages whose task never ran (broker down at commit, worker lost the retry):
     dispatch them again. The claim makes a duplicate dispatch harmless."""
     now = timezone.now()
-    late = now - timedelta(seconds=conf.get("SMS_REDISPATCH_AFTER_SECONDS"))
+    late = now - timedelta(seconds=settings.SMS_REDISPATCH_AFTER_SECONDS)
     pks = list(Message.objects.filter(state__in=Message.SENDABLE, next_attempt_at__lt=late)
                .values_list("pk", flat=True)[:1000])
     for pk in pks:

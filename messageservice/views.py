@@ -18,7 +18,7 @@ from b24portal.intake import Rejected, rejects_bad_input
 from b24portal.logging import bind_log_context
 from tenants.models import Portal
 
-from . import services
+from . import sending
 from .intake import HANDLER_KEY_RE, parse_handler_payload
 from .models import ProviderAccount
 
@@ -45,7 +45,7 @@ def handler(request: HttpRequest, key: str) -> HttpResponse:
         raise Rejected("unknown handler", 404)
     incoming = parse_handler_payload(form_intake.nested(form))
     try:
-        account = services.handler_target(key, incoming.code)  # portal and sender in one query
+        account = sending.handler_target(key, incoming.code)  # portal and sender in one query
     except ProviderAccount.DoesNotExist:
         portal_for_key(key)  # 404 "unknown handler" when the key itself is wrong
         raise Rejected(f"unknown sender code {incoming.code!r}", 404) from None
@@ -62,7 +62,7 @@ def handler(request: HttpRequest, key: str) -> HttpResponse:
                     or portal.application_token_matches(incoming.auth["application_token"]))
         if not (same_member and token_ok):
             raise Rejected("auth does not match this portal", 403)
-    message, created = services.do_accept_message(
+    message, created = sending.do_accept_message(
         portal, code=incoming.code, message_id=incoming.message_id, to=incoming.to, body=incoming.body,
         bindings=incoming.bindings, author_user_id=incoming.author_user_id, origin=incoming.origin,
         meta=incoming.meta, account=account)

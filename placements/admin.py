@@ -11,6 +11,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from .models import Binding
+from .tasks import add_consent_fields, rebind_binding, unbind_binding
 
 
 def portal_bindings_link(portal: object) -> str:
@@ -69,8 +70,6 @@ class BindingAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Rebind now (bind and verify in the portal)"))
     def rebind(self, request: HttpRequest, queryset: QuerySet[Binding]) -> None:
-        from .tasks import rebind_binding
-
         rows = list(queryset.exclude(kind=Binding.Kind.USERFIELD, state=Binding.State.BOUND).values_list("pk", flat=True))
         for pk in rows:
             rebind_binding.delay(pk, staff_user_id=request.user.pk)
@@ -78,8 +77,6 @@ class BindingAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Unbind from the portal (placement.unbind / userfieldtype.delete)"))
     def unbind(self, request: HttpRequest, queryset: QuerySet[Binding]) -> None:
-        from .tasks import unbind_binding
-
         rows = list(queryset.exclude(kind=Binding.Kind.USERFIELD).exclude(state=Binding.State.UNBOUND)
                     .values_list("pk", flat=True))
         for pk in rows:
@@ -89,8 +86,6 @@ class BindingAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Add the SMS-consent field to contacts and leads of these portals"))
     def add_consent_fields(self, request: HttpRequest, queryset: QuerySet[Binding]) -> None:
-        from .tasks import add_consent_fields
-
         portal_ids = sorted(set(queryset.values_list("portal_id", flat=True)))
         for portal_id in portal_ids:
             add_consent_fields.delay(portal_id, staff_user_id=request.user.pk)

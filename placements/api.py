@@ -1,79 +1,38 @@
 """The JSON API the framed pages call (frame token only; see auth.py). Thin: parse, access through the
-portal-scoped getters, act through the messageservice service functions, serialize."""
+portal-scoped getters, act through the messageservice `do_*` functions, serialize.
+
+The SMS views (the user's messages, provider accounts, delivery statistics) live in `messageservice.api`;
+placements composes them here with its frame-token authentication and permissions.
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Count, QuerySet
-from django.db.models.functions import TruncDate
-from django.utils import timezone
+from django.db.models import QuerySet
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, PermissionDenied
-from rest_framework.generics import ListAPIView, RetrieveUpdateAPIView
+from rest_framework.generics import ListAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from messageservice import api as sms_api
 from messageservice import consent as consent_api
-from messageservice import services as sms
-from messageservice.models import Message, ProviderAccount
+from messageservice.accounts import get_account
+from messageservice.api import MessageSerializer, validation_response
+from messageservice.models import ProviderAccount
 from messageservice.phones import mask_phone
+from messageservice.sending import MAX_BODY_CHARS, do_send_from_widget, messages_for_crm_item
 from oauth.client import PortalClient
 from oauth.errors import B24Error
 
 from .auth import FrameAPIMixin, IsFrameAdmin, TenantScopedMixin
 from .crm import ENTITIES, ItemUnavailable, load_item
 from .models import Binding
-
-# A message has no delivery status until the carrier answers; the page shows where it is instead.
-PENDING_STATES = {"accepted": "queued", "retrying": "queued", "sending": "queued", "sent_to_carrier": "sent",
-                  "needs_review": "queued", "failed": "failed", "cancelled": "failed"}
-STAT_STATUSES = ("queued", "sent", "delivered", "undelivered", "failed")
-MAX_STAT_DAYS = 90
-
-
-def display_status(message: Message) -> str:
-    return str(message.status or PENDING_STATES.get(message.state, "queued"))
-
-
-class MessageSerializer(serializers.ModelSerializer):
-    status = serializers.SerializerMethodField()
-    account = serializers.CharField(source="account.name", read_only=True)
-
-    class Meta:
-        model = Message
-        fields = ("id", "recipient", "recipient_raw", "body", "status", "state", "created_at", "author_user_id",
-                  "account", "origin")
-
-    def get_status(self, message: Message) -> str:
-        return display_status(message)
-
-
-class AccountSerializer(serializers.ModelSerializer):
-    """Credentials are write-only: only their key names are shown back."""
-
-    credential_keys = serializers.SerializerMethodField()
-
-    class Meta:
-        model = ProviderAccount
-        fields = ("id", "carrier", "code", "name", "sender", "is_active", "registration_state",
-                  "registration_error", "credential_keys")
-
-    def get_credential_keys(self, account: ProviderAccount) -> list[str]:
-        return sorted((account.credentials or {}).keys())
-
-
-def _validation_response(exc: ValidationError) -> Response:
-    detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
-    return Response(detail, status=status.HTTP_400_BAD_REQUEST)
-
-
-def _actor(request: Request) -> str:
-    return f"bitrix24:user{request.user.user_id}"
+from .tasks import add_timeline_comment
 
 
 # -- CRM item: SMS history and sending -----------------------------------------------------------------------
@@ -91,24 +50,22 @@ class ItemMixin(FrameAPIMixin):
 class SendSerializer(serializers.Serializer):
     account = serializers.IntegerField(min_value=1)
     to = serializers.CharField(max_length=64)
-    body = serializers.CharField(max_length=sms.MAX_BODY_CHARS, trim_whitespace=False)
+    body = serializers.CharField(max_length=MAX_BODY_CHARS, trim_whitespace=False)
 
 
 class ItemMessagesView(ItemMixin, APIView):
     def get(self, request: Request, entity: str, item_id: int) -> Response:
         entity, item_id = self.item_scope(entity, item_id)
-        rows = sms.messages_for_binding(self.portal, ENTITIES[entity].owner_type_id, item_id).select_related(
+        rows = messages_for_crm_item(self.portal, ENTITIES[entity].owner_type_id, item_id).select_related(
             "account")[:100]
         return Response({"messages": MessageSerializer(rows, many=True).data})
 
     def post(self, request: Request, entity: str, item_id: int) -> Response:
-        from .tasks import add_timeline_comment
-
         entity, item_id = self.item_scope(entity, item_id)
         form = SendSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         try:
-            account = sms.get_account(self.portal, form.validated_data["account"])
+            account = get_account(self.portal, form.validated_data["account"])
         except ProviderAccount.DoesNotExist:
             raise NotFound("no such provider account") from None
         # Read the item again with the user's own token: the number must be one of ITS phones, now.
@@ -125,137 +82,39 @@ class ItemMessagesView(ItemMixin, APIView):
         body = form.validated_data["body"]
         try:
             with transaction.atomic():
-                message = sms.do_send_from_widget(self.portal, account=account, to=to, body=body,
-                                                  bindings=item.bindings(), user_id=self.principal.user_id)
+                message = do_send_from_widget(self.portal, account=account, to=to, body=body,
+                                              bindings=item.bindings(), user_id=self.principal.user_id)
                 comment = f"SMS to {to} via {account.name}: {body}"
                 args = (self.portal.pk, self.principal.user_id, entity, item_id, comment[:2000])
                 transaction.on_commit(lambda: add_timeline_comment.delay(*args))
         except ValidationError as exc:
-            return _validation_response(exc)
+            return validation_response(exc)
         return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
 
 
 # -- the app page: the user's own messages, and (admins) accounts, stats, bindings -------------------------------
-class MyMessagesView(TenantScopedMixin, ListAPIView):
-    serializer_class = MessageSerializer
-    pagination_class = None
-
-    def scoped_queryset(self, portal: Any) -> QuerySet[Message]:
-        return sms.messages_by_author(portal, self.principal.user_id).select_related("account")[:100]
+class MyMessagesView(FrameAPIMixin, sms_api.MyMessagesView):
+    pass
 
 
-class AccountCreateSerializer(serializers.Serializer):
-    carrier = serializers.CharField(max_length=20)
-    code = serializers.CharField(max_length=50)
-    name = serializers.CharField(max_length=100)
-    sender = serializers.CharField(max_length=64, required=False, allow_blank=True)
-    credentials = serializers.DictField(child=serializers.CharField(allow_blank=True, max_length=500),
-                                        required=False)
-    is_active = serializers.BooleanField(required=False)
-
-
-class AccountListView(TenantScopedMixin, APIView):
+class AccountListView(FrameAPIMixin, sms_api.AccountListView):
     permission_classes = [IsFrameAdmin]
 
-    def scoped_queryset(self, portal: Any) -> QuerySet[ProviderAccount]:
-        return sms.accounts_for(portal, active_only=False).order_by("-is_active", "name")
 
-    def get(self, request: Request) -> Response:
-        from messageservice.carriers import CARRIER_CHOICES
-
-        return Response({"accounts": AccountSerializer(self.get_queryset(), many=True).data,
-                         "carriers": [{"kind": kind, "label": label} for kind, label in CARRIER_CHOICES]})
-
-    def post(self, request: Request) -> Response:
-        form = AccountCreateSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        try:
-            account = sms.do_save_account(self.portal, data=dict(form.validated_data), actor=_actor(request))
-        except ValidationError as exc:
-            return _validation_response(exc)
-        return Response(AccountSerializer(account).data, status=status.HTTP_201_CREATED)
-
-
-class AccountDetailView(TenantScopedMixin, RetrieveUpdateAPIView):
-    permission_classes = [IsFrameAdmin]
-    serializer_class = AccountSerializer
-
-    def scoped_queryset(self, portal: Any) -> QuerySet[ProviderAccount]:
-        return sms.accounts_for(portal, active_only=False)
-
-    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        account = self.get_object()  # 404 for another portal's account: the queryset is scoped
-        form = AccountCreateSerializer(data=request.data, partial=True)
-        form.is_valid(raise_exception=True)
-        try:
-            account = sms.do_save_account(self.portal, data=dict(form.validated_data), account=account,
-                                          actor=_actor(request))
-        except ValidationError as exc:
-            return _validation_response(exc)
-        return Response(AccountSerializer(account).data)
-
-
-class AccountDeactivateView(TenantScopedMixin, APIView):
+class AccountDetailView(FrameAPIMixin, sms_api.AccountDetailView):
     permission_classes = [IsFrameAdmin]
 
-    def scoped_queryset(self, portal: Any) -> QuerySet[ProviderAccount]:
-        return sms.accounts_for(portal, active_only=False)
 
-    def post(self, request: Request, pk: int) -> Response:
-        account = self.get_queryset().filter(pk=pk).first()
-        if account is None:
-            raise NotFound("no such provider account")
-        sms.do_deactivate_account(self.portal, account, actor=_actor(request))
-        return Response(AccountSerializer(account).data)
-
-
-class TestSmsSerializer(serializers.Serializer):
-    to = serializers.CharField(max_length=64)
-
-
-class AccountTestView(AccountDeactivateView):
-    def post(self, request: Request, pk: int) -> Response:
-        account = self.get_queryset().filter(pk=pk).first()
-        if account is None:
-            raise NotFound("no such provider account")
-        form = TestSmsSerializer(data=request.data)
-        form.is_valid(raise_exception=True)
-        try:
-            message = sms.do_send_test_sms(self.portal, account, to=form.validated_data["to"],
-                                           actor=_actor(request))
-        except ValidationError as exc:
-            return _validation_response(exc)
-        return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
-
-
-def delivery_stats(portal: Any, days: int) -> dict[str, Any]:
-    """Messages per day and delivery status over the last `days` days (UTC days; one grouped query)."""
-    today = timezone.now().date()
-    first = today - timedelta(days=days - 1)
-    rows = (Message.objects.filter(portal=portal, created_at__date__gte=first)
-            .annotate(day=TruncDate("created_at")).values("day", "status", "state")
-            .annotate(n=Count("id")).order_by())
-    labels = [(first + timedelta(days=i)).isoformat() for i in range(days)]
-    series = {name: [0] * days for name in STAT_STATUSES}
-    for row in rows:
-        name = row["status"] or PENDING_STATES.get(row["state"], "queued")
-        index = (row["day"] - first).days
-        if name in series and 0 <= index < days:
-            series[name][index] += row["n"]
-    return {"days": labels, "series": series, "total": sum(sum(v) for v in series.values())}
-
-
-class StatsView(FrameAPIMixin, APIView):
+class AccountDeactivateView(FrameAPIMixin, sms_api.AccountDeactivateView):
     permission_classes = [IsFrameAdmin]
 
-    def get(self, request: Request) -> Response:
-        try:
-            days = int(request.query_params.get("days", 14))
-        except ValueError:
-            return Response({"days": ["a number"]}, status=status.HTTP_400_BAD_REQUEST)
-        if not 1 <= days <= MAX_STAT_DAYS:
-            return Response({"days": [f"from 1 to {MAX_STAT_DAYS}"]}, status=status.HTTP_400_BAD_REQUEST)
-        return Response(delivery_stats(self.portal, days))
+
+class AccountTestView(FrameAPIMixin, sms_api.AccountTestView):
+    permission_classes = [IsFrameAdmin]
+
+
+class StatsView(FrameAPIMixin, sms_api.StatsView):
+    permission_classes = [IsFrameAdmin]
 
 
 class BindingSerializer(serializers.ModelSerializer):
@@ -295,5 +154,5 @@ class ConsentView(FrameAPIMixin, APIView):
             decision = consent_api.do_set_consent(self.portal, phone=phone, opted_in=form.validated_data["opted_in"],
                                                   user_id=self.principal.user_id, source="userfield")
         except ValidationError as exc:
-            return _validation_response(exc)
+            return validation_response(exc)
         return Response({**consent_row(phone, decision), "masked": mask_phone(decision.phone)})

@@ -76,6 +76,10 @@ class FrameAPIMixin:
     def portal(self) -> Portal:
         return self.principal.portal
 
+    @property
+    def user_id(self) -> int:
+        return self.principal.user_id
+
 
 class TenantScopedMixin(FrameAPIMixin):
     """Subclasses implement `scoped_queryset(portal)`; everything (list, detail, update) goes through it."""

@@ -80,7 +80,7 @@ def fetch_actual(client: PortalClient, portal: Portal, kinds: Iterable[str]) -> 
     kinds = set(kinds)
     actual = Actual()
     if Kind.PLACEMENT in kinds:
-        # camelCase keys (contracts §4).
+        # camelCase keys (bitrix24/b24restdocs api-reference/widgets/placement-get.md).
         for row in client.call("placement.get") or []:
             if isinstance(row, dict):
                 actual.placements.add((str(row.get("placement", "")).upper(), str(row.get("handler", ""))))

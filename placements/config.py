@@ -1,9 +1,9 @@
-"""Which widgets and field types a portal gets, read from settings with sensible defaults.
+"""Which widgets and field types a portal gets, read from settings (their defaults are in settings.py).
 
-Settings (all optional):
-- B24_PLACEMENTS: the CRM list-menu widgets to bind (default: lead, deal, contact and company list menus).
-- B24_CONSENT_TYPE_CODE: the short code of the SMS-consent userfield type (default "sms_consent").
-- B24_CONSENT_FIELD_ENTITIES: CRM entities that get a field of that type (default CONTACT and LEAD).
+Settings:
+- B24_PLACEMENTS: the CRM list-menu widgets to bind.
+- B24_CONSENT_TYPE_CODE: the short code of the SMS-consent userfield type.
+- B24_CONSENT_FIELD_ENTITIES: CRM entities that get a field of that type.
 - B24_JS_SDK_URL: where frame pages load the BX24 JS SDK from.
 - B24_FRAME_TOKEN_MAX_AGE: lifetime (s) of the signed token a verified frame page uses for our API.
 - B24_BINDINGS_RECONCILE_SECONDS: how often the periodic reconcile runs.
@@ -17,9 +17,8 @@ from typing import Any
 from django.conf import settings
 from django.urls import reverse
 
-DEFAULT_PLACEMENTS = ("CRM_LEAD_LIST_MENU", "CRM_DEAL_LIST_MENU", "CRM_CONTACT_LIST_MENU", "CRM_COMPANY_LIST_MENU")
-DEFAULT_SDK_URL = "https://api.bitrix24.com/api/v1/"
-# Bitrix24 stores the full code rest_<app.info ID>_<code> in a 50-character column (contracts §5).
+# The full code rest_<app.info ID>_<code> may be at most 50 characters
+# (bitrix24/b24restdocs api-reference/widgets/user-field/userfieldtype-add.md).
 USERFIELD_TYPE_FULL_CODE_MAX = 50
 USERFIELD_TYPE_CODE_RE = re.compile(r"^[a-z0-9_]{1,50}$")
 
@@ -34,27 +33,27 @@ CONSENT_FIELD_NAME = "SMS_CONSENT"  # Bitrix24 prefixes UF_CRM_
 
 
 def placement_codes() -> list[str]:
-    return [str(code).strip().upper() for code in getattr(settings, "B24_PLACEMENTS", DEFAULT_PLACEMENTS) if code]
+    return [str(code).strip().upper() for code in settings.B24_PLACEMENTS if code]
 
 
 def consent_type_code() -> str:
-    return str(getattr(settings, "B24_CONSENT_TYPE_CODE", "sms_consent"))
+    return str(settings.B24_CONSENT_TYPE_CODE)
 
 
 def consent_field_entities() -> list[str]:
-    return [str(e).upper() for e in getattr(settings, "B24_CONSENT_FIELD_ENTITIES", ("CONTACT", "LEAD"))]
+    return [str(e).upper() for e in settings.B24_CONSENT_FIELD_ENTITIES]
 
 
 def sdk_url() -> str:
-    return str(getattr(settings, "B24_JS_SDK_URL", DEFAULT_SDK_URL))
+    return str(settings.B24_JS_SDK_URL)
 
 
 def frame_token_max_age() -> int:
-    return int(getattr(settings, "B24_FRAME_TOKEN_MAX_AGE", 3600))
+    return int(settings.B24_FRAME_TOKEN_MAX_AGE)
 
 
 def reconcile_seconds() -> int:
-    return int(getattr(settings, "B24_BINDINGS_RECONCILE_SECONDS", 3600))
+    return int(settings.B24_BINDINGS_RECONCILE_SECONDS)
 
 
 def public_url(view_name: str) -> str:

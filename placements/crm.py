@@ -37,7 +37,6 @@ ENTITIES: dict[str, CrmEntity] = {
     "CONTACT": CrmEntity("CONTACT", 3, "contact", ("NAME", "LAST_NAME")),
     "COMPANY": CrmEntity("COMPANY", 4, "company", ("TITLE",)),
 }
-ENTITIES_BY_OWNER_TYPE = {entity.owner_type_id: entity for entity in ENTITIES.values()}
 LIST_MENU_RE = re.compile(r"^CRM_([A-Z]+)_LIST_MENU$")
 ITEM_ID_RE = re.compile(r"^[1-9][0-9]{0,18}$")
 

@@ -14,7 +14,8 @@ from django.shortcuts import render
 from django.utils.translation import gettext as _
 
 from messageservice import consent as consent_api
-from messageservice import services as sms
+from messageservice.accounts import accounts_for
+from messageservice.sending import messages_by_author
 from oauth.client import PortalClient
 from oauth.errors import B24Error
 from oauth.models import PortalToken
@@ -72,7 +73,7 @@ def crm_list_menu(request: HttpRequest, context: FrameContext) -> HttpResponse:
     item = _load(context, entity, int(raw_id))
     if isinstance(item, str):
         return _notice(request, context, item)
-    accounts = list(sms.accounts_for(context.portal).order_by("name"))
+    accounts = list(accounts_for(context.portal).order_by("name"))
     return _page(request, context, "placements/crm_list_menu.html", {
         "item": item, "entity": entity, "accounts": accounts,
         "no_phones": not item.phones,
@@ -120,5 +121,5 @@ def app_page(request: HttpRequest, context: FrameContext) -> HttpResponse:
     if context.is_admin:
         bindings = Binding.objects.filter(portal=context.portal).order_by("kind", "code")
         return _page(request, context, "placements/app_admin.html", {"bindings": bindings})
-    messages = sms.messages_by_author(context.portal, context.user_id).select_related("account")[:50]
+    messages = messages_by_author(context.portal, context.user_id).select_related("account")[:50]
     return _page(request, context, "placements/app_user.html", {"messages": messages})

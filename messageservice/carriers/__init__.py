@@ -13,15 +13,11 @@ from importlib import import_module
 from typing import Any
 
 from .base import (
-    FINAL,
-    RANK,
     Carrier,
     CarrierError,
-    DeliveryStatus,
     SendOutcomeUnknown,
     SendResult,
     StatusResult,
-    is_forward,
 )
 
 CARRIERS: dict[str, tuple[str, str]] = {
@@ -65,16 +61,12 @@ def get_carrier(
 __all__ = [
     "CARRIERS",
     "CARRIER_CHOICES",
-    "FINAL",
-    "RANK",
     "Carrier",
     "CarrierError",
-    "DeliveryStatus",
     "SendOutcomeUnknown",
     "SendResult",
     "StatusResult",
     "UnknownCarrier",
     "carrier_class",
     "get_carrier",
-    "is_forward",
 ]

@@ -1,5 +1,5 @@
-"""The carrier interface: a normalized delivery-status vocabulary, results, and errors that say
-whether a retry is worth it.
+"""The carrier interface: results in the delivery-status vocabulary (`messageservice.status`), and
+errors that say whether a retry is worth it.
 
 One module per carrier implements `Carrier` (django-anymail style): `send()` one SMS, and
 `fetch_statuses()` for many carrier ids (the base splits them into the carrier's batch size).
@@ -21,58 +21,19 @@ Error contract (what callers, e.g. a Celery task, rely on):
 from __future__ import annotations
 
 import email.utils
+import numbers
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import requests
-from django.db import models
-from django.utils.translation import gettext_lazy as _
+from django.core.exceptions import ValidationError
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from b24portal.http import get_session
 
-
-class DeliveryStatus(models.TextChoices):
-    """Normalized delivery status; exactly the values Bitrix24's `messageservice.message.status.update`
-    accepts (CORE `Rest::resolveStatus`)."""
-
-    #: accepted by the carrier, not yet handed to the mobile operator (waiting, scheduled, sending)
-    QUEUED = "queued", _("Queued")
-    #: handed to the operator; no delivery receipt yet (may stay final if the operator sends no DLR)
-    SENT = "sent", _("Sent")
-    #: the handset received it (delivery receipt, or "read"/"clicked" which imply delivery)
-    DELIVERED = "delivered", _("Delivered")
-    #: the operator tried and gave up: expired, handset unreachable or failing
-    UNDELIVERED = "undelivered", _("Undelivered")
-    #: never sent or rejected: invalid/blocked number, no route, no funds, stopped, not found
-    FAILED = "failed", _("Failed")
-
-
-#: statuses after which a message never changes again
-FINAL: frozenset[DeliveryStatus] = frozenset(
-    {DeliveryStatus.DELIVERED, DeliveryStatus.UNDELIVERED, DeliveryStatus.FAILED}
-)
-
-#: progress order; final states share the top rank, so one final state never replaces another
-RANK: Mapping[DeliveryStatus, int] = {
-    DeliveryStatus.QUEUED: 0,
-    DeliveryStatus.SENT: 1,
-    DeliveryStatus.DELIVERED: 2,
-    DeliveryStatus.UNDELIVERED: 2,
-    DeliveryStatus.FAILED: 2,
-}
-
-
-def is_forward(old: DeliveryStatus | str | None, new: DeliveryStatus | str | None) -> bool:
-    """True when moving from `old` to `new` is progress. Bitrix24 itself accepts any change (a late
-    `sent` can overwrite `delivered`), so callers enforce this before pushing a status."""
-    if new is None:
-        return False
-    if old is None:
-        return True
-    return RANK[DeliveryStatus(new)] > RANK[DeliveryStatus(old)]
+from ..status import DeliveryStatus
 
 
 @dataclass(frozen=True)
@@ -274,6 +235,8 @@ class Carrier:
     error_rules: ClassVar[Mapping[str, ErrorRule]] = {}
     #: secret fields of `credentials`
     credential_fields: ClassVar[list[str]] = []
+    #: keys of `options` this carrier reads, besides `timeout` (which every carrier honours)
+    option_names: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,
@@ -302,6 +265,33 @@ class Carrier:
             for name in cls.credential_fields
             if not str(credentials.get(name) or "").strip()
         ]
+
+    # -- options -----------------------------------------------------------------------------
+
+    @classmethod
+    def validate_options(cls, options: object) -> dict[str, Any]:
+        """The options to store for an account of this carrier. Raises ValidationError listing every
+        problem; carriers add checks of their own options in `option_problems`."""
+        if not isinstance(options, Mapping):
+            raise ValidationError(["must be a JSON object"])
+        if problems := cls.option_problems(options):
+            raise ValidationError(problems)
+        return dict(options)
+
+    @classmethod
+    def option_problems(cls, options: Mapping[str, Any]) -> list[str]:
+        """Problems with `options`, as human-readable strings. The base knows `timeout` and refuses keys
+        the carrier does not read (a typo would otherwise be ignored silently)."""
+        problems = [f"{key} is not an option of {cls.label}"
+                    for key in options if key != "timeout" and key not in cls.option_names]
+        if "timeout" in options:
+            value = options["timeout"]
+            ok = (isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0) or (
+                isinstance(value, list) and len(value) == 2
+                and all(isinstance(v, numbers.Real) and v > 0 for v in value))
+            if not ok:
+                problems.append("timeout must be seconds or [connect, read]")
+        return problems
 
     # -- sending and polling -------------------------------------------------------------------
 

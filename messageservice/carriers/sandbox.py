@@ -11,6 +11,7 @@ to demo the failure path.
 
 from __future__ import annotations
 
+import numbers
 import random
 import re
 import secrets
@@ -18,7 +19,8 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from .base import Carrier, CarrierError, DeliveryStatus, SendResult, StatusResult
+from ..status import DeliveryStatus
+from .base import Carrier, CarrierError, SendResult, StatusResult
 
 S = DeliveryStatus
 
@@ -39,6 +41,10 @@ class SandboxCarrier(Carrier):
     status_batch_size: ClassVar[int] = 1000
     status_map: ClassVar[dict[str, DeliveryStatus]] = STATUS_MAP
     credential_fields: ClassVar[list[str]] = []
+    option_names: ClassVar[frozenset[str]] = frozenset({"delivery_delay", "failure_rate"})
+    #: option -> the range it must lie in
+    option_ranges: ClassVar[dict[str, tuple[float, float]]] = {"delivery_delay": (0.0, 86400.0),
+                                                              "failure_rate": (0.0, 1.0)}
 
     def __init__(
         self,
@@ -51,6 +57,16 @@ class SandboxCarrier(Carrier):
         super().__init__(credentials=credentials or {}, sender=sender, base_url=base_url, options=options)
         self.delivery_delay = max(0.0, float(self.options.get("delivery_delay", 5)))
         self.failure_rate = min(1.0, max(0.0, float(self.options.get("failure_rate", 0))))
+
+    @classmethod
+    def option_problems(cls, options: Mapping[str, Any]) -> list[str]:
+        problems: list[str] = []
+        for key, (low, high) in cls.option_ranges.items():
+            if key in options:
+                value = options[key]
+                if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value <= high:
+                    problems.append(f"{key} must be a number from {low:g} to {high:g}")
+        return problems + super().option_problems(options)
 
     def send(self, to: str, body: str, *, reference: str) -> SendResult:
         if not _E164.match(to or ""):

@@ -20,10 +20,10 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from ..status import DeliveryStatus
 from .base import (
     Carrier,
     CarrierError,
-    DeliveryStatus,
     ErrorRule,
     SendOutcomeUnknown,
     SendResult,
@@ -32,7 +32,7 @@ from .base import (
 
 S = DeliveryStatus
 
-#: `status` of status.php (prior-art §c, SMSC table)
+#: `status` of status.php (https://smsc.ru/api/http/status_messages/status_answer/)
 STATUS_MAP: dict[str, DeliveryStatus] = {
     "-3": S.FAILED,  # message not found (poller: allow a grace period after sending)
     "-2": S.FAILED,  # stopped

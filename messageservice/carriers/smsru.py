@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from ..status import DeliveryStatus
 from .base import (
     Carrier,
     CarrierError,
-    DeliveryStatus,
     ErrorRule,
     SendOutcomeUnknown,
     SendResult,
@@ -21,7 +21,7 @@ from .base import (
 
 S = DeliveryStatus
 
-#: per-message status codes of `sms/status` (prior-art §c, SMS.ru table)
+#: per-message status codes of `sms/status` (https://sms.ru/api/status)
 STATUS_MAP: dict[str, DeliveryStatus] = {
     "-1": S.FAILED,  # message not found (poller: allow a grace period after sending)
     "100": S.QUEUED,  # accepted, in SMS.ru's queue
@@ -98,6 +98,8 @@ class SmsRuCarrier(Carrier):
     not_found_codes: ClassVar[frozenset[str]] = frozenset({"-1"})
     error_rules: ClassVar[dict[str, ErrorRule]] = ERROR_RULES
     credential_fields: ClassVar[list[str]] = ["api_id"]
+    #: `test`: SMS.ru's test mode (the request is checked and priced, nothing is sent)
+    option_names: ClassVar[frozenset[str]] = frozenset({"test"})
 
     def _auth(self) -> dict[str, str]:
         return {"api_id": str(self.credentials.get("api_id", "")), "json": "1"}

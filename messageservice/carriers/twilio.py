@@ -25,10 +25,10 @@ from twilio.rest import Client
 
 from b24portal.http import get_session
 
+from ..status import DeliveryStatus
 from .base import (
     Carrier,
     CarrierError,
-    DeliveryStatus,
     ErrorRule,
     SendOutcomeUnknown,
     SendResult,
@@ -40,7 +40,8 @@ from .base import (
 
 S = DeliveryStatus
 
-#: Message resource `status` (prior-art §c, Twilio table); `receiving`/`received` are inbound only
+#: Message resource `status` (https://www.twilio.com/docs/messaging/api/message-resource, the status table);
+#: `receiving`/`received` are inbound only
 STATUS_MAP: dict[str, DeliveryStatus] = {
     "accepted": S.QUEUED,  # Messaging Service accepted it
     "scheduled": S.QUEUED,
@@ -134,6 +135,7 @@ class TwilioCarrier(Carrier):
     status_map: ClassVar[dict[str, DeliveryStatus]] = STATUS_MAP
     error_rules: ClassVar[dict[str, ErrorRule]] = ERROR_RULES
     credential_fields: ClassVar[list[str]] = ["account_sid", "auth_token"]
+    option_names: ClassVar[frozenset[str]] = frozenset({"status_callback"})
 
     def __init__(
         self,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from messageservice import services
+from messageservice import accounts
 from messageservice.models import ProviderAccount
 from tenants.models import Portal
 from tests.fakes.b24_messageservice import install_messageservice
@@ -46,7 +46,7 @@ def create_account(portal: Any, capture: Any, *, code: str = SENDER_CODE, carrie
                    credentials: dict[str, str] | None = None, base_url: str = "", **data: Any) -> ProviderAccount:
     """An account through the real service, its sender.add run (on-commit Celery, eager)."""
     with capture(execute=True):
-        account = services.do_save_account(portal, data={
+        account = accounts.do_save_account(portal, data={
             "carrier": carrier, "code": code, "name": data.pop("name", "B24 Portal SMS"),
             "credentials": credentials or {}, "base_url": base_url, **data}, actor="staff:tester")
     account.refresh_from_db()

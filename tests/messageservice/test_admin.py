@@ -158,14 +158,14 @@ def test_deactivate_and_reregister_actions_drive_the_bitrix24_sender(
 
 def test_credentials_never_reach_the_logs_or_the_journal(sms_account, fake_smsru, caplog,
                                                          django_capture_on_commit_callbacks):
-    from messageservice import services
+    from messageservice import accounts
 
     caplog.set_level(logging.DEBUG)
     fake_smsru.fail_next(1, "bad_api_id")
     with django_capture_on_commit_callbacks(execute=True):
-        services.do_save_account(sms_account.portal, data={"credentials": {"api_id": "new-secret-api-id-123"}},
+        accounts.do_save_account(sms_account.portal, data={"credentials": {"api_id": "new-secret-api-id-123"}},
                                  account=sms_account, actor="staff:tester")
-        services.do_send_test_sms(sms_account.portal, sms_account, to="+79991234567", actor="staff:tester")
+        accounts.do_send_test_sms(sms_account.portal, sms_account, to="+79991234567", actor="staff:tester")
     assert "new-secret-api-id-123" not in caplog.text and fake_smsru.api_id not in caplog.text
     journal = " ".join(str(e.details) + e.message for e in sms_account.portal.journal.all())
     assert "new-secret-api-id-123" not in journal

@@ -6,23 +6,22 @@ import time
 from email.utils import formatdate
 
 import pytest
+from django.core.exceptions import ValidationError
 
 from messageservice.carriers import (
     CARRIER_CHOICES,
     CARRIERS,
-    FINAL,
     Carrier,
     CarrierError,
-    DeliveryStatus,
     SendOutcomeUnknown,
     StatusResult,
     UnknownCarrier,
     carrier_class,
     get_carrier,
-    is_forward,
 )
 from messageservice.carriers.base import parse_retry_after
 from messageservice.carriers.sandbox import SandboxCarrier
+from messageservice.status import FINAL, DeliveryStatus, is_forward
 
 S = DeliveryStatus
 TO = "+79991234567"
@@ -97,6 +96,30 @@ def test_it_imports_each_carrier_by_its_dotted_path(kind: str) -> None:
 def test_it_refuses_an_unknown_kind() -> None:
     with pytest.raises(UnknownCarrier):
         get_carrier("pigeon", credentials={}, sender="")
+
+
+# -- options -------------------------------------------------------------------------------------------
+
+
+def test_each_carrier_validates_its_own_options() -> None:
+    assert SandboxCarrier.validate_options({"delivery_delay": 0, "failure_rate": 0.5, "timeout": [1, 2]}) == {
+        "delivery_delay": 0, "failure_rate": 0.5, "timeout": [1, 2]}
+    assert carrier_class("smsru").validate_options({"test": True, "timeout": 5}) == {"test": True, "timeout": 5}
+    assert carrier_class("twilio").validate_options({}) == {}
+
+
+@pytest.mark.parametrize(("kind", "options", "problem"), [
+    ("sandbox", {"failure_rate": 2}, "failure_rate must be a number from 0 to 1"),
+    ("sandbox", {"delivery_delay": True}, "delivery_delay must be a number from 0 to 86400"),
+    ("sandbox", {"timeout": 0}, "timeout must be seconds or [connect, read]"),
+    ("smsru", {"failure_rate": 0.5}, "failure_rate is not an option of SMS.ru"),
+    ("smsc", {"timeout": [1]}, "timeout must be seconds or [connect, read]"),
+    ("twilio", [], "must be a JSON object"),
+])
+def test_it_refuses_options_its_carrier_does_not_accept(kind: str, options: object, problem: str) -> None:
+    with pytest.raises(ValidationError) as exc:
+        carrier_class(kind).validate_options(options)
+    assert problem in exc.value.messages
 
 
 # -- status vocabulary ---------------------------------------------------------------------------

@@ -6,14 +6,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from messageservice.carriers import CarrierError, DeliveryStatus, SendOutcomeUnknown, get_carrier
+from messageservice.carriers import CarrierError, SendOutcomeUnknown, get_carrier
 from messageservice.carriers.smsc import STATUS_MAP, SmscCarrier, client_message_id
+from messageservice.status import DeliveryStatus
 from tests.fakes.carriers import FakeSmsc
 
 S = DeliveryStatus
 TO = "+79991234567"
 
-# the table from prior-art §c, written out independently of the module
+# the carrier's published status table, written out independently of the module
 EXPECTED = {
     "-3": S.FAILED,
     "-2": S.FAILED,

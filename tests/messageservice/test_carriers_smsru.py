@@ -9,14 +9,15 @@ import pytest
 import requests
 import responses
 
-from messageservice.carriers import CarrierError, DeliveryStatus, SendOutcomeUnknown, get_carrier
+from messageservice.carriers import CarrierError, SendOutcomeUnknown, get_carrier
 from messageservice.carriers.smsru import STATUS_MAP, SmsRuCarrier
+from messageservice.status import DeliveryStatus
 from tests.fakes.carriers import FakeSmsRu
 
 S = DeliveryStatus
 TO = "+79991234567"
 
-# the table from prior-art §c, written out independently of the module
+# the carrier's published status table, written out independently of the module
 EXPECTED = {
     "-1": S.FAILED,
     "100": S.QUEUED,

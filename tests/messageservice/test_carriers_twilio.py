@@ -9,15 +9,16 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import responses
 
-from messageservice.carriers import CarrierError, DeliveryStatus, SendOutcomeUnknown, get_carrier
+from messageservice.carriers import CarrierError, SendOutcomeUnknown, get_carrier
 from messageservice.carriers.twilio import STATUS_MAP, TwilioCarrier, _HttpClient
+from messageservice.status import DeliveryStatus
 from tests.fakes.carriers import FakeTwilio
 
 S = DeliveryStatus
 SENDER = "+15005550006"
 TO = "+79991234567"
 
-# the table from prior-art §c, written out independently of the module
+# the carrier's published status table, written out independently of the module
 EXPECTED = {
     "accepted": S.QUEUED,
     "scheduled": S.QUEUED,

@@ -7,8 +7,8 @@ import threading
 import pytest
 import requests
 
-from messageservice import services
-from messageservice.models import Message, MessageBinding
+from messageservice import accounts, sending
+from messageservice.models import Message, MessageCrmLink
 from tenants.models import Portal
 from tests.fakes.b24_messageservice import handler_path, send_from_bitrix24
 from tests.messageservice.conftest import SENDER_CODE
@@ -32,7 +32,7 @@ def test_a_message_is_stored_answered_and_sent_through_the_carrier(
     assert response.json() == {"ok": True, "message_id": payload["message_id"], "state": "accepted",
                                "duplicate": False}
     message = Message.objects.get(portal=sms_portal)
-    assert message.state == Message.State.SENT and message.status == "queued"
+    assert message.state == Message.State.HANDED_TO_CARRIER and message.status == "queued"
     assert message.recipient == PHONE and message.origin == "crm" and message.author_user_id is None
     sent = fake_smsru.messages
     assert [(m.to, m.body) for m in sent] == [("79991234567", "Your code: 1234")]
@@ -76,7 +76,7 @@ def test_two_concurrent_posts_of_one_message_store_one_row_and_send_once(
     assert answers == [200, 200, 200, 200]
     assert Message.objects.filter(message_id=payload["message_id"]).count() == 1
     assert len(fake_smsru.messages) == 1
-    assert Message.objects.get().state == Message.State.SENT
+    assert Message.objects.get().state == Message.State.HANDED_TO_CARRIER
 
 
 def test_a_message_without_an_author_has_no_auth_block_and_is_accepted(
@@ -97,7 +97,7 @@ def test_a_workflow_message_is_accepted_and_bound_to_its_crm_document(
     assert message.origin == "bizproc"
     assert message.meta["workflow_id"] == payload["workflow_id"]
     assert message.meta["document_id"] == ["crm", "CCrmDocumentLead", "LEAD_98"]
-    assert list(services.messages_for_binding(sms_portal, 1, 98)) == [message]  # lead 98
+    assert list(sending.messages_for_crm_item(sms_portal, 1, 98)) == [message]  # lead 98
 
 
 @pytest.mark.parametrize("field", ["auth[member_id]", "auth[application_token]"])
@@ -133,7 +133,7 @@ def test_an_unknown_handler_key_is_404(client, sms_portal, ms_fake_portal):
 def test_an_unknown_or_inactive_sender_code_is_404(client, sms_portal, sms_account, ms_fake_portal):
     payload = send_from_bitrix24(ms_fake_portal, "nosuchcode", PHONE, "x", check_registered=False)
     assert post(client, ms_fake_portal, payload).status_code == 404
-    services.do_deactivate_account(sms_portal, sms_account, actor="staff:tester")
+    accounts.do_deactivate_account(sms_portal, sms_account, actor="staff:tester")
     payload = send_from_bitrix24(ms_fake_portal, SENDER_CODE, PHONE, "x")
     response = post(client, ms_fake_portal, payload)
     assert response.status_code == 404 and "sender" in response.json()["error"]
@@ -155,11 +155,11 @@ def test_messages_can_be_found_by_crm_item_and_by_author(client, sms_portal, ms_
         post(client, ms_fake_portal, send_from_bitrix24(ms_fake_portal, SENDER_CODE, PHONE, "a",
                                                         bindings=[(2, 7), (3, 9)]))
         post(client, ms_fake_portal, send_from_bitrix24(ms_fake_portal, SENDER_CODE, PHONE, "b", bindings=[(2, 8)]))
-    assert [m.body for m in services.messages_for_binding(sms_portal, 2, 7)] == ["a"]
-    assert [m.body for m in services.messages_for_binding(sms_portal, 3, 9)] == ["a"]
-    assert MessageBinding.objects.count() == 3
-    widget = services.do_send_from_widget(sms_portal, account=sms_portal.sms_accounts.get(), to=PHONE, body="c",
+    assert [m.body for m in sending.messages_for_crm_item(sms_portal, 2, 7)] == ["a"]
+    assert [m.body for m in sending.messages_for_crm_item(sms_portal, 3, 9)] == ["a"]
+    assert MessageCrmLink.objects.count() == 3
+    widget = sending.do_send_from_widget(sms_portal, account=sms_portal.sms_accounts.get(), to=PHONE, body="c",
                                           bindings=[{"OWNER_TYPE_ID": 2, "OWNER_ID": 7}], user_id=5)
     assert len(widget.message_id) == 32 and widget.origin == "widget" and not widget.known_to_bitrix24
-    assert [m.body for m in services.messages_for_binding(sms_portal, 2, 7)] == ["c", "a"]
-    assert list(services.messages_by_author(sms_portal, 5)) == [widget]
+    assert [m.body for m in sending.messages_for_crm_item(sms_portal, 2, 7)] == ["c", "a"]
+    assert list(sending.messages_by_author(sms_portal, 5)) == [widget]

@@ -9,7 +9,7 @@ import pytest
 from celery.exceptions import Retry
 from django.utils import timezone
 
-from messageservice import services
+from messageservice import accounts, sending, staff
 from messageservice.consent import do_set_consent
 from messageservice.models import Message
 from messageservice.tasks import (
@@ -27,7 +27,7 @@ PHONE = "+79991234567"
 
 
 def accept(portal, to=PHONE, body="Hello", message_id=None) -> Message:
-    message, created = services.do_accept_message(
+    message, created = sending.do_accept_message(
         portal, code="b24portal_sms", message_id=message_id or f"{Message.objects.count() + 1:032x}", to=to,
         body=body, bindings=[], author_user_id=None, origin="crm", meta={})
     assert created
@@ -43,7 +43,7 @@ def run(message: Message):
 def test_a_message_goes_to_the_carrier_over_http_and_its_id_is_stored(sms_portal, fake_smsru):
     message = accept(sms_portal, to="8 (999) 123-45-67")  # national format, portal region RU
     assert run(message) == "sent"
-    assert message.state == Message.State.SENT and message.attempts == 1
+    assert message.state == Message.State.HANDED_TO_CARRIER and message.attempts == 1
     assert message.recipient == PHONE
     assert message.carrier_message_id == fake_smsru.messages[0].id
     assert message.status == "queued" and message.carrier_status == "100"
@@ -80,7 +80,7 @@ def test_a_carrier_that_is_down_is_retried_later_then_sends_exactly_once(sms_por
     fake_smsru.down = False
     assert run(message) == "sent"  # the retry, as the worker would run it
     assert run(message) == "not claimable"  # a duplicate delivery of the task does nothing
-    assert message.attempts == 2 and message.state == Message.State.SENT
+    assert message.attempts == 2 and message.state == Message.State.HANDED_TO_CARRIER
     assert len(fake_smsru.messages) == 1
 
 
@@ -136,15 +136,15 @@ def test_a_lost_dispatch_is_dispatched_again(sms_portal, fake_smsru, settings):
     Message.objects.filter(pk=message.pk).update(next_attempt_at=timezone.now() - timedelta(minutes=5))
     assert redispatch_lost_messages.delay().get() == 1
     message.refresh_from_db()
-    assert message.state == Message.State.SENT and len(fake_smsru.messages) == 1
+    assert message.state == Message.State.HANDED_TO_CARRIER and len(fake_smsru.messages) == 1
 
 
 def test_the_delivery_status_only_moves_forward(sms_portal):
     message = accept(sms_portal)
-    assert services.advance_status(message.pk, "sent", raw_status="102")
-    assert services.advance_status(message.pk, "delivered", raw_status="103")
-    assert not services.advance_status(message.pk, "sent", raw_status="102")  # a late "sent"
-    assert not services.advance_status(message.pk, "undelivered")  # one final never replaces another
+    assert message.advance_status("sent", raw_status="102")
+    assert message.advance_status("delivered", raw_status="103")
+    assert not message.advance_status("sent", raw_status="102")  # a late "sent"
+    assert not message.advance_status("undelivered")  # one final never replaces another
     message.refresh_from_db()
     assert message.status == "delivered" and message.carrier_status == "103"
     assert message.final_at is not None and message.next_poll_at is None and message.push_due
@@ -161,9 +161,9 @@ def test_backoff_grows_exponentially_with_jitter_and_respects_retry_after(settin
 def test_a_test_sms_goes_through_the_queue_and_the_carrier(sms_portal, sms_account, fake_smsru,
                                                            django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        message = services.do_send_test_sms(sms_portal, sms_account, to="+7 999 123-45-67", actor="staff:support")
+        message = accounts.do_send_test_sms(sms_portal, sms_account, to="+7 999 123-45-67", actor="staff:support")
     message.refresh_from_db()
-    assert message.origin == "test" and message.state == Message.State.SENT and not message.push_due
+    assert message.origin == "test" and message.state == Message.State.HANDED_TO_CARRIER and not message.push_due
     assert fake_smsru.messages[0].to == "79991234567"
     assert JournalEntry.objects.filter(portal=sms_portal, kind="staff", message__contains="test SMS").exists()
 
@@ -174,7 +174,7 @@ def test_staff_can_retry_a_failed_message_and_it_is_sent(sms_portal, fake_smsru,
     Message.objects.filter(pk=message.pk).update(send_deadline_at=timezone.now())
     assert run(message) == "failed"
     with django_capture_on_commit_callbacks(execute=True):
-        assert services.do_retry_message(message, actor="staff:support")
+        assert staff.do_retry_message(message, actor="staff:support")
     message.refresh_from_db()
-    assert message.state == Message.State.SENT and message.status == "queued" and message.attempts == 2
-    assert not services.do_retry_message(message, actor="staff:support")  # sent: not retryable
+    assert message.state == Message.State.HANDED_TO_CARRIER and message.status == "queued" and message.attempts == 2
+    assert not staff.do_retry_message(message, actor="staff:support")  # sent: not retryable

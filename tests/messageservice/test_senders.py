@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 
 from installs.steps import get_install_step
-from messageservice import services
+from messageservice import accounts
 from messageservice.models import ProviderAccount
 from messageservice.tasks import reconcile_all_senders
 from oauth.client import PortalClient
@@ -92,17 +92,17 @@ def test_a_sender_already_installed_is_updated_to_our_handler(
 
 def test_deactivating_an_account_deletes_its_sender(sms_account, ms_fake_portal, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        services.do_deactivate_account(sms_account.portal, sms_account, actor="staff:tester")
+        accounts.do_deactivate_account(sms_account.portal, sms_account, actor="staff:tester")
     sms_account.refresh_from_db()
     assert senders(ms_fake_portal) == {}
     assert not sms_account.is_active and sms_account.registration_state == ProviderAccount.Registration.REMOVED
-    assert not services.accounts_for(sms_account.portal).exists()
-    assert services.accounts_for(sms_account.portal, active_only=False).get() == sms_account
+    assert not accounts.accounts_for(sms_account.portal).exists()
+    assert accounts.accounts_for(sms_account.portal, active_only=False).get() == sms_account
 
 
 def test_changing_the_code_replaces_the_sender(sms_account, ms_fake_portal, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        services.do_save_account(sms_account.portal, data={"code": "renamed", "name": "New name"},
+        accounts.do_save_account(sms_account.portal, data={"code": "renamed", "name": "New name"},
                                  account=sms_account, actor="staff:tester")
     registered = senders(ms_fake_portal)
     assert list(registered) == ["renamed"] and registered["renamed"]["NAME"] == "New name"
@@ -121,14 +121,14 @@ def test_changing_the_code_replaces_the_sender(sms_account, ms_fake_portal, djan
 def test_invalid_account_data_is_refused_with_field_errors(b24_portal, data, field):
     base = {"carrier": "smsru", "code": "ok", "name": "n", "credentials": {"api_id": "x"}}
     with pytest.raises(ValidationError) as exc:
-        services.do_save_account(b24_portal, data={**base, **data}, actor="staff:tester")
+        accounts.do_save_account(b24_portal, data={**base, **data}, actor="staff:tester")
     assert field in exc.value.message_dict
     assert not ProviderAccount.objects.exists()
 
 
 def test_a_code_is_unique_within_a_portal(sms_account):
     with pytest.raises(ValidationError) as exc:
-        services.do_save_account(sms_account.portal, data={"carrier": "sandbox", "code": SENDER_CODE, "name": "x"},
+        accounts.do_save_account(sms_account.portal, data={"carrier": "sandbox", "code": SENDER_CODE, "name": "x"},
                                  actor="staff:tester")
     assert "code" in exc.value.message_dict
 
@@ -141,7 +141,7 @@ def test_credentials_are_encrypted_at_rest_and_kept_when_left_blank(sms_account,
     assert raw.startswith("fernet:") and fake_smsru.api_id not in raw
 
     with django_capture_on_commit_callbacks(execute=True):
-        services.do_save_account(sms_account.portal, data={"name": "Renamed", "credentials": {"api_id": ""}},
+        accounts.do_save_account(sms_account.portal, data={"name": "Renamed", "credentials": {"api_id": ""}},
                                  account=sms_account, actor="staff:tester")
     sms_account.refresh_from_db()
     assert sms_account.credentials == {"api_id": fake_smsru.api_id}
@@ -152,5 +152,5 @@ def test_another_portals_account_is_not_found(sms_account):
 
     other = PortalFactory()
     with pytest.raises(ProviderAccount.DoesNotExist):
-        services.get_account(other, sms_account.pk)
-    assert services.get_account(sms_account.portal, sms_account.pk) == sms_account
+        accounts.get_account(other, sms_account.pk)
+    assert accounts.get_account(sms_account.portal, sms_account.pk) == sms_account

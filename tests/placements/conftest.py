@@ -83,10 +83,10 @@ def fake_smsru():
 @pytest.fixture
 def sms_account(installed_portal: Any, fake_smsru: Any, django_capture_on_commit_callbacks: Any):
     """An active SMS.ru account of the installed portal, pointing at the fake SMS.ru (sender registered)."""
-    from messageservice import services
+    from messageservice import accounts
 
     with django_capture_on_commit_callbacks(execute=True):
-        account = services.do_save_account(installed_portal, data={
+        account = accounts.do_save_account(installed_portal, data={
             "carrier": "smsru", "code": "b24portal_sms", "name": "Main SMS", "credentials": fake_smsru.credentials,
             "base_url": fake_smsru.base_url}, actor="staff:tester")
     account.refresh_from_db()

@@ -1,5 +1,6 @@
 """Bindings: install steps bind and verify, the reconcile repairs what Bitrix24 dropped, staff actions,
-and the fake methods' validation (contracts §4, §5)."""
+and the fake methods' validation (bitrix24/b24restdocs api-reference/widgets/placement-*.md and
+widgets/user-field/userfieldtype-*.md)."""
 
 from __future__ import annotations
 

@@ -151,11 +151,11 @@ def test_admin_endpoints_refuse_a_non_admin_frame_token(client, installed_portal
 
 def test_a_frame_token_of_one_portal_never_reaches_another_portals_data(client, installed_portal, fake_portal,
                                                                           django_capture_on_commit_callbacks):
-    from messageservice import services
+    from messageservice import accounts
 
     other = PortalFactory()
     with django_capture_on_commit_callbacks(execute=False):
-        foreign = services.do_save_account(other, data={"carrier": "sandbox", "code": "theirs", "name": "Theirs"},
+        foreign = accounts.do_save_account(other, data={"carrier": "sandbox", "code": "theirs", "name": "Theirs"},
                                            actor="staff:test")
     token = frame_token(post_frame(client, APP_URL, fake_portal))
 
