@@ -7,6 +7,7 @@ service runs on embedded defaults: SQLite and kombu's filesystem transport (no s
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import environ
 
@@ -252,7 +253,7 @@ CELERY_BEAT_SCHEDULE: dict = {}
 
 # --- Logging: one JSON line per event, with member_id where known; secrets are redacted ----------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {
