@@ -30,6 +30,7 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy b24portal tenants oauth installs
 
 bench: setup
 	sh scripts/ensure-wrk.sh

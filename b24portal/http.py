@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -34,7 +35,7 @@ class TimeoutSession(requests.Session):
         self.mount("http://", adapter)
         self.trust_env = False  # proxies or netrc from the environment must not see our tokens
 
-    def request(self, method: str | bytes, url: str | bytes, *args, **kwargs):  # type: ignore[override]
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self.default_timeout)
         return super().request(method, url, *args, **kwargs)
 

@@ -52,12 +52,12 @@ def rejects_bad_input(view: ViewFunc) -> ViewFunc:
             logger.info("request rejected", extra={"reason": exc.reason, "status": exc.status})
             return JsonResponse({"error": exc.reason}, status=exc.status)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper  # type: ignore[return-value]  # functools.wraps keeps the view's signature; typeshed's _Wrapped can't say so
 
 
 def frame_response(response: HttpResponse, portal_origin: str) -> HttpResponse:
     """Let exactly this portal frame the page (every other page keeps X-Frame-Options: DENY)."""
-    response.xframe_options_exempt = True  # type: ignore[attr-defined]
+    response.xframe_options_exempt = True
     response["Content-Security-Policy"] = f"frame-ancestors {portal_origin}"
     return response
 

@@ -294,7 +294,7 @@ CELERY_BEAT_SCHEDULE: dict = {}
 
 # --- Logging: one JSON line per event, with member_id where known; secrets are redacted ----------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {

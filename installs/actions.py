@@ -32,7 +32,7 @@ from .steps import get_install_steps
 from .tasks import run_install_steps
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def _start_run(portal: Portal, trigger: str) -> InstallRun:
 
 
 def do_start_install_run(portal: Portal, *, trigger: str, actor: Actor | str = Actor.SYSTEM,
-                         staff_user: AbstractBaseUser | None = None) -> InstallRun:
+                         staff_user: User | None = None) -> InstallRun:
     with transaction.atomic():
         run = _start_run(portal, trigger)
         journal(portal, JournalEntry.Kind.STAFF if staff_user else JournalEntry.Kind.LIFECYCLE,

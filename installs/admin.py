@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet, Subquery
@@ -19,6 +19,15 @@ from tenants.models import InstallRun, InstallStepResult, JournalEntry, Portal
 
 from . import actions
 from .tasks import verify_portal
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+    from django_stubs_ext import StrOrPromise
+
+
+def _staff_user(request: HttpRequest) -> User:
+    """The admin site serves only logged-in staff (AdminSite.has_permission), so its user is never anonymous."""
+    return cast("User", request.user)
 
 
 class JournalInline(admin.TabularInline):
@@ -105,7 +114,7 @@ class PortalAdmin(admin.ModelAdmin):
                            obj.last_problem[:60] + ("…" if len(obj.last_problem) > 60 else ""))
 
     @admin.display(description=_("application token"))
-    def application_token_state(self, obj: Portal) -> str:
+    def application_token_state(self, obj: Portal) -> StrOrPromise:
         return _("stored (hash only)") if obj.application_token_hash else _("not received yet")
 
     @admin.display(description=_("handler key"))
@@ -136,22 +145,22 @@ class PortalAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Re-run install steps"))
     def rerun_install_steps(self, request: HttpRequest, queryset: QuerySet[Portal]) -> None:
-        count = 0
+        count, user = 0, _staff_user(request)
         for portal in queryset.exclude(status=Portal.Status.DELETED):
             actions.do_start_install_run(portal, trigger=InstallRun.Trigger.STAFF,
-                                         actor=Actor.staff(request.user), staff_user=request.user)
+                                         actor=Actor.staff(user), staff_user=user)
             count += 1
         self.message_user(request, _("Install steps started for %(n)d portal(s).") % {"n": count}, messages.SUCCESS)
 
     @admin.action(description=_("Block"))
     def block(self, request: HttpRequest, queryset: QuerySet[Portal]) -> None:
-        count = sum(do_block_portal(p, reason="blocked by support", staff_user=request.user)
+        count = sum(do_block_portal(p, reason="blocked by support", staff_user=_staff_user(request))
                     for p in queryset)
         self.message_user(request, _("%(n)d portal(s) blocked.") % {"n": count}, messages.SUCCESS)
 
     @admin.action(description=_("Unblock"))
     def unblock(self, request: HttpRequest, queryset: QuerySet[Portal]) -> None:
-        count = sum(do_unblock_portal(p, staff_user=request.user) for p in queryset)
+        count = sum(do_unblock_portal(p, staff_user=_staff_user(request)) for p in queryset)
         self.message_user(request, _("%(n)d portal(s) unblocked.") % {"n": count}, messages.SUCCESS)
 
 

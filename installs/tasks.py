@@ -4,6 +4,7 @@ queued before an upgrade is still found by the workers."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from celery import Task, shared_task
 from django.contrib.auth import get_user_model
@@ -19,6 +20,9 @@ from tenants.models import InstallRun, InstallStepResult, JournalEntry, Portal
 
 from . import runs
 from .steps import StepFailed, get_install_step
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +76,7 @@ def cleanup_stale_installs() -> int:
     return runs.do_cleanup_stale_installs()
 
 
-def _staff(staff_user_id: int | None) -> tuple[object | None, Actor]:
+def _staff(staff_user_id: int | None) -> tuple[User | None, Actor]:
     staff_user = get_user_model().objects.filter(pk=staff_user_id).first() if staff_user_id else None
     return staff_user, Actor.staff(staff_user) if staff_user else Actor.SYSTEM
 

@@ -7,7 +7,8 @@ Tokens: only masked values and expiry, never a secret. Lists select their portal
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.db import transaction
@@ -23,6 +24,9 @@ from tenants.models import Portal
 from . import calllog
 from .models import PortalCapabilities, PortalToken, RestCall, RestCallDaily
 from .tasks import check_capabilities
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 CHART_DAYS = 30
 
@@ -82,7 +86,7 @@ class OutcomeFilter(admin.SimpleListFilter):
     title = _("outcome")
     parameter_name = "outcome"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, StrOrPromise]]:
         return [("ok", _("success")), ("error", _("error"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
@@ -180,5 +184,5 @@ class PortalCapabilitiesAdmin(ReadOnlyAdmin):
     def check_now(self, request: HttpRequest, queryset: QuerySet[PortalCapabilities]) -> None:
         ids = list(queryset.values_list("portal_id", flat=True))
         for portal_id in ids:
-            transaction.on_commit(lambda pid=portal_id: check_capabilities.delay(pid))
+            transaction.on_commit(partial(check_capabilities.delay, portal_id))
         self.message_user(request, f"capability check queued for {len(ids)} portal(s)", messages.SUCCESS)

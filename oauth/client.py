@@ -150,7 +150,9 @@ def parse_answer(response: requests.Response, method: str, safe: bool) -> Envelo
     if "result" not in payload:
         raise B24BadResponse("answer has neither result nor error", http_status=response.status_code,
                              method=method, safe=safe)
-    time_block = payload.get("time") if isinstance(payload.get("time"), dict) else {}
+    time_block = payload.get("time")
+    if not isinstance(time_block, dict):
+        time_block = {}
     total, nxt = payload.get("total"), payload.get("next")
     return Envelope(result=payload["result"], total=total if isinstance(total, int) else None,
                     next=nxt if isinstance(nxt, int) else None, time=time_block)

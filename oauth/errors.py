@@ -60,7 +60,7 @@ class B24TransportError(B24Error):
     def __init__(self, description: str, *, sent: bool, method: str = "", safe: bool = False) -> None:
         super().__init__("TRANSPORT_ERROR", description, method=method)
         self.sent = sent
-        self.retryable = (not sent) or safe  # type: ignore[misc]
+        self.retryable = (not sent) or safe
 
 
 class B24BadResponse(B24Error):
@@ -69,7 +69,7 @@ class B24BadResponse(B24Error):
 
     def __init__(self, description: str, *, http_status: int | None, method: str = "", safe: bool = False) -> None:
         super().__init__("BAD_RESPONSE", description, http_status=http_status, method=method)
-        self.retryable = safe  # type: ignore[misc]
+        self.retryable = safe
 
 
 class B24AuthError(B24Error):
@@ -150,7 +150,9 @@ def error_from_envelope(code: str, description: str, *, http_status: int | None,
     if cls is B24OperationLimit:
         reset_at = None
         if isinstance(payload, dict):
-            time_block = payload.get("time") if isinstance(payload.get("time"), dict) else {}
+            time_block = payload.get("time")
+            if not isinstance(time_block, dict):
+                time_block = {}
             reset_at = time_block.get("operating_reset_at") or payload.get("operating_reset_at")
         try:
             reset_at = float(reset_at) if reset_at is not None else None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import models
 from django.db.models import Q
@@ -41,7 +41,7 @@ class PortalToken(models.Model):
     def __str__(self) -> str:
         return f"user {self.user_id}{' (service)' if self.is_service else ''}"
 
-    def is_expired(self, now=None) -> bool:
+    def is_expired(self, now: datetime | None = None) -> bool:
         return (now or timezone.now()) >= self.expires_at - EXPIRY_SKEW
 
     @property

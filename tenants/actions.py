@@ -18,7 +18,7 @@ from .journal import Actor, journal
 from .models import JournalEntry, Portal
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ ENTERPRISE_FAMILIES = {"ent", "enterprise"}
 
 
 def set_status(portal: Portal, status: str, *, message: str, actor: Actor | str, level: str = "info",
-               staff_user: AbstractBaseUser | None = None, details: Mapping[str, Any] | None = None,
+               staff_user: User | None = None, details: Mapping[str, Any] | None = None,
                **fields: Any) -> None:
     """Change the status of a portal row the caller has locked, and journal it (inside the caller's atomic)."""
     previous = portal.status
@@ -87,7 +87,7 @@ def payment_blocks(fields: Mapping[str, Any]) -> bool:
 
 
 def do_record_app_info(portal: Portal, app_info: Mapping[str, Any], *, actor: Actor | str = Actor.SYSTEM,
-                       staff_user: AbstractBaseUser | None = None) -> Portal:
+                       staff_user: User | None = None) -> Portal:
     """Store a fresh app.info answer, and block or unblock for payment when it says so."""
     fields = app_info_fields(app_info)
     with transaction.atomic():
@@ -117,7 +117,7 @@ def apply_payment_state(portal: Portal, *, actor: Actor | str) -> None:
 
 # -- status changes -------------------------------------------------------------------------------------
 def do_block_portal(portal: Portal, *, reason: str, actor: Actor | str = Actor.SYSTEM,
-                    staff_user: AbstractBaseUser | None = None) -> bool:
+                    staff_user: User | None = None) -> bool:
     with transaction.atomic():
         portal = Portal.objects.select_for_update().get(pk=portal.pk)
         if portal.status in (Status.BLOCKED, Status.DELETED):
@@ -127,7 +127,7 @@ def do_block_portal(portal: Portal, *, reason: str, actor: Actor | str = Actor.S
     return True
 
 
-def do_unblock_portal(portal: Portal, *, actor: Actor | str = Actor.SYSTEM, staff_user: AbstractBaseUser | None = None) -> bool:
+def do_unblock_portal(portal: Portal, *, actor: Actor | str = Actor.SYSTEM, staff_user: User | None = None) -> bool:
     with transaction.atomic():
         portal = Portal.objects.select_for_update().get(pk=portal.pk)
         if portal.status != Status.BLOCKED:

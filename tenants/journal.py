@@ -12,7 +12,7 @@ from b24portal.logging import redact_value
 from .models import JournalEntry, Portal
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import AbstractBaseUser, User
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ Actor.BITRIX24 = Actor("bitrix24")
 
 def journal(portal: Portal, kind: str, message: str, *, level: str = "info",
             details: Mapping[str, Any] | None = None, actor: Actor | str = Actor.SYSTEM,
-            staff_user: AbstractBaseUser | None = None) -> JournalEntry:
+            staff_user: User | None = None) -> JournalEntry:
     """Write a journal entry; warnings and errors also become the portal's "last problem"."""
     entry = JournalEntry.objects.create(
         portal=portal, kind=kind, level=level, message=message[:500],
