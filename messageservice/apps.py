@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.apps import AppConfig
 from django.conf import settings
 
@@ -18,6 +16,7 @@ class MessageserviceConfig(AppConfig):
         from tenants.signals import portal_purged
 
         from . import senders  # noqa: F401  (registers the "sms_senders" install step)
+        from .receivers import purge_portal_sms
 
         capabilities.require_methods("messageservice.sender.add", "messageservice.sender.update",
                                      "messageservice.sender.delete", "messageservice.sender.list",
@@ -31,15 +30,5 @@ class MessageserviceConfig(AppConfig):
         # Delivery status: poll carriers for due messages, push changed statuses to Bitrix24.
         add_periodic("messageservice-poll-statuses", "messageservice.delivery.dispatch_status_polls", 15)
         add_periodic("messageservice-push-statuses", "messageservice.delivery.dispatch_status_pushes", 5)
-        portal_purged.connect(_purge_portal, dispatch_uid="messageservice-purge")
+        portal_purged.connect(purge_portal_sms, dispatch_uid="messageservice-purge")
 
-
-def _purge_portal(sender: Any, portal: Any, **kwargs: Any) -> None:
-    """Uninstall with CLEAN=1: forget the portal's carrier credentials and consent records. Bitrix24
-    already deleted its senders. Message rows stay (support history), see the README."""
-    from .models import PhoneConsent, ProviderAccount
-
-    ProviderAccount.objects.filter(portal=portal).update(
-        is_active=False, credentials={}, registration_state=ProviderAccount.Registration.REMOVED,
-        registered_code="", registered_handler="")
-    PhoneConsent.objects.filter(portal=portal).delete()

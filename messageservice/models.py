@@ -260,3 +260,21 @@ def as_bindings(value: Any) -> list[dict[str, int]]:
             seen.add(pair)
             out.append({"OWNER_TYPE_ID": pair[0], "OWNER_ID": pair[1]})
     return out
+
+
+class PurgedDailyCount(models.Model):
+    """What is kept of a purged portal's messages (uninstall with CLEAN=1): counts per day, carrier and
+    delivery status, with no phone, text or CRM link."""
+
+    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="sms_purged_counts")
+    day = models.DateField()
+    carrier = models.CharField(max_length=20)
+    status = models.CharField(max_length=20, blank=True)
+    count = models.PositiveIntegerField()
+    purged_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["portal", "day"], name="sms_purged_portal_day")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.carrier} {self.status or '-'}: {self.count}"

@@ -163,7 +163,7 @@ def test_a_500_traceback_quoting_the_key_is_redacted(key_path, ms_fake_portal, l
     def broken(handler_key: str, code: str):
         raise RuntimeError(f"database said: no row for handler_key={handler_key} url={path}")
 
-    monkeypatch.setattr("messageservice.services.handler_target", broken)
+    monkeypatch.setattr("messageservice.sending.handler_target", broken)
     payload = send_from_bitrix24(ms_fake_portal, sms_fixtures.SENDER_CODE, PHONE, "Hi")
     response = Client(raise_request_exception=False).post(path, data=payload)
     assert response.status_code == 500
