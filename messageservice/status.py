@@ -3,7 +3,8 @@
 `DeliveryStatus` is exactly what Bitrix24's `messageservice.message.status.update` accepts
 (api-reference/messageservice/messageservice-message-status-update.md). Carriers map their raw statuses
 onto it as data (`Carrier.status_map`); `Message.advance_status` / `MessageQuerySet.advance_status`
-are the only writers of a message's `status`, and they only ever move it forward (`is_forward`).
+move a message's `status`, and only ever forward (`is_forward`). The one other writer is staff's retry
+(`staff.do_retry_message`), which starts the delivery over from no status.
 
 A message has no delivery status until its carrier answers (NULL); pages then show where it is in our
 pipeline instead (`display_status`).
