@@ -21,6 +21,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from b24portal.crypto import mask
+from b24portal.logging import redact
 from tenants.models import Portal
 
 from . import accounts, staff
@@ -100,12 +101,12 @@ class ProviderAccountAdmin(admin.ModelAdmin):
     search_fields = ("code", "name", "portal__domain", "portal__member_id")
     list_select_related = ("portal",)
     raw_id_fields = ("portal",)
-    readonly_fields = ("credentials_masked", "registration_state", "registered_code", "registered_handler",
+    readonly_fields = ("credentials_masked", "registration_state", "registered_code", "registered_handler_masked",
                        "registration_error", "registered_at", "created_at", "updated_at")
     fieldsets = (
         (None, {"fields": ("portal", "carrier", "code", "name", "sender", "base_url", "options", "is_active")}),
         (_("Credentials"), {"fields": ("credentials_masked", "new_credentials")}),
-        (_("Bitrix24 sender"), {"fields": ("registration_state", "registered_code", "registered_handler",
+        (_("Bitrix24 sender"), {"fields": ("registration_state", "registered_code", "registered_handler_masked",
                                            "registration_error", "registered_at")}),
         (_("Record"), {"fields": ("created_at", "updated_at")}),
     )
@@ -117,6 +118,11 @@ class ProviderAccountAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         return (*self.readonly_fields, "portal") if obj is not None else self.readonly_fields
+
+    @admin.display(description=_("registered handler"))
+    def registered_handler_masked(self, obj: ProviderAccount) -> str:
+        # The key in the handler URL is the only proof for messages without an author: never shown.
+        return redact(obj.registered_handler) if obj.registered_handler else "—"
 
     @admin.display(description=_("stored credentials"))
     def credentials_masked(self, obj: ProviderAccount) -> str:

@@ -169,3 +169,15 @@ def test_credentials_never_reach_the_logs_or_the_journal(sms_account, fake_smsru
     assert "new-secret-api-id-123" not in caplog.text and fake_smsru.api_id not in caplog.text
     journal = " ".join(str(e.details) + e.message for e in sms_account.portal.journal.all())
     assert "new-secret-api-id-123" not in journal
+
+
+def test_the_provider_account_page_never_shows_the_handler_key(staff_client, sms_account):
+    """Issue 10 finding 6: the handler key is the only proof for messages without an author."""
+    key = sms_account.portal.handler_key
+    assert key in sms_account.registered_handler  # the stored registration does carry it
+
+    page = staff_client.get(f"/admin/messageservice/provideraccount/{sms_account.pk}/change/")
+
+    assert page.status_code == 200
+    assert key not in page.content.decode()
+    assert "/b24/messageservice/" in page.content.decode()
