@@ -401,9 +401,6 @@ class PortalClient:
     def call(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
         return self._send(method, params or {}).result
 
-    def call_envelope(self, method: str, params: Mapping[str, Any] | None = None) -> Envelope:
-        return self._send(method, params or {})
-
     def batch(self, commands: Mapping[str, Command], *, halt: bool = False) -> BatchResult:
         """Any number of commands, sent as requests of at most 50 (one permit each). Partial failures do not
         raise: each command's error is in `errors`. `$result[key]` references pass through untouched (they

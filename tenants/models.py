@@ -113,9 +113,6 @@ class Portal(models.Model):
             return False
         return hmac.compare_digest(hash_application_token(token), self.application_token_hash)
 
-    def handler_url(self, path: str) -> str:
-        return f"{settings.PUBLIC_URL}/{path.lstrip('/')}"
-
 
 class JournalEntry(models.Model):
     """One row per lifecycle transition, install step, staff action, token refresh or REST failure."""
