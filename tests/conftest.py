@@ -3,7 +3,8 @@ that drive the real install flow."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -54,13 +55,81 @@ def post_event(client: Client, payload: dict[str, Any], url: str = "/b24/events/
     return client.post(url, data=payload)
 
 
+def install_through_the_frame(client: Client, fake: FakePortal, capture: Any) -> Any:
+    """Install `fake` through the real install frame, run its install steps (eager Celery), return its Portal."""
+    from tenants.models import Portal
+
+    with capture(execute=True):
+        response = post_install_frame(client, fake)
+    assert response.status_code == 200, response.content
+    fake.finish_install()
+    return Portal.objects.get(member_id=fake.member_id)
+
+
 @pytest.fixture
 def installed_portal(db: Any, client: Client, fake_portal: FakePortal, django_capture_on_commit_callbacks: Any):
     """A portal installed through the real install frame, its install steps run (eager Celery)."""
-    from tenants.models import Portal
+    return install_through_the_frame(client, fake_portal, django_capture_on_commit_callbacks)
 
-    with django_capture_on_commit_callbacks(execute=True):
-        response = post_install_frame(client, fake_portal)
+
+@pytest.fixture
+def install_portal(db: Any, b24_cloud: FakeBitrix24Cloud,
+                   django_capture_on_commit_callbacks: Any) -> Callable[..., tuple[Any, FakePortal]]:
+    """A factory: a new fake portal on the same cloud, installed through the real install endpoint.
+    Returns (Portal row, FakePortal)."""
+
+    def install(**create: Any) -> tuple[Any, FakePortal]:
+        fake = install_messageservice(b24_cloud.create_portal(**create))
+        return install_through_the_frame(Client(), fake, django_capture_on_commit_callbacks), fake
+
+    return install
+
+
+# The owner / member / outsider triad for cross-tenant tests (the healthchecks practice: alice owns the
+# project, bob is on the team, charlie is an outsider).
+
+APP_URL = "/b24/app/"
+MEMBER_USER_ID = 5
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Someone who opened the app frame: their portal (row and fake), Bitrix24 user and frame token."""
+
+    portal: Any  # tenants.models.Portal
+    fake_portal: FakePortal
+    user_id: int
+    is_admin: bool
+    token: str
+
+
+def open_app_as(fake: FakePortal, user_id: int, is_admin: bool) -> str:
+    """The frame token the app page hands `user_id` of `fake` (the fake keeps a known user's admin flag)."""
+    from tests.placements.conftest import frame_token, post_frame
+
+    if user_id not in fake.users:
+        fake.add_user(user_id, is_admin=is_admin)  # before any token is issued for them
+    response = post_frame(Client(), APP_URL, fake, user_id=user_id, is_admin=is_admin)
     assert response.status_code == 200, response.content
-    fake_portal.finish_install()
-    return Portal.objects.get(member_id=fake_portal.member_id)
+    return frame_token(response)
+
+
+@pytest.fixture
+def owner(installed_portal: Any, fake_portal: FakePortal) -> Principal:
+    """The administrator who installed the portal (user 1), with an admin frame token."""
+    return Principal(installed_portal, fake_portal, 1, True, open_app_as(fake_portal, 1, True))
+
+
+@pytest.fixture
+def member(installed_portal: Any, fake_portal: FakePortal) -> Principal:
+    """A non-admin user of the owner's portal, with their (non-admin) frame token."""
+    return Principal(installed_portal, fake_portal, MEMBER_USER_ID, False,
+                     open_app_as(fake_portal, MEMBER_USER_ID, False))
+
+
+@pytest.fixture
+def outsider(install_portal: Callable[..., tuple[Any, FakePortal]]) -> Principal:
+    """The administrator of a second portal on the same cloud, installed too, with their own frame token.
+    Same user id as the owner on purpose: a user id alone must never cross portals."""
+    portal, fake = install_portal()
+    return Principal(portal, fake, 1, True, open_app_as(fake, 1, True))

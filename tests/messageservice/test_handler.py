@@ -109,6 +109,21 @@ def test_an_auth_block_that_does_not_match_the_portal_is_refused(client, sms_por
     assert not Message.objects.exists()
 
 
+def test_another_installed_portals_genuine_auth_block_is_refused(client, sms_portal, ms_fake_portal, outsider):
+    """The outsider's Bitrix24 POSTs its own, valid auth block to the owner's HANDLER: refused, nothing stored."""
+    payload = send_from_bitrix24(outsider.fake_portal, SENDER_CODE, PHONE, "Not yours", check_registered=False)
+    assert payload["auth[member_id]"] == outsider.portal.member_id
+
+    response = post(client, ms_fake_portal, payload)
+
+    assert response.status_code == 403 and "auth" in response.json()["error"]
+    assert not Message.objects.exists()
+    # The owner's own Bitrix24 still gets through the same HANDLER.
+    assert post(client, ms_fake_portal, send_from_bitrix24(ms_fake_portal, SENDER_CODE, PHONE, "Mine")).status_code \
+        == 200
+    assert list(Message.objects.values_list("portal_id", flat=True)) == [sms_portal.pk]
+
+
 def test_a_portal_without_a_stored_application_token_still_receives_authored_messages(
     client, sms_portal, ms_fake_portal
 ):

@@ -147,10 +147,7 @@ def test_credentials_are_encrypted_at_rest_and_kept_when_left_blank(sms_account,
     assert sms_account.credentials == {"api_id": fake_smsru.api_id}
 
 
-def test_another_portals_account_is_not_found(sms_account):
-    from tests.factories import PortalFactory
-
-    other = PortalFactory()
+def test_another_portals_account_is_not_found(sms_account, outsider):
     with pytest.raises(ProviderAccount.DoesNotExist):
-        accounts.get_account(other, sms_account.pk)
+        accounts.get_account(outsider.portal, sms_account.pk)
     assert accounts.get_account(sms_account.portal, sms_account.pk) == sms_account

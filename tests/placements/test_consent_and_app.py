@@ -9,7 +9,6 @@ from django.utils import timezone
 
 from messageservice.consent import consent_for, do_set_consent
 from messageservice.models import Message
-from tests.factories import PortalFactory
 
 from .conftest import APP_URL, CONSENT_URL, api, frame_token, post_frame
 
@@ -97,7 +96,7 @@ def test_the_app_page_for_an_admin_manages_accounts(client, installed_portal, fa
     assert bad.status_code == 400 and "carrier" in bad.json()
 
 
-def test_delivery_statistics_group_by_day_and_status(client, installed_portal, fake_portal, sms_account):
+def test_delivery_statistics_group_by_day_and_status(client, installed_portal, fake_portal, sms_account, outsider):
     now = timezone.now()
 
     def message(days_ago: int, status: str | None, state: str = "sent_to_carrier") -> None:
@@ -111,8 +110,7 @@ def test_delivery_statistics_group_by_day_and_status(client, installed_portal, f
     message(0, None, "accepted")
     message(1, "failed")
     message(20, "delivered")  # outside the window
-    other = PortalFactory()
-    Message.objects.create(portal=other, account=sms_account, carrier="smsru", message_id="f" * 32, origin="crm",
+    Message.objects.create(portal=outsider.portal, account=sms_account, carrier="smsru", message_id="f" * 32, origin="crm",
                            recipient_raw="+1", body="x", status="delivered")  # another portal: never counted
     token = frame_token(post_frame(client, APP_URL, fake_portal))
 
@@ -122,6 +120,8 @@ def test_delivery_statistics_group_by_day_and_status(client, installed_portal, f
     assert stats["series"]["delivered"][-1] == 2 and stats["series"]["queued"][-1] == 1
     assert stats["series"]["failed"][-2] == 1
     assert api(client, "GET", "/b24/placements/api/stats/?days=900", token).status_code == 400
+    # ...and the other portal's admin sees only that one message.
+    assert api(client, "GET", "/b24/placements/api/stats/?days=14", outsider.token).json()["total"] == 1
 
 
 def test_the_app_page_for_other_users_lists_their_own_messages(client, installed_portal, fake_portal, sms_account):

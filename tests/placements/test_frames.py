@@ -10,7 +10,6 @@ from django.test import Client
 from b24portal.redis import get_redis
 from oauth.models import PortalToken
 from tenants.models import Portal
-from tests.factories import PortalFactory
 
 from .conftest import APP_URL, LIST_MENU_URL, api, frame_token, post_frame
 
@@ -62,13 +61,14 @@ def test_it_refuses_forged_or_malformed_frames_and_stores_nothing(client, instal
     assert not PortalToken.objects.filter(user_id=7).exists()
 
 
-def test_it_refuses_a_member_id_presented_from_another_allowed_domain(client, installed_portal, b24_cloud):
-    other = b24_cloud.create_portal()
-    query_domain = other.domain  # allow-listed, but not where this member_id lives
-    response = post_frame(client, APP_URL, other, member_id=installed_portal.member_id, DOMAIN=query_domain)
+def test_it_refuses_a_member_id_presented_from_another_allowed_domain(client, owner, outsider):
+    # The outsider's portal is installed and allow-listed, but it is not where the owner's member_id lives.
+    response = post_frame(client, APP_URL, outsider.fake_portal, member_id=owner.portal.member_id,
+                          DOMAIN=outsider.fake_portal.domain)
 
     assert response.status_code == 403
     assert "another domain" in response.json()["error"]
+    assert not PortalToken.objects.filter(portal=owner.portal).exclude(user_id=owner.user_id).exists()
 
 
 @pytest.mark.parametrize("status", [Portal.Status.BLOCKED, Portal.Status.DELETED, Portal.Status.NEW])
@@ -141,33 +141,93 @@ def test_a_frame_token_stops_working_when_the_portal_is_blocked(client, installe
     assert api(client, "GET", "/b24/placements/api/my-messages/", token).status_code == 403
 
 
-def test_admin_endpoints_refuse_a_non_admin_frame_token(client, installed_portal, fake_portal):
-    fake_portal.add_user(5, is_admin=False)
-    token = frame_token(post_frame(client, APP_URL, fake_portal, user_id=5, is_admin=False))
-
-    for url in ("/b24/placements/api/accounts/", "/b24/placements/api/stats/", "/b24/placements/api/bindings/"):
-        assert api(client, "GET", url, token).status_code == 403
+ADMIN_LISTS = ("/b24/placements/api/accounts/", "/b24/placements/api/stats/", "/b24/placements/api/bindings/")
 
 
-def test_a_frame_token_of_one_portal_never_reaches_another_portals_data(client, installed_portal, fake_portal,
+def test_admin_endpoints_refuse_a_non_admin_frame_token(client, owner, member,
+                                                        django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        created = api(client, "POST", "/b24/placements/api/accounts/", owner.token,
+                      {"carrier": "sandbox", "code": "owners", "name": "Owner's", "credentials": {}})
+    assert created.status_code == 201, created.content
+    account = f"/b24/placements/api/accounts/{created.json()['id']}/"
+
+    for url in ADMIN_LISTS:
+        assert api(client, "GET", url, owner.token).status_code == 200
+        assert api(client, "GET", url, member.token).status_code == 403
+    # Nor can the member write: create, read, change, deactivate or test the owner's account.
+    assert api(client, "POST", "/b24/placements/api/accounts/", member.token,
+               {"carrier": "sandbox", "code": "mine", "name": "Mine", "credentials": {}}).status_code == 403
+    assert api(client, "GET", account, member.token).status_code == 403
+    assert api(client, "PATCH", account, member.token, {"name": "x"}).status_code == 403
+    assert api(client, "POST", f"{account}deactivate/", member.token, {}).status_code == 403
+    assert api(client, "POST", f"{account}test/", member.token, {"to": "+79991234567"}).status_code == 403
+    assert api(client, "GET", account, owner.token).json()["name"] == "Owner's"
+    assert api(client, "GET", account, owner.token).json()["is_active"] is True
+    # The member's own page still works.
+    assert api(client, "GET", "/b24/placements/api/my-messages/", member.token).status_code == 200
+
+
+def test_a_frame_token_of_one_portal_never_reaches_another_portals_data(client, owner, outsider,
                                                                           django_capture_on_commit_callbacks):
     from messageservice import accounts
 
-    other = PortalFactory()
     with django_capture_on_commit_callbacks(execute=False):
-        foreign = accounts.do_save_account(other, data={"carrier": "sandbox", "code": "theirs", "name": "Theirs"},
-                                           actor="staff:test")
-    token = frame_token(post_frame(client, APP_URL, fake_portal))
+        foreign = accounts.do_save_account(outsider.portal, data={"carrier": "sandbox", "code": "theirs",
+                                                                  "name": "Theirs"}, actor="staff:test")
+        own = accounts.do_save_account(owner.portal, data={"carrier": "sandbox", "code": "ours", "name": "Ours"},
+                                       actor="staff:test")
 
-    assert api(client, "GET", f"/b24/placements/api/accounts/{foreign.pk}/", token).status_code == 404
-    assert api(client, "PATCH", f"/b24/placements/api/accounts/{foreign.pk}/", token, {"name": "x"}).status_code == 404
-    assert api(client, "POST", f"/b24/placements/api/accounts/{foreign.pk}/deactivate/", token, {}).status_code == 404
-    assert api(client, "POST", f"/b24/placements/api/accounts/{foreign.pk}/test/", token,
-               {"to": "+79991234567"}).status_code == 404
-    listed = api(client, "GET", "/b24/placements/api/accounts/", token).json()["accounts"]
-    assert foreign.pk not in [row["id"] for row in listed]
-    foreign.refresh_from_db()
-    assert foreign.name == "Theirs" and foreign.is_active
+    # Both directions: the owner cannot reach the outsider's account, nor the outsider the owner's.
+    for token, theirs, mine in ((owner.token, foreign, own), (outsider.token, own, foreign)):
+        assert api(client, "GET", f"/b24/placements/api/accounts/{theirs.pk}/", token).status_code == 404
+        assert api(client, "PATCH", f"/b24/placements/api/accounts/{theirs.pk}/", token,
+                   {"name": "x"}).status_code == 404
+        assert api(client, "POST", f"/b24/placements/api/accounts/{theirs.pk}/deactivate/", token,
+                   {}).status_code == 404
+        assert api(client, "POST", f"/b24/placements/api/accounts/{theirs.pk}/test/", token,
+                   {"to": "+79991234567"}).status_code == 404
+        listed = api(client, "GET", "/b24/placements/api/accounts/", token).json()["accounts"]
+        assert [row["id"] for row in listed] == [mine.pk]
+        assert api(client, "GET", f"/b24/placements/api/accounts/{mine.pk}/", token).status_code == 200
+    for account, name in ((foreign, "Theirs"), (own, "Ours")):
+        account.refresh_from_db()
+        assert account.name == name and account.is_active
+
+
+def test_an_outsiders_token_never_reads_the_owners_messages_or_stats(client, owner, outsider,
+                                                                     django_capture_on_commit_callbacks):
+    from messageservice import accounts
+    from messageservice.models import Message
+
+    # The same Bitrix24 user id (1) on both portals: only the portal may tell them apart.
+    for who, body in ((owner, "owner's secret"), (outsider, "outsider's")):
+        with django_capture_on_commit_callbacks(execute=False):
+            account = accounts.do_save_account(who.portal, data={"carrier": "sandbox", "code": "sms", "name": "S"},
+                                               actor="staff:test")
+        Message.objects.create(portal=who.portal, account=account, carrier="sandbox",
+                               message_id=body[:3].ljust(32, "0"), origin="widget", recipient_raw="+79991234567",
+                               body=body, author_user_id=who.user_id, status="delivered")
+    assert owner.user_id == outsider.user_id
+
+    def bodies(token):
+        return [row["body"] for row in api(client, "GET", "/b24/placements/api/my-messages/", token).json()]
+
+    assert bodies(owner.token) == ["owner's secret"]
+    assert bodies(outsider.token) == ["outsider's"]
+    assert api(client, "GET", "/b24/placements/api/stats/?days=14", owner.token).json()["total"] == 1
+    assert api(client, "GET", "/b24/placements/api/stats/?days=14", outsider.token).json()["total"] == 1
+
+
+def test_an_outsiders_consent_lands_on_their_own_portal_only(client, owner, outsider):
+    from messageservice.consent import consent_for
+
+    response = api(client, "POST", "/b24/placements/api/consent/", outsider.token,
+                   {"phone": "+79991234567", "opted_in": False})
+
+    assert response.status_code == 200, response.content
+    assert consent_for(outsider.portal, ["+79991234567"])["+79991234567"].opted_in is False
+    assert consent_for(owner.portal, ["+79991234567"])["+79991234567"] is None
 
 
 def test_pages_follow_the_users_language(client, installed_portal, fake_portal):
