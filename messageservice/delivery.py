@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
@@ -41,8 +41,9 @@ from b24portal.logging import log_context
 from messageservice.carriers import CarrierError
 from messageservice.models import Message, ProviderAccount
 from messageservice.status import FINAL, DeliveryStatus, is_forward
-from oauth.client import PortalClient, retry_delay
+from oauth.client import PortalClient
 from oauth.errors import B24AuthError, B24Error
+from oauth.retry import retry_if_worth_it
 from tenants.journal import journal
 from tenants.models import JournalEntry, Portal
 
@@ -75,7 +76,7 @@ def dispatch_status_polls() -> int:
 
 
 @shared_task(bind=True, max_retries=None)
-def poll_account(self, account_id: int) -> str:
+def poll_account(self: Task, account_id: int) -> str:
     account = ProviderAccount.objects.select_related("portal").get(pk=account_id)
     lock = f"sms:poll:{account_id}"
     if not cache.add(lock, 1, LOCK_SECONDS):
@@ -191,7 +192,7 @@ def dispatch_status_pushes() -> int:
 
 
 @shared_task(bind=True, max_retries=None)
-def push_portal_statuses(self, portal_id: int) -> str:
+def push_portal_statuses(self: Task, portal_id: int) -> str:
     portal = Portal.objects.get(pk=portal_id)
     if not portal.is_operational:
         return f"portal {portal.status}"  # statuses wait; they are pushed once it is active again
@@ -205,9 +206,7 @@ def push_portal_statuses(self, portal_id: int) -> str:
         journal(portal, JournalEntry.Kind.MESSAGE, f"status push stopped: {exc.code}", level="error")
         return "auth error"
     except B24Error as exc:
-        if exc.retryable:
-            cache.delete(lock)
-            raise self.retry(countdown=retry_delay(exc, self.request.retries)) from exc
+        retry_if_worth_it(self, exc)  # max_retries=None: a retryable error retries until it clears
         journal(portal, JournalEntry.Kind.MESSAGE, f"status push failed: {exc.code} {exc.description}",
                 level="error")
         return "error"
