@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from celery import Task, shared_task
 
@@ -16,6 +17,9 @@ from tenants.models import JournalEntry, Portal
 from . import actions
 from .crm import ENTITIES
 from .models import Binding
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +49,7 @@ def reconcile_portal_bindings(self: Task, portal_id: int) -> str:
         return report.summary()
 
 
-def _staff(staff_user_id: int | None):  # type: ignore[no-untyped-def]
+def _staff(staff_user_id: int | None) -> User | None:
     from django.contrib.auth import get_user_model
 
     return get_user_model().objects.filter(pk=staff_user_id).first() if staff_user_id else None
