@@ -9,6 +9,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import connection
@@ -56,7 +57,8 @@ class ProviderAccountForm(forms.ModelForm):
         fields = ("portal", "carrier", "code", "name", "sender", "base_url", "options", "is_active")
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data  # what ModelForm.clean returns (the stubs allow None)
         portal = cleaned.get("portal") or (self.instance.portal if self.instance.pk else None)
         if portal is None:
             return cleaned
@@ -165,7 +167,7 @@ class ProviderAccountAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "messageservice/admin/send_test_sms.html", {
             **self.admin_site.each_context(request), "title": _("Send a test SMS"), "form": form,
             "accounts": queryset.select_related("portal"), "opts": self.model._meta,
-            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
         })
 
     @admin.action(description=_("Re-register sender in Bitrix24"))
@@ -193,7 +195,7 @@ class EstimatedCountPaginator(Paginator):
     list, and a count capped at SMS_ADMIN_COUNT_CAP for filtered lists (deeper pages are not offered)."""
 
     @cached_property
-    def count(self) -> int:  # type: ignore[override]
+    def count(self) -> int:
         queryset = self.object_list
         if isinstance(queryset, QuerySet) and not queryset.query.where and connection.vendor == "postgresql":
             with connection.cursor() as cursor:

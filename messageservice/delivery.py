@@ -26,11 +26,11 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
@@ -38,11 +38,12 @@ from django.db.models import F
 from django.utils import timezone
 
 from b24portal.logging import log_context
-from messageservice.carriers import CarrierError
+from messageservice.carriers import CarrierError, StatusResult
 from messageservice.models import Message, ProviderAccount
 from messageservice.status import FINAL, DeliveryStatus, is_forward
-from oauth.client import PortalClient, retry_delay
+from oauth.client import PortalClient
 from oauth.errors import B24AuthError, B24Error
+from oauth.retry import retry_if_worth_it
 from tenants.journal import journal
 from tenants.models import JournalEntry, Portal
 
@@ -75,7 +76,7 @@ def dispatch_status_polls() -> int:
 
 
 @shared_task(bind=True, max_retries=None)
-def poll_account(self, account_id: int) -> str:
+def poll_account(self: Task, account_id: int) -> str:
     account = ProviderAccount.objects.select_related("portal").get(pk=account_id)
     lock = f"sms:poll:{account_id}"
     if not cache.add(lock, 1, LOCK_SECONDS):
@@ -115,7 +116,7 @@ def _poll_account(account: ProviderAccount) -> str:
     try:
         results = carrier.fetch_statuses([r["carrier_message_id"] for r in live])
     except CarrierError as exc:
-        partial = getattr(exc, "partial_results", None) or {}
+        partial = exc.partial_results
         moved += _apply_results(live, partial, now, type(carrier).not_found_codes)
         pending = [r["pk"] for r in live if r["carrier_message_id"] not in partial]
         # A carrier that says how long to wait is believed; otherwise at least one poll period.
@@ -137,7 +138,7 @@ def _poll_account(account: ProviderAccount) -> str:
     return f"polled {len(live)}, moved {moved}"
 
 
-def _apply_results(rows: list[dict[str, Any]], results: dict[str, Any], now: datetime,
+def _apply_results(rows: Sequence[Mapping[str, Any]], results: Mapping[str, StatusResult], now: datetime,
                    not_found_codes: frozenset[str]) -> int:
     """Apply a chunk's carrier answers with a handful of grouped UPDATEs in one transaction, so the pusher
     sees the whole chunk at once (full batches of 50) and the database is not asked once per message."""
@@ -150,22 +151,22 @@ def _apply_results(rows: list[dict[str, Any]], results: dict[str, Any], now: dat
         if result is not None and result.raw_status in not_found_codes and \
                 (row["sent_at"] or row["created_at"]) > now - grace:
             status = None  # the carrier may not have indexed a just-sent message yet
-        if status is not None and is_forward(row["status"], status):
+        if result is not None and status is not None and is_forward(row["status"], status):
             moves[(status, result.raw_status, result.error or "", row["poll_attempts"])].append(row["pk"])
         else:
             unchanged[row["poll_attempts"]].append(row["pk"])
     moved = 0
     with transaction.atomic():
-        for (status, raw, error, attempts), pks in moves.items():
+        for (new_status, raw, error, attempts), pks in moves.items():
             moved += Message.objects.filter(pk__in=pks).advance_status(
-                status, raw_status=raw, error=error or None, now=now,
+                new_status, raw_status=raw, error=error or None, now=now,
                 extra={"next_poll_at": now + _poll_delay(attempts), "poll_attempts": F("poll_attempts") + 1})
         for attempts, pks in unchanged.items():
             _reschedule(pks, now + _poll_delay(attempts))
     return moved
 
 
-def _apply_ttl_policy(rows: list[dict[str, Any]], now: datetime) -> None:
+def _apply_ttl_policy(rows: Sequence[Mapping[str, Any]], now: datetime) -> None:
     for row in rows:
         if row["status"] == DeliveryStatus.SENT:
             final = settings.SMS_TTL_SENT_BECOMES
@@ -191,7 +192,7 @@ def dispatch_status_pushes() -> int:
 
 
 @shared_task(bind=True, max_retries=None)
-def push_portal_statuses(self, portal_id: int) -> str:
+def push_portal_statuses(self: Task, portal_id: int) -> str:
     portal = Portal.objects.get(pk=portal_id)
     if not portal.is_operational:
         return f"portal {portal.status}"  # statuses wait; they are pushed once it is active again
@@ -205,9 +206,7 @@ def push_portal_statuses(self, portal_id: int) -> str:
         journal(portal, JournalEntry.Kind.MESSAGE, f"status push stopped: {exc.code}", level="error")
         return "auth error"
     except B24Error as exc:
-        if exc.retryable:
-            cache.delete(lock)
-            raise self.retry(countdown=retry_delay(exc, self.request.retries)) from exc
+        retry_if_worth_it(self, exc)  # max_retries=None: a retryable error retries until it clears
         journal(portal, JournalEntry.Kind.MESSAGE, f"status push failed: {exc.code} {exc.description}",
                 level="error")
         return "error"
@@ -250,7 +249,7 @@ def _push_portal(portal: Portal) -> tuple[int, bool]:
     return pushed, True
 
 
-def _record_push_results(portal: Portal, rows: list[dict[str, Any]], result: Any) -> int:
+def _record_push_results(portal: Portal, rows: Sequence[Mapping[str, Any]], result: Any) -> int:
     now = timezone.now()
     by_key = {f"m{row['pk']}": row for row in rows}
     not_found: list[str] = []

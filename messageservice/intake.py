@@ -124,7 +124,8 @@ def parse_handler_payload(payload: dict[str, Any]) -> IncomingMessage:
     message_id = _text(payload, "message_id", max_length=32, required=True)
     if not MESSAGE_ID_RE.match(message_id):
         raise Rejected("message_id must be 32 hex characters")
-    properties = payload.get("properties") if isinstance(payload.get("properties"), dict) else {}
+    raw_properties = payload.get("properties")
+    properties: dict[str, Any] = raw_properties if isinstance(raw_properties, dict) else {}
     # Legacy `properties[...]` duplicate the fields; they stand in only when the new field is missing.
     to = (_text(payload, "message_to", max_length=64) or _text(properties, "phone_number", max_length=64)).strip()
     if not to:

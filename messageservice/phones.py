@@ -62,7 +62,7 @@ def normalize_phone(raw: str, default_region: str | None = None) -> str:
         if region and not text.startswith("+"):
             where = region
         else:
-            where = phonenumbers.region_code_for_country_code(number.country_code)
+            where = phonenumbers.region_code_for_country_code(number.country_code or 0)
         if where and where != "ZZ":
             raise InvalidPhoneNumber(raw, f"not a valid number for region {where}")
         raise InvalidPhoneNumber(raw, f"not a valid number (country code +{number.country_code})")

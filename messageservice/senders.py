@@ -9,6 +9,7 @@ of ours that no active account uses.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -39,7 +40,7 @@ def _add_params(account: ProviderAccount, handler: str) -> dict[str, str]:
 
 
 def _mark(account: ProviderAccount, *, state: str, error: str = "", code: str = "", handler: str = "") -> None:
-    fields = {"registration_state": state, "registration_error": error[:500], "registered_code": code,
+    fields: dict[str, str | datetime] = {"registration_state": state, "registration_error": error[:500], "registered_code": code,
               "registered_handler": handler}
     if state == ProviderAccount.Registration.REGISTERED:
         fields["registered_at"] = timezone.now()

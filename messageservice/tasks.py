@@ -16,15 +16,16 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
 from b24portal.logging import log_context
 from installs.steps import StepFailed
-from oauth.client import PortalClient, retry_delay
+from oauth.client import PortalClient
 from oauth.errors import B24Error
+from oauth.retry import retry_if_worth_it
 from tenants.journal import journal
 from tenants.models import JournalEntry, Portal
 
@@ -183,7 +184,7 @@ def redispatch_lost_messages() -> int:
 
 
 @shared_task(bind=True, max_retries=8, acks_late=True)
-def sync_sender(self: Any, account_id: int) -> str:
+def sync_sender(self: Task, account_id: int) -> str:
     """Add / update / delete one account's sender after it changed."""
     account = ProviderAccount.objects.select_related("portal").filter(pk=account_id).first()
     if account is None:
@@ -195,8 +196,7 @@ def sync_sender(self: Any, account_id: int) -> str:
         try:
             report = sync_account_sender(account, PortalClient(portal))
         except B24Error as exc:
-            if exc.retryable and self.request.retries < self.max_retries:
-                raise self.retry(countdown=retry_delay(exc, self.request.retries)) from exc
+            retry_if_worth_it(self, exc)
             journal(portal, JournalEntry.Kind.BINDING, f"SMS sender {account.code}: {exc.code} {exc.description}",
                     level=JournalEntry.Level.ERROR)
             return exc.code
@@ -215,7 +215,7 @@ def reconcile_all_senders() -> int:
 
 
 @shared_task(bind=True, max_retries=5, acks_late=True)
-def reconcile_portal_senders(self: Any, portal_id: int) -> str:
+def reconcile_portal_senders(self: Task, portal_id: int) -> str:
     portal = Portal.objects.get(pk=portal_id)
     if not portal.is_operational:
         return "portal not active"
@@ -223,8 +223,7 @@ def reconcile_portal_senders(self: Any, portal_id: int) -> str:
         try:
             report = reconcile_senders(portal, PortalClient(portal))
         except B24Error as exc:
-            if exc.retryable and self.request.retries < self.max_retries:
-                raise self.retry(countdown=retry_delay(exc, self.request.retries)) from exc
+            retry_if_worth_it(self, exc)
             journal(portal, JournalEntry.Kind.BINDING, f"SMS sender reconcile failed: {exc.code} {exc.description}",
                     level=JournalEntry.Level.ERROR)
             return exc.code

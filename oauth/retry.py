@@ -26,8 +26,10 @@ Result = TypeVar("Result")
 
 
 def retry_if_worth_it(task: Task, exc: B24Error) -> None:
-    """Raise celery's Retry (after the delay the error asks for) when a retry is worth it; else return."""
-    if exc.retryable and task.request.retries < (task.max_retries or 0):
+    """Raise celery's Retry (after the delay the error asks for) when a retry is worth it; else return.
+    `max_retries=None` means what it means to Celery: retry for as long as the error is retryable."""
+    limit = task.max_retries
+    if exc.retryable and (limit is None or task.request.retries < limit):
         raise task.retry(countdown=retry_delay(exc, task.request.retries)) from exc
 
 

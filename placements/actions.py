@@ -9,20 +9,20 @@ from django.utils import timezone
 
 from oauth.client import PortalClient
 from oauth.errors import B24Error
-from tenants.journal import journal
+from tenants.journal import Actor, journal
 from tenants.models import JournalEntry
 
 from . import bindings, config
 from .models import Binding
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    from django.contrib.auth.models import User
 
     from tenants.models import Portal
 
 
-def _actor(staff_user: AbstractBaseUser | None, default: str = "system") -> str:
-    return f"staff:{staff_user.get_username()}" if staff_user is not None else default
+def _actor(staff_user: User | None, default: Actor = Actor.SYSTEM) -> Actor:
+    return Actor.staff(staff_user) if staff_user is not None else default
 
 
 def all_desired(portal: Portal, *, with_fields: bool) -> list[bindings.Desired]:
@@ -32,14 +32,14 @@ def all_desired(portal: Portal, *, with_fields: bool) -> list[bindings.Desired]:
     return desired
 
 
-def do_reconcile_portal(portal: Portal, *, actor: str = "system", client: PortalClient | None = None,
+def do_reconcile_portal(portal: Portal, *, actor: Actor = Actor.SYSTEM, client: PortalClient | None = None,
                         with_fields: bool = True) -> bindings.SyncReport:
     """Verify every binding of the portal and re-create what Bitrix24 dropped (service token)."""
     return bindings.sync(portal, client or PortalClient(portal), all_desired(portal, with_fields=with_fields),
                          repair=True, actor=actor)
 
 
-def do_add_consent_fields(portal: Portal, *, staff_user: AbstractBaseUser | None = None,
+def do_add_consent_fields(portal: Portal, *, staff_user: User | None = None,
                           client: PortalClient | None = None) -> bindings.SyncReport:
     """Give contacts and leads (B24_CONSENT_FIELD_ENTITIES) a field of our SMS-consent type."""
     client = client or PortalClient(portal)
@@ -50,7 +50,7 @@ def do_add_consent_fields(portal: Portal, *, staff_user: AbstractBaseUser | None
     return bindings.sync(portal, client, desired, repair=True, actor=_actor(staff_user))
 
 
-def do_rebind(binding: Binding, *, staff_user: AbstractBaseUser | None = None,
+def do_rebind(binding: Binding, *, staff_user: User | None = None,
               client: PortalClient | None = None) -> bindings.SyncReport:
     """Staff: bind again now (after an unbind, or to repair without waiting for the reconcile)."""
     portal = binding.portal
@@ -62,7 +62,7 @@ def do_rebind(binding: Binding, *, staff_user: AbstractBaseUser | None = None,
                          actor=_actor(staff_user))
 
 
-def do_unbind(binding: Binding, *, staff_user: AbstractBaseUser | None = None,
+def do_unbind(binding: Binding, *, staff_user: User | None = None,
               client: PortalClient | None = None) -> str:
     """Staff: remove one registration from the portal; the reconcile leaves it alone until a rebind."""
     portal = binding.portal

@@ -9,6 +9,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
+from django_stubs_ext import StrOrPromise
 
 from .models import Binding
 from .tasks import add_consent_fields, rebind_binding, unbind_binding
@@ -24,7 +25,7 @@ class ProblemFilter(admin.SimpleListFilter):
     title = _("needs attention")
     parameter_name = "problem"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, StrOrPromise]]:
         return [("yes", _("Missing or failing")), ("repaired", _("Repaired at least once"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Binding]) -> QuerySet[Binding]:

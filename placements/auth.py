@@ -7,18 +7,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db.models import QuerySet
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
+from rest_framework.views import APIView
 
 from b24portal.intake import Rejected
 from tenants.models import Portal
 
 from .frames import FramePrincipal, read_frame_token
+
+if TYPE_CHECKING:
+    from rest_framework.permissions import _PermissionClass
 
 HEADER_SCHEME = "Frame"
 
@@ -61,16 +66,16 @@ class IsFrameAdmin(IsFrameUser):
     message = "only portal administrators may do this"
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        return super().has_permission(request, view) and bool(request.user.is_admin)
+        user = request.user
+        return super().has_permission(request, view) and isinstance(user, FramePrincipal) and bool(user.is_admin)
 
 
-class FrameAPIMixin:
-    authentication_classes = [FrameTokenAuthentication]
-    permission_classes = [IsFrameUser]
-
+class FrameAPIMixin(APIView):
+    authentication_classes: Sequence[type[BaseAuthentication]] = [FrameTokenAuthentication]
+    permission_classes: Sequence[_PermissionClass] = [IsFrameUser]
     @property
     def principal(self) -> FramePrincipal:
-        return self.request.user  # type: ignore[attr-defined, no-any-return]
+        return cast(FramePrincipal, self.request.user)  # FrameTokenAuthentication + IsFrameUser guarantee it
 
     @property
     def portal(self) -> Portal:

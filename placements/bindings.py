@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from oauth.errors import B24Error
-from tenants.journal import journal
+from tenants.journal import Actor, journal
 from tenants.models import JournalEntry
 
 from . import config
@@ -164,7 +164,7 @@ def _record(portal: Portal, desired: Desired, state: str, *, error: str = "", bo
     return binding
 
 
-def sync(portal: Portal, client: PortalClient, desired: list[Desired], *, repair: bool, actor: str = "system",
+def sync(portal: Portal, client: PortalClient, desired: list[Desired], *, repair: bool, actor: Actor = Actor.SYSTEM,
          first_install: bool = False) -> SyncReport:
     """Compare, create what is missing (when `repair`), verify again, record and journal.
 
@@ -218,9 +218,9 @@ def sync(portal: Portal, client: PortalClient, desired: list[Desired], *, repair
     with transaction.atomic():
         for item in wanted:
             if item.code in report.errors:
-                missing = report.errors[item.code] == "missing"
-                _record(portal, item, State.MISSING if missing else State.ERROR,
-                        error="" if missing else report.errors[item.code])
+                is_missing = report.errors[item.code] == "missing"
+                _record(portal, item, State.MISSING if is_missing else State.ERROR,
+                        error="" if is_missing else report.errors[item.code])
             else:
                 _record(portal, item, State.BOUND, bound_now=item.code in report.repaired,
                         repaired=item.code in report.repaired and not first_install)
@@ -236,5 +236,6 @@ def sync(portal: Portal, client: PortalClient, desired: list[Desired], *, repair
 
 
 def desired_for(binding: Binding) -> Desired:
-    handler = {Kind.PLACEMENT: config.list_menu_handler(), Kind.USERFIELD_TYPE: config.consent_handler()}
+    handler: dict[str, str] = {Kind.PLACEMENT: config.list_menu_handler(),
+                               Kind.USERFIELD_TYPE: config.consent_handler()}
     return Desired(binding.kind, binding.code, handler.get(binding.kind, ""))

@@ -135,7 +135,8 @@ def read_frame_token(token: str) -> FramePrincipal:
     item = data.get("i")
     scoped = (str(item[0]), int(item[1])) if isinstance(item, list) and len(item) == 2 else None
     is_admin = bool(data.get("a"))
-    claimed_at = data.get("t") if isinstance(data.get("t"), int) else 0
+    claimed = data.get("t")
+    claimed_at = claimed if isinstance(claimed, int) else 0
     if is_admin and time.time() - claimed_at > settings.B24_ADMIN_PROOF_SECONDS:
         is_admin = _still_admin(portal, data["u"])
     return FramePrincipal(portal=portal, user_id=data["u"], is_admin=is_admin,

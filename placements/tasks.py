@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import logging
-import random
+from typing import TYPE_CHECKING
 
-from celery import shared_task
+from celery import Task, shared_task
 
 from b24portal.logging import log_context
 from oauth.client import PortalClient
 from oauth.errors import B24Error
+from oauth.retry import retry_if_worth_it
 from tenants.journal import journal
 from tenants.models import JournalEntry, Portal
 
 from . import actions
 from .crm import ENTITIES
 from .models import Binding
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +34,7 @@ def reconcile_all_bindings() -> int:
 
 
 @shared_task(bind=True, max_retries=5, acks_late=True)
-def reconcile_portal_bindings(self, portal_id: int) -> str:
+def reconcile_portal_bindings(self: Task, portal_id: int) -> str:
     portal = Portal.objects.filter(pk=portal_id, status=Portal.Status.ACTIVE).first()
     if portal is None:
         return "skipped"
@@ -38,15 +42,14 @@ def reconcile_portal_bindings(self, portal_id: int) -> str:
         try:
             report = actions.do_reconcile_portal(portal)
         except B24Error as exc:
-            if exc.retryable and self.request.retries < self.max_retries:
-                raise self.retry(countdown=min(2 ** self.request.retries * 30, 900) + random.uniform(0, 5)) from exc
+            retry_if_worth_it(self, exc)
             journal(portal, JournalEntry.Kind.BINDING, f"reconcile failed: {exc.code} {exc.description}",
                     level="error")
             return exc.code
         return report.summary()
 
 
-def _staff(staff_user_id: int | None):  # type: ignore[no-untyped-def]
+def _staff(staff_user_id: int | None) -> User | None:
     from django.contrib.auth import get_user_model
 
     return get_user_model().objects.filter(pk=staff_user_id).first() if staff_user_id else None
@@ -80,7 +83,7 @@ def add_consent_fields(portal_id: int, staff_user_id: int | None = None) -> str:
 
 
 @shared_task(bind=True, max_retries=5, acks_late=True)
-def add_timeline_comment(self, portal_id: int, user_id: int, entity: str, item_id: int, comment: str) -> str:
+def add_timeline_comment(self: Task, portal_id: int, user_id: int, entity: str, item_id: int, comment: str) -> str:
     """Record a widget-sent SMS in the item's CRM timeline, as the user who sent it (their own token)."""
     portal = Portal.objects.get(pk=portal_id)
     with log_context(member_id=portal.member_id):
@@ -88,8 +91,7 @@ def add_timeline_comment(self, portal_id: int, user_id: int, entity: str, item_i
             PortalClient(portal, user_id=user_id).call("crm.timeline.comment.add", {"fields": {
                 "ENTITY_ID": item_id, "ENTITY_TYPE": ENTITIES[entity].timeline_type, "COMMENT": comment}})
         except B24Error as exc:
-            if exc.retryable and self.request.retries < self.max_retries:
-                raise self.retry(countdown=min(2 ** self.request.retries * 10, 600)) from exc
+            retry_if_worth_it(self, exc)
             journal(portal, JournalEntry.Kind.REST, f"timeline comment on {entity} {item_id} failed: {exc.code}",
                     level="warning", details={"user_id": user_id})
             return exc.code

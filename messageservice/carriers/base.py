@@ -21,7 +21,6 @@ Error contract (what callers, e.g. a Celery task, rely on):
 from __future__ import annotations
 
 import email.utils
-import numbers
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -286,9 +285,9 @@ class Carrier:
                     for key in options if key != "timeout" and key not in cls.option_names]
         if "timeout" in options:
             value = options["timeout"]
-            ok = (isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0) or (
+            ok = (isinstance(value, int | float) and not isinstance(value, bool) and value > 0) or (
                 isinstance(value, list) and len(value) == 2
-                and all(isinstance(v, numbers.Real) and v > 0 for v in value))
+                and all(isinstance(v, int | float) and v > 0 for v in value))
             if not ok:
                 problems.append("timeout must be seconds or [connect, read]")
         return problems

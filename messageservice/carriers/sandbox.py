@@ -11,7 +11,6 @@ to demo the failure path.
 
 from __future__ import annotations
 
-import numbers
 import random
 import re
 import secrets
@@ -64,7 +63,7 @@ class SandboxCarrier(Carrier):
         for key, (low, high) in cls.option_ranges.items():
             if key in options:
                 value = options[key]
-                if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value <= high:
+                if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
                     problems.append(f"{key} must be a number from {low:g} to {high:g}")
         return problems + super().option_problems(options)
 

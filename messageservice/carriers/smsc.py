@@ -190,11 +190,12 @@ class SmscCarrier(Carrier):
             if not isinstance(item, dict):
                 continue
             sms_id, phone = str(item.get("id", "")), _digits(item.get("phone", ""))
-            cmid = by_key.get((sms_id, phone))
-            if cmid is None and len(by_id.get(sms_id, [])) == 1:
-                cmid = by_id[sms_id][0]
-            if cmid is None:
+            found = by_key.get((sms_id, phone))
+            if found is None and len(by_id.get(sms_id, [])) == 1:
+                found = by_id[sms_id][0]
+            if found is None:
                 continue
+            cmid = found
             if "status" not in item:
                 results[cmid] = StatusResult(
                     cmid, None, "", error=str(item.get("error") or item.get("error_code") or "no status")

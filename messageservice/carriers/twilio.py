@@ -99,7 +99,7 @@ class _HttpClient(TwilioHttpClient):
         path = target.path.rstrip("/") + parts.path
         return urlunsplit((target.scheme, target.netloc, path, parts.query, parts.fragment))
 
-    def request(  # type: ignore[override]
+    def request(
         self,
         method: str,
         url: str,
