@@ -9,6 +9,7 @@ from django.test import Client
 
 from b24portal.redis import get_redis
 from oauth.models import PortalToken
+from tenants.journal import Actor
 from tenants.models import Portal
 from tests.factories import PortalFactory
 
@@ -156,7 +157,7 @@ def test_a_frame_token_of_one_portal_never_reaches_another_portals_data(client, 
     other = PortalFactory()
     with django_capture_on_commit_callbacks(execute=False):
         foreign = accounts.do_save_account(other, data={"carrier": "sandbox", "code": "theirs", "name": "Theirs"},
-                                           actor="staff:test")
+                                           actor=Actor("staff", "test"))
     token = frame_token(post_frame(client, APP_URL, fake_portal))
 
     assert api(client, "GET", f"/b24/placements/api/accounts/{foreign.pk}/", token).status_code == 404
