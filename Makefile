@@ -30,7 +30,7 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/mypy b24portal tenants oauth installs
+	$(BIN)/mypy
 
 bench: setup
 	sh scripts/ensure-wrk.sh

@@ -118,7 +118,8 @@ def install_from_event(event: AppEvent) -> InstallRequest:
         raise Rejected("ONAPPINSTALL without access and refresh tokens")
     if not event.application_token:
         raise Rejected("ONAPPINSTALL without auth[application_token]")
-    language = event.data.get("LANGUAGE_ID") if isinstance(event.data.get("LANGUAGE_ID"), str) else "en"
+    given = event.data.get("LANGUAGE_ID")
+    language = given if isinstance(given, str) else "en"
     return InstallRequest(
         member_id=event.member_id, domain=event.domain, rest_endpoint=event.rest_endpoint, grant=event.grant,
         application_token=event.application_token,

@@ -137,9 +137,9 @@ def handle_event(event: AppEvent) -> dict[str, Any]:
                                     rest_endpoint=portal.rest_endpoint, grant=event.grant, portal=portal)
         if _int_or_none(proof.app_info.get("VERSION")) != version:
             raise Rejected("data[VERSION] does not match the version app.info reports", 403)
-        run = actions.do_app_update(portal, application_token=event.application_token, version=version,
-                                    app_info=proof.app_info, user=proof.user, grant=proof.grant)
-        return {"portal": portal.member_id, "install_run": str(run.public_id) if run else None}
+        update_run = actions.do_app_update(portal, application_token=event.application_token, version=version,
+                                           app_info=proof.app_info, user=proof.user, grant=proof.grant)
+        return {"portal": portal.member_id, "install_run": str(update_run.public_id) if update_run else None}
     if event.name == "ONAPPPAYMENT":
         portal = _known_portal(event)
         if event.application_token and not portal.application_token_matches(event.application_token):

@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from tenants.journal import journal
+from tenants.journal import Actor, journal
 from tenants.models import JournalEntry, Portal
 
 from .carriers import CARRIERS, carrier_class
@@ -108,8 +108,13 @@ def clean_account_data(portal: Portal, data: Mapping[str, Any], account: Provide
     return values
 
 
+def _kind(actor: Actor) -> str:
+    """Staff changes are staff entries; the portal's own (its administrator in the widget) are SMS-account ones."""
+    return JournalEntry.Kind.STAFF if actor.is_staff else JournalEntry.Kind.SMS_ACCOUNT
+
+
 def do_save_account(portal: Portal, *, data: dict[str, Any], account: ProviderAccount | None = None,
-                    actor: str) -> ProviderAccount:
+                    actor: Actor) -> ProviderAccount:
     """Create or update a provider account; its Bitrix24 sender follows on commit."""
     if account is not None:
         # the stored state, not an in-memory copy a form may already have changed
@@ -130,7 +135,7 @@ def do_save_account(portal: Portal, *, data: dict[str, Any], account: ProviderAc
                 account.save()
         except IntegrityError:  # a concurrent save took the code between the check and the insert
             raise ValidationError({"code": ["another provider account of this portal uses this code"]}) from None
-        journal(portal, JournalEntry.Kind.STAFF if actor.startswith("staff:") else JournalEntry.Kind.BINDING,
+        journal(portal, _kind(actor),
                 f"SMS provider account {account.code} ({account.carrier}) "
                 f"{'created' if created else 'updated'}",
                 actor=actor, details={"account": account.pk,
@@ -142,7 +147,7 @@ def do_save_account(portal: Portal, *, data: dict[str, Any], account: ProviderAc
     return account
 
 
-def do_deactivate_account(portal: Portal, account: ProviderAccount, *, actor: str) -> None:
+def do_deactivate_account(portal: Portal, account: ProviderAccount, *, actor: Actor) -> None:
     """Stop using the account; its sender is deleted from Bitrix24 on commit. Messages already accepted
     for it still go out (they were accepted)."""
     with transaction.atomic():
@@ -151,13 +156,13 @@ def do_deactivate_account(portal: Portal, account: ProviderAccount, *, actor: st
         account.is_active = False
         if not updated:
             return
-        journal(portal, JournalEntry.Kind.STAFF if actor.startswith("staff:") else JournalEntry.Kind.BINDING,
+        journal(portal, _kind(actor),
                 f"SMS provider account {account.code} deactivated", actor=actor, details={"account": account.pk})
         account_id = account.pk
         transaction.on_commit(lambda: sync_sender.delay(account_id))
 
 
-def do_send_test_sms(portal: Portal, account: ProviderAccount, *, to: str, actor: str) -> Message:
+def do_send_test_sms(portal: Portal, account: ProviderAccount, *, to: str, actor: Actor) -> Message:
     """Staff's "send test SMS": goes through the real queue and carrier. Raises ValidationError for an
     unusable number or account."""
     e164 = check_outgoing(portal, account, to)
@@ -165,7 +170,7 @@ def do_send_test_sms(portal: Portal, account: ProviderAccount, *, to: str, actor
     with transaction.atomic():
         message, _created = accept(portal, account, message_id=secrets.token_hex(16), to=e164, body=body,
                                    bindings=[], author_user_id=None, origin=Message.Origin.TEST,
-                                   meta={"actor": actor})
+                                   meta={"actor": str(actor)})
         journal(portal, JournalEntry.Kind.STAFF, f"test SMS to {mask_phone(e164)} via {account.code} queued",
                 actor=actor, details={"message": message.pk, "account": account.pk})
     return message

@@ -4,7 +4,7 @@ no COUNT(*) of the whole table, indexed filters, exact-match search)."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django import forms
 from django.conf import settings
@@ -23,6 +23,7 @@ from django.utils.translation import gettext_lazy as _
 
 from b24portal.crypto import mask
 from b24portal.logging import redact
+from tenants.journal import Actor
 from tenants.models import Portal
 
 from . import accounts, staff
@@ -33,9 +34,13 @@ from .stats import delivery_stats
 from .status import CHART_LABELS, CHART_ORDER
 from .tasks import sync_sender
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
-def _actor(request: HttpRequest) -> str:
-    return f"staff:{request.user.get_username()}"
+
+def _actor(request: HttpRequest) -> Actor:
+    # The admin site serves only logged-in staff (AdminSite.has_permission), so its user is never anonymous.
+    return Actor.staff(cast("User", request.user))
 
 
 # -- provider accounts ----------------------------------------------------------------------------------

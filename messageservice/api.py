@@ -22,6 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from tenants.journal import Actor
 from tenants.models import Portal
 
 from .accounts import accounts_for, do_deactivate_account, do_save_account, do_send_test_sms
@@ -45,8 +46,8 @@ class PortalUserAPIMixin:
         raise NotImplementedError("the routing app supplies the request's Bitrix24 user id")
 
     @property
-    def actor(self) -> str:
-        return f"bitrix24:user{self.user_id}"
+    def actor(self) -> Actor:
+        return Actor.portal_user(self.user_id)
 
     def scoped_queryset(self, portal: Portal) -> QuerySet[Any]:
         raise NotImplementedError

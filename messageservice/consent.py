@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from tenants.journal import journal
+from tenants.journal import Actor, journal
 from tenants.models import JournalEntry, Portal
 
 from .models import PhoneConsent
@@ -57,6 +57,6 @@ def do_set_consent(portal: Portal, *, phone: str, opted_in: bool, user_id: int |
         )
         journal(portal, JournalEntry.Kind.MESSAGE,
                 f"SMS consent: {mask_phone(e164)} {'opted in' if opted_in else 'opted out'} ({source})",
-                actor=f"bitrix24:user{user_id}" if user_id else source[:100],
+                actor=Actor.portal_user(user_id) if user_id else source[:100],
                 details={"opted_in": opted_in, "source": source})
     return consent

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from tenants.journal import journal
+from tenants.journal import Actor, journal
 from tenants.models import JournalEntry
 
 from .models import Message
@@ -21,7 +21,7 @@ from .tasks import send_message
 State = Message.State
 
 
-def do_repush_status(message: Message, *, actor: str) -> bool:
+def do_repush_status(message: Message, *, actor: Actor) -> bool:
     """Send the current status to Bitrix24 again (e.g. after a portal restored a deleted message). Only
     messages Bitrix24 knows and that have a status; the pusher then treats it as never pushed."""
     with transaction.atomic():
@@ -34,7 +34,7 @@ def do_repush_status(message: Message, *, actor: str) -> bool:
     return bool(updated)
 
 
-def do_retry_message(message: Message, *, actor: str) -> bool:
+def do_retry_message(message: Message, *, actor: Actor) -> bool:
     """Send a failed or needs-review message again (a human decided it was not sent). The delivery
     status starts over, so Bitrix24 will hear the new outcome even after an earlier `failed`."""
     now = timezone.now()
@@ -54,7 +54,7 @@ def do_retry_message(message: Message, *, actor: str) -> bool:
 
 
 def _finish(message: Message, *, from_states: list[str], state: str, status: DeliveryStatus | None,
-            reason: str, actor: str) -> bool:
+            reason: str, actor: Actor) -> bool:
     now = timezone.now()
     with transaction.atomic():
         updated = Message.objects.filter(pk=message.pk, state__in=from_states).update(
@@ -69,18 +69,18 @@ def _finish(message: Message, *, from_states: list[str], state: str, status: Del
     return True
 
 
-def do_mark_sent(message: Message, *, actor: str) -> bool:
+def do_mark_sent(message: Message, *, actor: Actor) -> bool:
     """Needs review → a human checked with the carrier that it went out."""
     return _finish(message, from_states=[State.NEEDS_REVIEW], state=State.HANDED_TO_CARRIER, status=DeliveryStatus.SENT,
                    reason="marked as sent by support", actor=actor)
 
 
-def do_mark_failed(message: Message, *, actor: str, reason: str = "marked as failed by support") -> bool:
+def do_mark_failed(message: Message, *, actor: Actor, reason: str = "marked as failed by support") -> bool:
     return _finish(message, from_states=[State.NEEDS_REVIEW], state=State.FAILED, status=DeliveryStatus.FAILED,
                    reason=reason, actor=actor)
 
 
-def do_cancel_message(message: Message, *, actor: str) -> bool:
+def do_cancel_message(message: Message, *, actor: Actor) -> bool:
     """Only before the carrier has it (accepted or waiting to retry); Bitrix24 hears `failed`."""
     return _finish(message, from_states=[State.ACCEPTED, State.RETRYING], state=State.CANCELLED,
                    status=DeliveryStatus.FAILED, reason="cancelled by support", actor=actor)

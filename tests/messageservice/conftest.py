@@ -10,6 +10,7 @@ import pytest
 
 from messageservice import accounts
 from messageservice.models import ProviderAccount
+from tenants.journal import Actor
 from tenants.models import Portal
 from tests.fakes.b24_messageservice import install_messageservice
 from tests.fakes.bitrix24 import FakePortal
@@ -48,7 +49,7 @@ def create_account(portal: Any, capture: Any, *, code: str = SENDER_CODE, carrie
     with capture(execute=True):
         account = accounts.do_save_account(portal, data={
             "carrier": carrier, "code": code, "name": data.pop("name", "B24 Portal SMS"),
-            "credentials": credentials or {}, "base_url": base_url, **data}, actor="staff:tester")
+            "credentials": credentials or {}, "base_url": base_url, **data}, actor=Actor("staff", "tester"))
     account.refresh_from_db()
     return account
 

@@ -13,6 +13,7 @@ from django.test.utils import CaptureQueriesContext
 
 from messageservice.admin import EstimatedCountPaginator
 from messageservice.models import Message
+from tenants.journal import Actor
 from tests.fakes.b24_messageservice import senders
 
 pytestmark = pytest.mark.django_db
@@ -164,8 +165,8 @@ def test_credentials_never_reach_the_logs_or_the_journal(sms_account, fake_smsru
     fake_smsru.fail_next(1, "bad_api_id")
     with django_capture_on_commit_callbacks(execute=True):
         accounts.do_save_account(sms_account.portal, data={"credentials": {"api_id": "new-secret-api-id-123"}},
-                                 account=sms_account, actor="staff:tester")
-        accounts.do_send_test_sms(sms_account.portal, sms_account, to="+79991234567", actor="staff:tester")
+                                 account=sms_account, actor=Actor("staff", "tester"))
+        accounts.do_send_test_sms(sms_account.portal, sms_account, to="+79991234567", actor=Actor("staff", "tester"))
     assert "new-secret-api-id-123" not in caplog.text and fake_smsru.api_id not in caplog.text
     journal = " ".join(str(e.details) + e.message for e in sms_account.portal.journal.all())
     assert "new-secret-api-id-123" not in journal

@@ -9,6 +9,7 @@ import requests
 
 from messageservice import accounts, sending
 from messageservice.models import Message, MessageCrmLink
+from tenants.journal import Actor
 from tenants.models import Portal
 from tests.fakes.b24_messageservice import handler_path, send_from_bitrix24
 from tests.messageservice.conftest import SENDER_CODE
@@ -148,7 +149,7 @@ def test_an_unknown_handler_key_is_404(client, sms_portal, ms_fake_portal):
 def test_an_unknown_or_inactive_sender_code_is_404(client, sms_portal, sms_account, ms_fake_portal):
     payload = send_from_bitrix24(ms_fake_portal, "nosuchcode", PHONE, "x", check_registered=False)
     assert post(client, ms_fake_portal, payload).status_code == 404
-    accounts.do_deactivate_account(sms_portal, sms_account, actor="staff:tester")
+    accounts.do_deactivate_account(sms_portal, sms_account, actor=Actor("staff", "tester"))
     payload = send_from_bitrix24(ms_fake_portal, SENDER_CODE, PHONE, "x")
     response = post(client, ms_fake_portal, payload)
     assert response.status_code == 404 and "sender" in response.json()["error"]

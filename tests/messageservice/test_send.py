@@ -19,6 +19,7 @@ from messageservice.tasks import (
     send_message,
     sweep_stale_claims,
 )
+from tenants.journal import Actor
 from tenants.models import JournalEntry
 
 pytestmark = pytest.mark.django_db
@@ -161,7 +162,7 @@ def test_backoff_grows_exponentially_with_jitter_and_respects_retry_after(settin
 def test_a_test_sms_goes_through_the_queue_and_the_carrier(sms_portal, sms_account, fake_smsru,
                                                            django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        message = accounts.do_send_test_sms(sms_portal, sms_account, to="+7 999 123-45-67", actor="staff:support")
+        message = accounts.do_send_test_sms(sms_portal, sms_account, to="+7 999 123-45-67", actor=Actor("staff", "support"))
     message.refresh_from_db()
     assert message.origin == "test" and message.state == Message.State.HANDED_TO_CARRIER and not message.push_due
     assert fake_smsru.messages[0].to == "79991234567"
@@ -174,7 +175,7 @@ def test_staff_can_retry_a_failed_message_and_it_is_sent(sms_portal, fake_smsru,
     Message.objects.filter(pk=message.pk).update(send_deadline_at=timezone.now())
     assert run(message) == "failed"
     with django_capture_on_commit_callbacks(execute=True):
-        assert staff.do_retry_message(message, actor="staff:support")
+        assert staff.do_retry_message(message, actor=Actor("staff", "support"))
     message.refresh_from_db()
     assert message.state == Message.State.HANDED_TO_CARRIER and message.status == "queued" and message.attempts == 2
-    assert not staff.do_retry_message(message, actor="staff:support")  # sent: not retryable
+    assert not staff.do_retry_message(message, actor=Actor("staff", "support"))  # sent: not retryable

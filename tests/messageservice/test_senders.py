@@ -11,6 +11,7 @@ from messageservice import accounts
 from messageservice.models import ProviderAccount
 from messageservice.tasks import reconcile_all_senders
 from oauth.client import PortalClient
+from tenants.journal import Actor
 from tenants.models import JournalEntry
 from tests.fakes.b24_messageservice import senders, state
 from tests.messageservice.conftest import SENDER_CODE, create_account
@@ -92,7 +93,7 @@ def test_a_sender_already_installed_is_updated_to_our_handler(
 
 def test_deactivating_an_account_deletes_its_sender(sms_account, ms_fake_portal, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        accounts.do_deactivate_account(sms_account.portal, sms_account, actor="staff:tester")
+        accounts.do_deactivate_account(sms_account.portal, sms_account, actor=Actor("staff", "tester"))
     sms_account.refresh_from_db()
     assert senders(ms_fake_portal) == {}
     assert not sms_account.is_active and sms_account.registration_state == ProviderAccount.Registration.REMOVED
@@ -103,7 +104,7 @@ def test_deactivating_an_account_deletes_its_sender(sms_account, ms_fake_portal,
 def test_changing_the_code_replaces_the_sender(sms_account, ms_fake_portal, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         accounts.do_save_account(sms_account.portal, data={"code": "renamed", "name": "New name"},
-                                 account=sms_account, actor="staff:tester")
+                                 account=sms_account, actor=Actor("staff", "tester"))
     registered = senders(ms_fake_portal)
     assert list(registered) == ["renamed"] and registered["renamed"]["NAME"] == "New name"
 
@@ -121,7 +122,7 @@ def test_changing_the_code_replaces_the_sender(sms_account, ms_fake_portal, djan
 def test_invalid_account_data_is_refused_with_field_errors(b24_portal, data, field):
     base = {"carrier": "smsru", "code": "ok", "name": "n", "credentials": {"api_id": "x"}}
     with pytest.raises(ValidationError) as exc:
-        accounts.do_save_account(b24_portal, data={**base, **data}, actor="staff:tester")
+        accounts.do_save_account(b24_portal, data={**base, **data}, actor=Actor("staff", "tester"))
     assert field in exc.value.message_dict
     assert not ProviderAccount.objects.exists()
 
@@ -129,7 +130,7 @@ def test_invalid_account_data_is_refused_with_field_errors(b24_portal, data, fie
 def test_a_code_is_unique_within_a_portal(sms_account):
     with pytest.raises(ValidationError) as exc:
         accounts.do_save_account(sms_account.portal, data={"carrier": "sandbox", "code": SENDER_CODE, "name": "x"},
-                                 actor="staff:tester")
+                                 actor=Actor("staff", "tester"))
     assert "code" in exc.value.message_dict
 
 
@@ -142,7 +143,7 @@ def test_credentials_are_encrypted_at_rest_and_kept_when_left_blank(sms_account,
 
     with django_capture_on_commit_callbacks(execute=True):
         accounts.do_save_account(sms_account.portal, data={"name": "Renamed", "credentials": {"api_id": ""}},
-                                 account=sms_account, actor="staff:tester")
+                                 account=sms_account, actor=Actor("staff", "tester"))
     sms_account.refresh_from_db()
     assert sms_account.credentials == {"api_id": fake_smsru.api_id}
 

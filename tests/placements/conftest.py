@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 import pytest
 from django.test import Client
 
+from tenants.journal import Actor
 from tests.fakes import b24_placements
 from tests.fakes.b24_messageservice import install_messageservice
 from tests.fakes.bitrix24 import FakeBitrix24Cloud, FakePortal
@@ -88,6 +89,6 @@ def sms_account(installed_portal: Any, fake_smsru: Any, django_capture_on_commit
     with django_capture_on_commit_callbacks(execute=True):
         account = accounts.do_save_account(installed_portal, data={
             "carrier": "smsru", "code": "b24portal_sms", "name": "Main SMS", "credentials": fake_smsru.credentials,
-            "base_url": fake_smsru.base_url}, actor="staff:tester")
+            "base_url": fake_smsru.base_url}, actor=Actor("staff", "tester"))
     account.refresh_from_db()
     return account

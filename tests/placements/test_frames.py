@@ -9,6 +9,7 @@ from django.test import Client
 
 from b24portal.redis import get_redis
 from oauth.models import PortalToken
+from tenants.journal import Actor
 from tenants.models import Portal
 
 from .conftest import APP_URL, LIST_MENU_URL, api, frame_token, post_frame
@@ -174,9 +175,9 @@ def test_a_frame_token_of_one_portal_never_reaches_another_portals_data(client, 
 
     with django_capture_on_commit_callbacks(execute=False):
         foreign = accounts.do_save_account(outsider.portal, data={"carrier": "sandbox", "code": "theirs",
-                                                                  "name": "Theirs"}, actor="staff:test")
+                                                                  "name": "Theirs"}, actor=Actor("staff", "test"))
         own = accounts.do_save_account(owner.portal, data={"carrier": "sandbox", "code": "ours", "name": "Ours"},
-                                       actor="staff:test")
+                                       actor=Actor("staff", "test"))
 
     # Both directions: the owner cannot reach the outsider's account, nor the outsider the owner's.
     for token, theirs, mine in ((owner.token, foreign, own), (outsider.token, own, foreign)):
