@@ -205,7 +205,7 @@ def test_an_outsiders_token_never_reads_the_owners_messages_or_stats(client, own
     for who, body in ((owner, "owner's secret"), (outsider, "outsider's")):
         with django_capture_on_commit_callbacks(execute=False):
             account = accounts.do_save_account(who.portal, data={"carrier": "sandbox", "code": "sms", "name": "S"},
-                                               actor="staff:test")
+                                               actor=Actor("staff", "test"))
         Message.objects.create(portal=who.portal, account=account, carrier="sandbox",
                                message_id=body[:3].ljust(32, "0"), origin="widget", recipient_raw="+79991234567",
                                body=body, author_user_id=who.user_id, status="delivered")
