@@ -55,7 +55,15 @@ def prove_administrator(*, member_id: str, domain: str, rest_endpoint: str, gran
             raise proofs.ProofFailed("only a portal administrator can install or update the app")
         if not grant.refresh_token:
             raise proofs.ProofFailed("no refresh token: the OAuth server cannot confirm which portal this is")
-        rotated, proven_member_id, client_endpoint = proofs.exchange_refresh_token(grant.refresh_token)
+        try:
+            rotated, proven_member_id, client_endpoint = proofs.exchange_refresh_token(grant.refresh_token)
+        except proofs.RefreshSpent:
+            # The install frame and ONAPPINSTALL may carry the same pair, and whichever comes second finds
+            # it spent. For a portal we already know on this very domain, the token's proof against that
+            # domain (user.current + user.admin above) binds it to this member_id; keep the stored pair.
+            if portal is None or portal.member_id != member_id or portal.domain != domain:
+                raise
+            return AdminProof(app_info=app_info, user=user.user, grant=None, rest_endpoint=portal.rest_endpoint)
         if proven_member_id != member_id:
             raise proofs.ProofFailed("the token belongs to another portal (member_id does not match)")
         proven_domain = domain_of_endpoint(client_endpoint) if client_endpoint else domain

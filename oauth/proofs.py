@@ -29,7 +29,7 @@ from tenants.models import Portal
 
 from . import ratelimit
 from .client import parse_answer, post_method, split_batch
-from .errors import B24AuthError, B24BadResponse, B24Error, B24PortalMoved, B24RateLimited
+from .errors import B24AuthError, B24BadResponse, B24Error, B24PortalMoved, B24RateLimited, B24TokensRevoked
 from .tokens import TokenGrant, request_oauth
 
 FAILED_PREFIX = "b24:proof-failed:"
@@ -44,6 +44,10 @@ class ProofFailed(Exception):
         super().__init__(reason)
         self.reason = reason
         self.status = status
+
+
+class RefreshSpent(ProofFailed):
+    """The OAuth server says the refresh token was already used (invalid_grant)."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,8 @@ def exchange_refresh_token(refresh_token: str) -> tuple[TokenGrant, str, str]:
     """Refresh once with the OAuth server: (the rotated pair, its member_id, its client_endpoint)."""
     try:
         payload = request_oauth({"grant_type": "refresh_token", "refresh_token": refresh_token})
+    except B24TokensRevoked as exc:
+        raise RefreshSpent(f"the OAuth server refused the refresh token ({exc.code})") from None
     except B24Error as exc:
         status = 502 if exc.retryable else 403
         raise ProofFailed(f"the OAuth server refused the refresh token ({exc.code})", status) from None

@@ -7,6 +7,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 import pytest
+import requests
 
 from oauth.models import PortalToken
 from tenants.models import Portal
@@ -166,3 +167,35 @@ def test_install_posts_are_throttled_per_source_address(client, fake_portal, set
     statuses = [client.post(f"/b24/install/?{urlencode(query)}", data=form).status_code for _ in range(5)]
 
     assert statuses == [403, 403, 403, 429, 429]
+
+
+def test_a_second_install_post_whose_refresh_token_is_spent_is_accepted_for_the_known_portal(
+        client, fake_portal, django_capture_on_commit_callbacks):
+    """The install frame and ONAPPINSTALL may carry one pair; the second finds it spent by the first."""
+    from django.core.cache import cache
+
+    query, form = fake_portal.install_frame()
+    url = f"/b24/install/?{urlencode(query)}"
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.post(url, data=form).status_code == 200
+    stored = PortalToken.objects.get(portal__member_id=fake_portal.member_id, is_service=True).access_token
+    cache.clear()  # no remembered proof: the refresh token really is tried again, and is spent
+
+    again = client.post(url, data=form)
+
+    assert again.status_code == 200
+    assert PortalToken.objects.get(portal__member_id=fake_portal.member_id, is_service=True).access_token == stored
+    assert Portal.objects.get(member_id=fake_portal.member_id).install_runs.count() == 1
+
+
+def test_a_spent_refresh_token_for_an_unknown_portal_is_refused(client, fake_portal, settings):
+    query, form = fake_portal.install_frame()
+    spent = requests.get(settings.B24_OAUTH_URL, timeout=5, params={
+        "grant_type": "refresh_token", "refresh_token": form["REFRESH_ID"],
+        "client_id": settings.B24_CLIENT_ID, "client_secret": settings.B24_CLIENT_SECRET})
+    assert spent.status_code == 200  # someone else used the pair first
+
+    response = client.post(f"/b24/install/?{urlencode(query)}", data=form)
+
+    assert response.status_code == 403
+    assert not Portal.objects.exists()
