@@ -114,7 +114,13 @@ B24_PLACEMENTS = env.list("B24_PLACEMENTS", default=[
 # entities it is added to; how often widget bindings are reconciled with each portal.
 B24_CONSENT_TYPE_CODE = env.str("B24_CONSENT_TYPE_CODE", default="sms_consent")
 B24_CONSENT_FIELD_ENTITIES = env.list("B24_CONSENT_FIELD_ENTITIES", default=["CONTACT", "LEAD"])
-B24_BINDINGS_RECONCILE_SECONDS = env.int("B24_BINDINGS_RECONCILE_SECONDS", default=3600)
+# Periodic checks (tenants.schedule): each portal's safety sweep is due once per its interval, spread over
+# it; a beat tick claims at most B24_DUE_CHECKS_PER_TICK due portals and enqueues B24_DUE_CHECKS_PER_TASK a task.
+B24_DUE_CHECKS_TICK_SECONDS = env.int("B24_DUE_CHECKS_TICK_SECONDS", default=60)
+B24_DUE_CHECKS_PER_TICK = env.int("B24_DUE_CHECKS_PER_TICK", default=2000)
+B24_DUE_CHECKS_PER_TASK = env.int("B24_DUE_CHECKS_PER_TASK", default=50)
+B24_CAPABILITIES_CHECK_SECONDS = env.int("B24_CAPABILITIES_CHECK_SECONDS", default=86400)
+B24_BINDINGS_RECONCILE_SECONDS = env.int("B24_BINDINGS_RECONCILE_SECONDS", default=86400)
 # Lifetime of the signed token a verified frame page uses for its API calls.
 B24_FRAME_TOKEN_MAX_AGE = env.int("B24_FRAME_TOKEN_MAX_AGE", default=3600)
 
@@ -142,7 +148,7 @@ SMS_POLL_BASE_SECONDS = env.int("SMS_POLL_BASE_SECONDS", default=30)
 SMS_POLL_MAX_SECONDS = env.int("SMS_POLL_MAX_SECONDS", default=1800)
 SMS_STATUS_TTL_HOURS = env.int("SMS_STATUS_TTL_HOURS", default=48)
 SMS_TTL_SENT_BECOMES = env.str("SMS_TTL_SENT_BECOMES", default="sent")
-SMS_SENDER_RECONCILE_SECONDS = env.int("SMS_SENDER_RECONCILE_SECONDS", default=600)
+SMS_SENDER_RECONCILE_SECONDS = env.int("SMS_SENDER_RECONCILE_SECONDS", default=86400)
 # Messages handled per status-poll task run, and how long "message not found" right after sending is not
 # final yet; status-push batches per task run, and attempts before a status Bitrix24 keeps refusing is dropped.
 SMS_POLL_CHUNK = env.int("SMS_POLL_CHUNK", default=500)

@@ -16,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from oauth.tokens import TokenGrant, purge_tokens, store_tokens
+from tenants import schedule
 from tenants.actions import app_info_fields, do_record_app_info, set_status
 from tenants.journal import Actor, journal
 from tenants.models import (
@@ -168,6 +169,8 @@ def do_app_update(portal: Portal, *, application_token: str, version: int | None
                 actor=Actor.BITRIX24, details={"version": version})
         if portal.status in (Status.DELETED,):
             return None
+        # Bitrix24 drops handlers, placements and senders on update: every check is due now.
+        schedule.mark_due(portal, *schedule.registered_kinds())
         return _start_run(portal, InstallRun.Trigger.UPDATE)
 
 

@@ -13,6 +13,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from b24portal.crypto import mask
+from tenants import schedule
 from tenants.actions import do_block_portal, do_unblock_portal
 from tenants.journal import Actor
 from tenants.models import InstallRun, InstallStepResult, JournalEntry, Portal
@@ -72,7 +73,7 @@ class PortalAdmin(admin.ModelAdmin):
     ordering = ("domain",)
     list_per_page = 50
     show_full_result_count = False
-    actions = ["verify_now", "rerun_install_steps", "block", "unblock"]
+    actions = ["verify_now", "rerun_install_steps", "run_checks_now", "block", "unblock"]
     readonly_fields = (
         "member_id", "domain", "rest_endpoint", "status", "status_changed_at", "blocked_reason", "app_local_id",
         "app_code", "app_status", "app_installed", "license", "license_type", "license_family", "payment_expired",
@@ -151,6 +152,14 @@ class PortalAdmin(admin.ModelAdmin):
                                          actor=Actor.staff(user), staff_user=user)
             count += 1
         self.message_user(request, _("Install steps started for %(n)d portal(s).") % {"n": count}, messages.SUCCESS)
+
+    @admin.action(description=_("Run periodic checks now (senders, bindings, capabilities)"))
+    def run_checks_now(self, request: HttpRequest, queryset: QuerySet[Portal]) -> None:
+        portals = list(queryset.filter(status=Portal.Status.ACTIVE))
+        for portal in portals:
+            schedule.mark_due(portal, *schedule.registered_kinds())
+        self.message_user(request, _("Checks are due now for %(n)d portal(s); the next beat tick runs them.")
+                          % {"n": len(portals)}, messages.SUCCESS)
 
     @admin.action(description=_("Block"))
     def block(self, request: HttpRequest, queryset: QuerySet[Portal]) -> None:

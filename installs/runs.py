@@ -12,6 +12,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from oauth.tokens import purge_tokens
+from tenants import schedule
 from tenants.actions import apply_payment_state, set_status
 from tenants.journal import Actor, journal
 from tenants.models import InstallRun, InstallStepResult, JournalEntry, Portal
@@ -34,6 +35,7 @@ def do_finish_install_run(run: InstallRun, *, succeeded: bool) -> None:
                     details={"run": str(run.public_id)})
             return
         if portal.status in (Status.NEW, Status.NEEDS_REINSTALL):
+            schedule.ensure_portal_scheduled(portal)
             set_status(portal, Status.ACTIVE, message="installed and verified", actor=Actor.SYSTEM,
                         installed_at=timezone.now())
             apply_payment_state(portal, actor=Actor.SYSTEM)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.apps import AppConfig
 from django.conf import settings
 
@@ -13,6 +15,7 @@ class MessageserviceConfig(AppConfig):
     def ready(self) -> None:
         from b24portal.celery import add_periodic
         from oauth import capabilities
+        from tenants import schedule
         from tenants.signals import portal_purged
 
         from . import senders  # noqa: F401  (registers the "sms_senders" install step)
@@ -23,8 +26,9 @@ class MessageserviceConfig(AppConfig):
                                      "messageservice.message.status.update", scope="messageservice",
                                      app="messageservice")
 
+        schedule.register_check("senders", lambda: timedelta(seconds=settings.SMS_SENDER_RECONCILE_SECONDS))
         add_periodic("messageservice-reconcile-senders", "messageservice.tasks.reconcile_all_senders",
-                     settings.SMS_SENDER_RECONCILE_SECONDS)
+                     settings.B24_DUE_CHECKS_TICK_SECONDS)
         add_periodic("messageservice-sweep-stale-claims", "messageservice.tasks.sweep_stale_claims", 60)
         add_periodic("messageservice-redispatch-lost", "messageservice.tasks.redispatch_lost_messages", 60)
         # Delivery status: poll carriers for due messages, push changed statuses to Bitrix24.

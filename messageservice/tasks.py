@@ -25,6 +25,7 @@ from b24portal.logging import log_context
 from installs.steps import StepFailed
 from oauth.client import PortalClient
 from oauth.errors import B24Error
+from oauth.periodic import dispatch_due, run_for_each
 from oauth.retry import retry_if_worth_it
 from tenants.journal import journal
 from tenants.models import JournalEntry, Portal
@@ -35,6 +36,8 @@ from .models import Message, ProviderAccount
 from .phones import InvalidPhoneNumber, normalize_phone
 from .senders import reconcile_senders, sync_account_sender
 from .status import DeliveryStatus
+
+SENDERS_CHECK = "senders"
 
 logger = logging.getLogger(__name__)
 
@@ -206,12 +209,39 @@ def sync_sender(self: Task, account_id: int) -> str:
 
 @shared_task
 def reconcile_all_senders() -> int:
-    """Beat: every active portal with provider accounts gets its own reconcile task."""
-    portal_ids = list(ProviderAccount.objects.filter(is_active=True, portal__status=Portal.Status.ACTIVE)
-                      .values_list("portal_id", flat=True).distinct())
-    for portal_id in portal_ids:
-        reconcile_portal_senders.delay(portal_id)
-    return len(portal_ids)
+    """Beat tick: the portals whose sender check is due (about once a day each, spread over the day, or at
+    once after a trigger), many per task."""
+    return dispatch_due(SENDERS_CHECK, reconcile_senders_chunk)
+
+
+@shared_task(acks_late=True)
+def reconcile_senders_chunk(portal_ids: list[int]) -> dict[str, int]:
+    with_accounts = set(ProviderAccount.objects.filter(portal_id__in=portal_ids, is_active=True)
+                        .values_list("portal_id", flat=True))
+
+    def check(portal: Portal) -> str:
+        if portal.pk not in with_accounts:
+            return "no accounts"
+        return _reconcile_and_journal(portal)
+
+    def give_up(portal: Portal, exc: B24Error) -> None:
+        journal(portal, JournalEntry.Kind.BINDING, f"SMS sender reconcile failed: {exc.code} {exc.description}",
+                level=JournalEntry.Level.ERROR)
+
+    return run_for_each(SENDERS_CHECK, portal_ids, check, give_up)
+
+
+def _reconcile_and_journal(portal: Portal) -> str:
+    try:
+        report = reconcile_senders(portal, PortalClient(portal))
+    except StepFailed as exc:
+        journal(portal, JournalEntry.Kind.BINDING, f"SMS sender reconcile failed: {exc}",
+                level=JournalEntry.Level.ERROR)
+        return "failed"
+    if report.added or report.deleted or report.updated:
+        journal(portal, JournalEntry.Kind.BINDING, f"SMS senders repaired: {report}",
+                details={"added": report.added, "updated": report.updated, "deleted": report.deleted})
+    return str(report)
 
 
 @shared_task(bind=True, max_retries=5, acks_late=True)
@@ -221,17 +251,9 @@ def reconcile_portal_senders(self: Task, portal_id: int) -> str:
         return "portal not active"
     with log_context(member_id=portal.member_id):
         try:
-            report = reconcile_senders(portal, PortalClient(portal))
+            return _reconcile_and_journal(portal)
         except B24Error as exc:
             retry_if_worth_it(self, exc)
             journal(portal, JournalEntry.Kind.BINDING, f"SMS sender reconcile failed: {exc.code} {exc.description}",
                     level=JournalEntry.Level.ERROR)
             return exc.code
-        except StepFailed as exc:
-            journal(portal, JournalEntry.Kind.BINDING, f"SMS sender reconcile failed: {exc}",
-                    level=JournalEntry.Level.ERROR)
-            return "failed"
-        if report.added or report.deleted or report.updated:
-            journal(portal, JournalEntry.Kind.BINDING, f"SMS senders repaired: {report}",
-                    details={"added": report.added, "updated": report.updated, "deleted": report.deleted})
-        return str(report)

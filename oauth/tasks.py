@@ -15,18 +15,30 @@ from . import calllog
 from .capabilities import check_portal, do_record_capabilities
 from .client import PortalClient
 from .errors import B24Error
+from .periodic import dispatch_due, run_for_each
 from .retry import portal_task
 
 logger = logging.getLogger(__name__)
 
+CAPABILITIES_CHECK = "capabilities"
+
 
 @shared_task
 def refresh_all_capabilities() -> int:
-    """Daily: queue a capability check per active portal (spread over 10 minutes, not all at once)."""
-    ids = list(Portal.objects.filter(status=Portal.Status.ACTIVE).values_list("pk", flat=True))
-    for index, portal_id in enumerate(ids):
-        check_capabilities.apply_async((portal_id,), countdown=(index * 600 / max(len(ids), 1)))
-    return len(ids)
+    """Beat tick: the portals whose capability check is due (about once a day each, spread over the day),
+    many per task."""
+    return dispatch_due(CAPABILITIES_CHECK, check_capabilities_chunk)
+
+
+@shared_task(acks_late=True)
+def check_capabilities_chunk(portal_ids: list[int]) -> dict[str, int]:
+    def check(portal: Portal) -> str:
+        return "ok" if check_portal(portal, PortalClient(portal)).ok else "missing"
+
+    def give_up(portal: Portal, exc: B24Error) -> None:
+        do_record_capabilities(portal, None, error=f"{exc.code}: {exc.description}")
+
+    return run_for_each(CAPABILITIES_CHECK, portal_ids, check, give_up)
 
 
 def _capabilities_unknown(exc: B24Error, portal_id: int) -> str:

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.apps import AppConfig
+from django.conf import settings
 
 
 class PlacementsConfig(AppConfig):
@@ -10,6 +13,7 @@ class PlacementsConfig(AppConfig):
     def ready(self) -> None:
         from b24portal.celery import add_periodic
         from oauth import capabilities
+        from tenants import schedule
         from tenants.signals import portal_purged
 
         from . import config, install_steps  # noqa: F401  (registers the install steps)
@@ -24,5 +28,6 @@ class PlacementsConfig(AppConfig):
                                      "crm.lead.userfield.add", scope="crm", app="placements")
         capabilities.require_methods("user.admin", app="placements")
         portal_purged.connect(forget_bindings_on_purge, dispatch_uid="placements-forget-bindings")
+        schedule.register_check("bindings", lambda: timedelta(seconds=config.reconcile_seconds()))
         add_periodic("placements-reconcile-bindings", "placements.tasks.reconcile_all_bindings",
-                     config.reconcile_seconds())
+                     settings.B24_DUE_CHECKS_TICK_SECONDS)

@@ -10,6 +10,7 @@ from celery import Task, shared_task
 from b24portal.logging import log_context
 from oauth.client import PortalClient
 from oauth.errors import B24Error
+from oauth.periodic import dispatch_due, run_for_each
 from oauth.retry import retry_if_worth_it
 from tenants.journal import journal
 from tenants.models import JournalEntry, Portal
@@ -24,13 +25,23 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+BINDINGS_CHECK = "bindings"
+
+
 @shared_task
 def reconcile_all_bindings() -> int:
-    """Beat: one reconcile task per active portal (each retries on its own)."""
-    ids = list(Portal.objects.filter(status=Portal.Status.ACTIVE).values_list("pk", flat=True))
-    for portal_id in ids:
-        reconcile_portal_bindings.delay(portal_id)
-    return len(ids)
+    """Beat tick: the portals whose binding check is due (about once a day each, spread over the day, or at
+    once after a trigger), many per task."""
+    return dispatch_due(BINDINGS_CHECK, reconcile_bindings_chunk)
+
+
+@shared_task(acks_late=True)
+def reconcile_bindings_chunk(portal_ids: list[int]) -> dict[str, int]:
+    def give_up(portal: Portal, exc: B24Error) -> None:
+        journal(portal, JournalEntry.Kind.BINDING, f"reconcile failed: {exc.code} {exc.description}", level="error")
+
+    return run_for_each(BINDINGS_CHECK, portal_ids, lambda portal: actions.do_reconcile_portal(portal).summary(),
+                        give_up)
 
 
 @shared_task(bind=True, max_retries=5, acks_late=True)

@@ -200,3 +200,21 @@ class InstallStepResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.title}: {self.status}"
+
+
+class PortalCheck(models.Model):
+    """When a periodic check (sender reconcile, binding reconcile, capability check, ...) is next due for a
+    portal. Dispatchers select due rows through the (kind, due_at) index with a limit, so a tick costs what
+    is due, not what exists; a trigger (an update, an error, a staff action) makes a check due at once."""
+
+    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="checks")
+    kind = models.CharField(max_length=32)
+    due_at = models.DateTimeField()
+    last_run_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["portal", "kind"], name="portal_check_unique_kind")]
+        indexes = [models.Index(fields=["kind", "due_at"], name="portal_check_due")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} due {self.due_at:%Y-%m-%d %H:%M}"

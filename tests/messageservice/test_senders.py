@@ -11,6 +11,7 @@ from messageservice import accounts
 from messageservice.models import ProviderAccount
 from messageservice.tasks import reconcile_all_senders
 from oauth.client import PortalClient
+from tenants import schedule
 from tenants.journal import Actor
 from tenants.models import JournalEntry
 from tests.fakes.b24_messageservice import senders, state
@@ -58,6 +59,7 @@ def test_the_install_step_registers_every_active_account_and_is_idempotent(
 def test_reconcile_re_registers_senders_an_app_update_dropped_and_journals_it(sms_account, ms_fake_portal):
     ms_fake_portal.onappupdate()  # Bitrix24 deletes the app's senders on update
     assert senders(ms_fake_portal) == {}
+    schedule.mark_due(sms_account.portal, "senders")  # what our ONAPPUPDATE handler does
 
     reconcile_all_senders.delay()
 
@@ -69,6 +71,7 @@ def test_reconcile_re_registers_senders_an_app_update_dropped_and_journals_it(sm
 
 def test_reconcile_of_a_portal_in_order_lists_once_and_changes_nothing(sms_account, ms_fake_portal):
     before = len(ms_fake_portal.requests)
+    schedule.mark_due(sms_account.portal, "senders")
     reconcile_all_senders.delay()
     calls = [r.method for r in ms_fake_portal.requests[before:]]
     assert calls == ["messageservice.sender.list"]
@@ -76,6 +79,7 @@ def test_reconcile_of_a_portal_in_order_lists_once_and_changes_nothing(sms_accou
 
 def test_reconcile_deletes_codes_of_ours_no_active_account_uses(sms_account, ms_fake_portal):
     state(ms_fake_portal)["senders"]["old_code"] = {"CODE": "old_code", "HANDLER": "https://x.test/", "NAME": "x"}
+    schedule.mark_due(sms_account.portal, "senders")
     reconcile_all_senders.delay()
     assert list(senders(ms_fake_portal)) == [SENDER_CODE]
 

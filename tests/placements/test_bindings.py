@@ -13,6 +13,7 @@ from oauth.client import PortalClient
 from oauth.errors import B24AccessDenied, B24Error
 from placements import actions, tasks
 from placements.models import Binding
+from tenants import schedule
 from tenants.models import InstallRun, JournalEntry, Portal
 from tests.conftest import post_event
 from tests.factories import PortalFactory
@@ -83,7 +84,9 @@ def test_the_beat_task_reconciles_every_active_portal_only(installed_portal, fak
     from b24portal.celery import app  # noqa: F401
 
     assert "placements-reconcile-bindings" in settings.CELERY_BEAT_SCHEDULE
-    PortalFactory(status=Portal.Status.DELETED)
+    deleted = PortalFactory(status=Portal.Status.DELETED)
+    schedule.mark_due(installed_portal, "bindings")
+    schedule.mark_due(deleted, "bindings")
     assert tasks.reconcile_all_bindings.delay().get() == 1
 
 
