@@ -264,6 +264,9 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "UNAUTHENTICATED_USER": None,
+    # JSON only, within INPUT_JSON_MAX_BYTES / INPUT_JSON_MAX_DEPTH (a 400 with the reason, never a 500);
+    # no API view takes forms.
+    "DEFAULT_PARSER_CLASSES": ["b24portal.parsers.LimitedJSONParser"],
 }
 SPECTACULAR_SETTINGS = {"TITLE": "b24portal API", "VERSION": "0.1.0"}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -12,7 +14,15 @@ from tenants.models import JournalEntry, Portal
 from .models import PhoneConsent
 from .phones import InvalidPhoneNumber, mask_phone, normalize_phone
 
-__all__ = ["PhoneConsent", "consent_for", "do_set_consent", "is_opted_out"]
+__all__ = ["NotAnItemPhone", "PhoneConsent", "consent_for", "do_set_consent", "do_set_item_consent", "is_opted_out"]
+
+
+class NotAnItemPhone(Exception):
+    """The number is not one of the CRM item's phones: a consent change for it is refused (`reason`)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def _e164(portal: Portal, phone: str) -> str:
@@ -60,3 +70,24 @@ def do_set_consent(portal: Portal, *, phone: str, opted_in: bool, user_id: int |
                 actor=Actor.portal_user(user_id) if user_id else source[:100],
                 details={"opted_in": opted_in, "source": source})
     return consent
+
+
+def do_set_item_consent(portal: Portal, *, phone: str, opted_in: bool, user_id: int, item_phones: Iterable[str],
+                        source: str) -> PhoneConsent:
+    """A user's decision for one phone of one CRM item: `item_phones` are that item's numbers as read with
+    the user's own rights just now. Both sides are compared in E.164 (the portal's region for local
+    numbers); a number the item does not have raises NotAnItemPhone and nothing is stored. Raises
+    ValidationError for an unreadable number."""
+    try:
+        e164 = _e164(portal, phone)
+    except InvalidPhoneNumber as exc:
+        raise ValidationError({"phone": [exc.reason]}) from None
+    allowed: set[str] = set()
+    for candidate in item_phones:
+        try:
+            allowed.add(_e164(portal, candidate))
+        except InvalidPhoneNumber:
+            continue  # a number no SMS can go to needs no consent
+    if e164 not in allowed:
+        raise NotAnItemPhone("this number is not one of the item's phone numbers")
+    return do_set_consent(portal, phone=e164, opted_in=opted_in, user_id=user_id, source=source)

@@ -28,6 +28,7 @@ from messageservice.phones import mask_phone
 from messageservice.sending import MAX_BODY_CHARS, do_send_from_widget, messages_for_crm_item
 from oauth.client import PortalClient
 from oauth.errors import B24Error
+from oauth.models import PortalToken
 
 from .auth import FrameAPIMixin, IsFrameAdmin, TenantScopedMixin
 from .crm import ENTITIES, ItemUnavailable, load_item
@@ -146,13 +147,32 @@ def consent_row(phone: str, decision: Any) -> dict[str, Any]:
 
 
 class ConsentView(FrameAPIMixin, APIView):
+    """A consent decision for one phone of the CRM item the frame token was issued for (the consent field
+    hands out an item-bound token): the item is read again with the user's own token, so Bitrix24 decides
+    whether they may see it, and only its phones are accepted. Anything else: 403/400, nothing stored."""
+
     def post(self, request: Request) -> Response:
+        scope = self.principal.item
+        if scope is None or scope[0] not in ENTITIES:
+            raise PermissionDenied("consent can only be changed from a CRM item's consent field")
         form = ConsentSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         phone = form.validated_data["phone"].strip()
         try:
-            decision = consent_api.do_set_consent(self.portal, phone=phone, opted_in=form.validated_data["opted_in"],
-                                                  user_id=self.principal.user_id, source="userfield")
+            item = load_item(PortalClient(self.portal, user_id=self.principal.user_id), ENTITIES[scope[0]], scope[1])
+        except PortalToken.DoesNotExist:
+            raise PermissionDenied("Bitrix24 did not pass your sign-in to the app; reopen the field") from None
+        except ItemUnavailable as exc:
+            raise PermissionDenied(exc.reason) from None
+        except B24Error as exc:
+            return Response({"detail": f"Bitrix24: {exc.code}", "retryable": exc.retryable},
+                            status=status.HTTP_503_SERVICE_UNAVAILABLE if exc.retryable else status.HTTP_502_BAD_GATEWAY)
+        try:
+            decision = consent_api.do_set_item_consent(
+                self.portal, phone=phone, opted_in=form.validated_data["opted_in"], user_id=self.principal.user_id,
+                item_phones=[p.value for p in item.phones], source="userfield")
+        except consent_api.NotAnItemPhone as exc:
+            raise PermissionDenied(exc.reason) from None
         except ValidationError as exc:
             return validation_response(exc)
         return Response({**consent_row(phone, decision), "masked": mask_phone(decision.phone)})

@@ -73,6 +73,13 @@ class IsFrameAdmin(IsFrameUser):
 class FrameAPIMixin(APIView):
     authentication_classes: Sequence[type[BaseAuthentication]] = [FrameTokenAuthentication]
     permission_classes: Sequence[_PermissionClass] = [IsFrameUser]
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        # Once the caller is known: parse any body now (DRF parses lazily), so a body over the JSON limits
+        # is a 400 even on a view that ignores its body, instead of that view acting on the request.
+        request.data  # noqa: B018
+
     @property
     def principal(self) -> FramePrincipal:
         return cast(FramePrincipal, self.request.user)  # FrameTokenAuthentication + IsFrameUser guarantee it

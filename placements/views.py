@@ -97,6 +97,7 @@ def consent_field(request: HttpRequest, context: FrameContext) -> HttpResponse:
     item_id = int(raw_id)
     phones: list[str] = []
     problem = ""
+    token = None  # the page's own token cannot change consent: only one bound to the item shown
     if entity is None:
         problem = _("This field only works on CRM leads, deals, contacts and companies.")
     elif item_id > 0:
@@ -105,6 +106,7 @@ def consent_field(request: HttpRequest, context: FrameContext) -> HttpResponse:
             problem = item
         else:
             phones = list(dict.fromkeys(phone.value for phone in item.phones))
+            token = context.token_for_item(entity.code, item.id)
     decisions = consent_api.consent_for(context.portal, phones) if phones else {}
     rows = [{"phone": phone, "decision": decisions.get(phone)} for phone in phones]
     value = options.get("VALUE")
@@ -113,7 +115,7 @@ def consent_field(request: HttpRequest, context: FrameContext) -> HttpResponse:
         "multiple": _yes(options.get("MULTIPLE")), "mandatory": _yes(options.get("MANDATORY")),
         "field_name": str(options.get("FIELD_NAME") or "")[:50],
         "initial_value": value if isinstance(value, list | str) else "",
-    })
+    }, token=token)
 
 
 @frame_view

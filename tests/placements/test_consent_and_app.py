@@ -8,11 +8,14 @@ import pytest
 from django.utils import timezone
 
 from messageservice.consent import consent_for, do_set_consent
-from messageservice.models import Message
+from messageservice.models import Message, PhoneConsent
+from tests.fakes import b24_placements
 
 from .conftest import APP_URL, CONSENT_URL, api, frame_token, post_frame
 
 pytestmark = pytest.mark.django_db
+
+CONSENT_API = "/b24/placements/api/consent/"
 
 
 def field_options(mode: str, item_id, **extra):
@@ -39,7 +42,7 @@ def test_edit_mode_records_consent_through_the_api(client, installed_portal, fak
     body = response.content.decode()
     assert 'type="radio"' in body and '"multiple": true' in body and "Required" in body
 
-    result = api(client, "POST", "/b24/placements/api/consent/", frame_token(response),
+    result = api(client, "POST", CONSENT_API, frame_token(response),
                  {"phone": "+79991234567", "opted_in": True})
 
     assert result.status_code == 200
@@ -47,19 +50,84 @@ def test_edit_mode_records_consent_through_the_api(client, installed_portal, fak
     assert decision.opted_in and decision.changed_by_user_id == 5 and decision.source == "userfield"
 
 
-def test_a_new_card_offers_a_phone_input(client, installed_portal, fake_portal):
+def test_a_new_card_asks_to_save_the_item_first(client, installed_portal, fake_portal):
     response = post_frame(client, CONSENT_URL, fake_portal, "USERFIELD_TYPE", field_options("edit", 0))
 
-    assert response.status_code == 200 and 'id="consent-phone"' in response.content.decode()
+    body = response.content.decode()
+    assert response.status_code == 200 and "Save the item first." in body
+    assert 'id="consent-phone"' not in body  # no free-form number: consent goes with an item's phones
     assert fake_portal.count("crm.contact.get") == 0
 
 
-def test_bad_consent_input_is_refused(client, installed_portal, fake_portal):
-    token = frame_token(post_frame(client, CONSENT_URL, fake_portal, "USERFIELD_TYPE", field_options("edit", 0)))
+def test_bad_consent_input_is_refused(client, installed_portal, fake_portal, contact):
+    token = frame_token(post_frame(client, CONSENT_URL, fake_portal, "USERFIELD_TYPE", field_options("edit", contact)))
 
-    assert api(client, "POST", "/b24/placements/api/consent/", token, {"phone": "nope", "opted_in": True}
-               ).status_code == 400
-    assert api(client, "POST", "/b24/placements/api/consent/", token, {"phone": "+79991234567"}).status_code == 400
+    assert api(client, "POST", CONSENT_API, token, {"phone": "nope", "opted_in": True}).status_code == 400
+    assert api(client, "POST", CONSENT_API, token, {"phone": "+79991234567"}).status_code == 400
+    assert not PhoneConsent.objects.exists()
+
+
+# -- finding 7: consent is scoped to one CRM item the user can read and to that item's phones ----------------
+def test_a_members_app_page_token_cannot_change_consent(client, member, contact):
+    response = api(client, "POST", CONSENT_API, member.token, {"phone": "+79991234567", "opted_in": False})
+
+    assert response.status_code == 403 and "consent field" in response.json()["detail"]
+    assert not PhoneConsent.objects.exists()
+
+
+def test_an_admins_app_page_token_cannot_change_consent_either(client, owner, contact):
+    response = api(client, "POST", CONSENT_API, owner.token, {"phone": "+79991234567", "opted_in": False})
+
+    assert response.status_code == 403
+    assert not PhoneConsent.objects.exists()
+
+
+def test_an_item_bound_token_cannot_change_a_phone_of_another_item(client, installed_portal, fake_portal, contact):
+    other = b24_placements.add_crm_item(fake_portal, "contact", {"NAME": "Other"}, phones=["+79990000001"])
+    fake_portal.add_user(5, is_admin=False)
+    token = frame_token(post_frame(client, CONSENT_URL, fake_portal, "USERFIELD_TYPE",
+                                   field_options("edit", contact), user_id=5, is_admin=False))
+
+    for phone in ("+79990000001", "+1 202 555 0100", "89990000001"):
+        response = api(client, "POST", CONSENT_API, token, {"phone": phone, "opted_in": False})
+        assert response.status_code == 403, (phone, response.content)
+        assert "not one of the item's phone numbers" in response.json()["detail"]
+    assert not PhoneConsent.objects.exists()
+    assert other  # that item's number stays without a decision
+
+
+def test_the_items_phone_is_compared_in_e164(client, installed_portal, fake_portal, contact):
+    token = frame_token(post_frame(client, CONSENT_URL, fake_portal, "USERFIELD_TYPE", field_options("edit", contact)))
+
+    response = api(client, "POST", CONSENT_API, token, {"phone": "8 (999) 123-45-67", "opted_in": False})
+
+    assert response.status_code == 200, response.content
+    assert PhoneConsent.objects.get().phone == "+79991234567"
+
+
+def test_an_item_the_user_can_no_longer_read_refuses_consent(client, installed_portal, fake_portal, contact):
+    fake_portal.add_user(5, is_admin=False)
+    token = frame_token(post_frame(client, CONSENT_URL, fake_portal, "USERFIELD_TYPE",
+                                   field_options("edit", contact), user_id=5, is_admin=False))
+    b24_placements.state(fake_portal)["hidden"][("contact", contact)] = {5}  # access taken away meanwhile
+
+    response = api(client, "POST", CONSENT_API, token, {"phone": "+79991234567", "opted_in": False})
+
+    assert response.status_code == 403 and "access" in response.json()["detail"]
+    assert not PhoneConsent.objects.exists()
+
+
+def test_an_outsiders_tokens_cannot_change_consent_here(client, owner, outsider, contact):
+    app_page = api(client, "POST", CONSENT_API, outsider.token, {"phone": "+79991234567", "opted_in": False})
+    # An outsider's own item-bound token speaks for their portal and that item only (not our contact).
+    theirs = b24_placements.add_crm_item(outsider.fake_portal, "contact", {"NAME": "X"}, phones=["+79995550000"])
+    item_token = frame_token(post_frame(client, CONSENT_URL, outsider.fake_portal, "USERFIELD_TYPE",
+                                        field_options("edit", theirs)))
+    ours = api(client, "POST", CONSENT_API, item_token, {"phone": "+79991234567", "opted_in": False})
+
+    assert app_page.status_code == 403 and ours.status_code == 403
+    assert consent_for(owner.portal, ["+79991234567"])["+79991234567"] is None
+    assert not PhoneConsent.objects.exists()
 
 
 @pytest.mark.parametrize(("options", "text"), [

@@ -220,14 +220,14 @@ def test_an_outsiders_token_never_reads_the_owners_messages_or_stats(client, own
     assert api(client, "GET", "/b24/placements/api/stats/?days=14", outsider.token).json()["total"] == 1
 
 
-def test_an_outsiders_consent_lands_on_their_own_portal_only(client, owner, outsider):
+def test_an_outsiders_app_token_changes_no_consent_anywhere(client, owner, outsider):
     from messageservice.consent import consent_for
 
     response = api(client, "POST", "/b24/placements/api/consent/", outsider.token,
                    {"phone": "+79991234567", "opted_in": False})
 
-    assert response.status_code == 200, response.content
-    assert consent_for(outsider.portal, ["+79991234567"])["+79991234567"].opted_in is False
+    assert response.status_code == 403, response.content  # consent goes with an item-bound token only
+    assert consent_for(outsider.portal, ["+79991234567"])["+79991234567"] is None
     assert consent_for(owner.portal, ["+79991234567"])["+79991234567"] is None
 
 
