@@ -103,6 +103,8 @@ B24_RATE_503_BACKOFF = env.float("B24_RATE_503_BACKOFF", default=1.0)
 B24_CALL_LOG_ENABLED = env.bool("B24_CALL_LOG_ENABLED", default=True)
 B24_CALL_LOG_RETENTION_DAYS = env.int("B24_CALL_LOG_RETENTION_DAYS", default=14)
 B24_CALL_LOG_DAILY_RETENTION_DAYS = env.int("B24_CALL_LOG_DAILY_RETENTION_DAYS", default=400)
+# Routine successful calls of periodic checks are counted, not logged row by row; counts are written this often.
+B24_CALL_LOG_COUNT_FLUSH_SECONDS = env.int("B24_CALL_LOG_COUNT_FLUSH_SECONDS", default=60)
 B24_REST_JOURNAL_INTERVAL = env.int("B24_REST_JOURNAL_INTERVAL", default=3600)
 # The BX24 JS SDK our frame pages load (tests point it at a stub).
 B24_JS_SDK_URL = env.str("B24_JS_SDK_URL", default="https://api.bitrix24.com/api/v1/")

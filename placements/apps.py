@@ -9,7 +9,7 @@ class PlacementsConfig(AppConfig):
 
     def ready(self) -> None:
         from b24portal.celery import add_periodic
-        from oauth import capabilities
+        from oauth import calllog, capabilities
         from tenants.signals import portal_purged
 
         from . import config, install_steps  # noqa: F401  (registers the install steps)
@@ -23,6 +23,7 @@ class PlacementsConfig(AppConfig):
                                      "crm.timeline.comment.add", "crm.contact.userfield.add",
                                      "crm.lead.userfield.add", scope="crm", app="placements")
         capabilities.require_methods("user.admin", app="placements")
+        calllog.count_routine_calls_of("placements.tasks.reconcile_portal_bindings")  # periodic check: successful calls counted, no rows
         portal_purged.connect(forget_bindings_on_purge, dispatch_uid="placements-forget-bindings")
         add_periodic("placements-reconcile-bindings", "placements.tasks.reconcile_all_bindings",
                      config.reconcile_seconds())
