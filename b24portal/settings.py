@@ -103,6 +103,8 @@ B24_RATE_503_BACKOFF = env.float("B24_RATE_503_BACKOFF", default=1.0)
 B24_CALL_LOG_ENABLED = env.bool("B24_CALL_LOG_ENABLED", default=True)
 B24_CALL_LOG_RETENTION_DAYS = env.int("B24_CALL_LOG_RETENTION_DAYS", default=14)
 B24_CALL_LOG_DAILY_RETENTION_DAYS = env.int("B24_CALL_LOG_DAILY_RETENTION_DAYS", default=400)
+# Routine successful calls of periodic checks are counted, not logged row by row; counts are written this often.
+B24_CALL_LOG_COUNT_FLUSH_SECONDS = env.int("B24_CALL_LOG_COUNT_FLUSH_SECONDS", default=60)
 B24_REST_JOURNAL_INTERVAL = env.int("B24_REST_JOURNAL_INTERVAL", default=3600)
 # The BX24 JS SDK our frame pages load (tests point it at a stub).
 B24_JS_SDK_URL = env.str("B24_JS_SDK_URL", default="https://api.bitrix24.com/api/v1/")
@@ -300,6 +302,47 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Periodic work; each app adds its own entries in its AppConfig.ready() through b24portal.celery.
 CELERY_BEAT_SCHEDULE: dict = {}
+# Queues by urgency (README "Workers and queues"). A customer's SMS never waits behind housekeeping: the
+# Procfile and docker-compose run a worker that consumes `sms` only, and a general worker for the rest.
+#   sms          send, status poll and push, the sweepers that put a lost or stuck send right
+#   lifecycle    install steps, app events, verify, staff actions (rebind, sender sync, ...): someone waits
+#   maintenance  periodic reconciles, capability checks, call-log roll-ups and pruning, cleanups
+# Routed by task name; a task with no route goes to the default queue (consumed by the general worker).
+CELERY_TASK_DEFAULT_QUEUE = "lifecycle"
+CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {
+    **{name: {"queue": "sms"} for name in (
+        "messageservice.tasks.send_message",
+        "messageservice.tasks.sweep_stale_claims",
+        "messageservice.tasks.redispatch_lost_messages",
+        "messageservice.delivery.dispatch_status_polls",
+        "messageservice.delivery.poll_account",
+        "messageservice.delivery.dispatch_status_pushes",
+        "messageservice.delivery.push_portal_statuses",
+    )},
+    **{name: {"queue": "lifecycle"} for name in (
+        "tenants.tasks.run_install_steps",
+        "tenants.tasks.verify_portal",
+        "messageservice.tasks.sync_sender",
+        "placements.tasks.rebind_binding",
+        "placements.tasks.unbind_binding",
+        "placements.tasks.add_consent_fields",
+        "placements.tasks.add_timeline_comment",
+    )},
+    **{name: {"queue": "maintenance"} for name in (
+        "messageservice.tasks.reconcile_all_senders",
+        "messageservice.tasks.reconcile_portal_senders",
+        "messageservice.tasks.reconcile_senders_chunk",
+        "placements.tasks.reconcile_all_bindings",
+        "placements.tasks.reconcile_portal_bindings",
+        "placements.tasks.reconcile_bindings_chunk",
+        "oauth.tasks.refresh_all_capabilities",
+        "oauth.tasks.check_capabilities",
+        "oauth.tasks.check_capabilities_chunk",
+        "oauth.tasks.rollup_call_log",
+        "oauth.tasks.prune_call_log",
+        "tenants.tasks.cleanup_stale_installs",
+    )},
+}
 
 # --- Logging: one JSON line per event, with member_id where known; secrets are redacted ----------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

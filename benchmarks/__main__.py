@@ -21,7 +21,18 @@ def main(argv: list[str]) -> int:
     if name not in available():
         print(f"unknown benchmark {name!r}; available: {', '.join(available())}", file=sys.stderr)
         return 2
-    return int(importlib.import_module(f"benchmarks.{name}").main(rest) or 0)
+    from .common import cleanup_redis, conditions, setup_django
+
+    setup_django()
+    print(conditions("before"), flush=True)
+    try:
+        return int(importlib.import_module(f"benchmarks.{name}").main(rest) or 0)
+    finally:
+        print(conditions("after"), flush=True)
+        try:
+            print(f"redis clean-up: {cleanup_redis()} key(s) deleted", flush=True)
+        except Exception as exc:  # the figures matter more than the clean-up
+            print(f"warning: redis clean-up failed: {exc}", file=sys.stderr)
 
 
 if __name__ == "__main__":

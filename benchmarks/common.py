@@ -63,3 +63,69 @@ def use_inherited_database() -> None:
     if name:
         connections.close_all()
         settings.DATABASES["default"]["NAME"] = name
+
+
+# -- the conditions a figure was taken under (issue 15), and clean-up of what benchmarks leave in Redis --
+# The benchmarks' Redis database is the tests' (TEST_REDIS_URL): kombu's bindings and bookkeeping, the
+# benchmark queues, the limiter and operating-time keys, the REST journal's and the proofs' markers.
+REDIS_PATTERNS = ("_kombu.binding.*", "unacked", "unacked_index", "unacked_mutex", "bench-*", "b24:op:*",
+                  "b24:rl:*", "b24:rest-journal:*", "b24:proof-*")
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
+
+
+def _versions() -> str:
+    import platform
+
+    parts = [f"Python {platform.python_version()}"]
+    try:
+        import psycopg
+        from django.db import connections
+
+        params = dict(connections["default"].get_connection_params())
+        params["dbname"] = "postgres"
+        with psycopg.connect(**params, autocommit=True) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+            parts.append(f"PostgreSQL {row[0] if row else '?'}")
+    except Exception as exc:
+        parts.append(f"PostgreSQL unknown ({type(exc).__name__})")
+    try:
+        from b24portal.redis import get_redis
+
+        parts.append(f"Redis {get_redis().info('server')['redis_version']}")
+    except Exception as exc:
+        parts.append(f"Redis unknown ({type(exc).__name__})")
+    return ", ".join(parts)
+
+
+def conditions(moment: str) -> str:
+    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
+    line = f"conditions {moment}: load average {load}"
+    if moment == "before":
+        line += f"; CPU {_cpu_model()} × {os.cpu_count()}; {_versions()}"
+    return line
+
+
+def cleanup_redis() -> int:
+    """Delete what a benchmark leaves in its Redis database (kombu bindings and queues, limiter and
+    operating-time keys, locks). Returns keys deleted."""
+    from b24portal.redis import get_redis
+
+    client = get_redis()
+    deleted = 0
+    for pattern in REDIS_PATTERNS:
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        for start in range(0, len(keys), 1000):
+            deleted += int(client.delete(*keys[start:start + 1000]))
+    return deleted

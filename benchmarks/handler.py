@@ -349,8 +349,8 @@ def main(argv: list[str]) -> int:
                     load(method, path, template, args.warmup)
                 results[label] = load(method, path, template, args.duration)
 
+            queued = _queue_length(queue)  # read first: the queue is deleted before "stored" is printed
             stored = Message.objects.filter(portal=portal).count()
-            queued = _queue_length(queue)
             _stop(gunicorn)
             gunicorn = None
             queries, inproc_ms = _profile_one(handler_path, body_template, args.profile_requests)

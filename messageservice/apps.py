@@ -14,7 +14,7 @@ class MessageserviceConfig(AppConfig):
 
     def ready(self) -> None:
         from b24portal.celery import add_periodic
-        from oauth import capabilities
+        from oauth import calllog, capabilities
         from tenants import schedule
         from tenants.signals import portal_purged
 
@@ -34,5 +34,7 @@ class MessageserviceConfig(AppConfig):
         # Delivery status: poll carriers for due messages, push changed statuses to Bitrix24.
         add_periodic("messageservice-poll-statuses", "messageservice.delivery.dispatch_status_polls", 15)
         add_periodic("messageservice-push-statuses", "messageservice.delivery.dispatch_status_pushes", 5)
+        calllog.count_routine_calls_of("messageservice.tasks.reconcile_portal_senders",
+                                       "messageservice.tasks.reconcile_senders_chunk")  # periodic check: successful calls counted, no rows
         portal_purged.connect(purge_portal_sms, dispatch_uid="messageservice-purge")
 

@@ -28,12 +28,12 @@ import random
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from celery import Task, shared_task
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -233,6 +233,7 @@ def _push_portal(portal: Portal) -> tuple[int, bool]:
         if not rows:
             return pushed, False
         commands: dict[str, tuple[str, dict[str, Any]]] = {}
+        silent: list[Outcome] = []
         for row in rows:
             if row["origin"] in Message.BITRIX24_ORIGINS and row["status"] and is_forward(
                 row["pushed_status"] or None, row["status"]
@@ -240,44 +241,84 @@ def _push_portal(portal: Portal) -> tuple[int, bool]:
                 commands[f"m{row['pk']}"] = (COMMAND, {"CODE": row["account__code"], "MESSAGE_ID": row["message_id"],
                                                        "STATUS": row["status"]})
             else:  # nothing Bitrix24 should hear: a backward move, or a message Bitrix24 never had
-                Message.objects.filter(pk=row["pk"], status=row["status"]).update(push_due=False)
+                silent.append(Outcome(row["pk"], "silent", row["status"]))
         tried.extend(row["pk"] for row in rows)
         if not commands:
+            _write_outcomes(silent, timezone.now())
             continue
         result = client.batch(commands)  # a whole-request failure raises (rate limit → the task retries)
-        pushed += _record_push_results(portal, rows, result)
+        pushed += _record_push_results(portal, rows, result, silent)
     return pushed, True
 
 
-def _record_push_results(portal: Portal, rows: Sequence[Mapping[str, Any]], result: Any) -> int:
+class Outcome(NamedTuple):
+    """What one push did to one message (see `_write_outcomes`)."""
+
+    pk: int
+    kind: str  # pushed | silent (nothing to tell) | not_found | refused
+    status: str | None = None  # the status pushed (pushed, silent: cleared only if the row still has it)
+    attempts: int = 0  # refused: push attempts so far
+    due: bool = False  # refused: whether to try again
+    error: str = ""  # not_found, refused: last_error
+
+
+# One statement for a whole batch, whatever each message's outcome (a CTE of VALUES joined on the primary
+# key; PostgreSQL and SQLite ≥ 3.33 alike). "Still the status we pushed?" is decided per row inside it: if
+# the status moved on meanwhile, the message stays due. Only constants and placeholders are formatted in.
+_SAME = "(m.status = v.status OR (m.status IS NULL AND v.status IS NULL))"
+_OUTCOMES_SQL = f"""
+WITH v(id, kind, status, attempts, due, error) AS (VALUES {{values}})
+UPDATE {Message._meta.db_table} AS m SET
+    pushed_status = CASE WHEN v.kind = 'pushed' THEN v.status ELSE m.pushed_status END,
+    pushed_at = CASE WHEN v.kind = 'pushed' THEN %s ELSE m.pushed_at END,
+    push_due = CASE WHEN v.kind IN ('pushed', 'silent') THEN (CASE WHEN {_SAME} THEN false ELSE m.push_due END)
+                    ELSE v.due END,
+    push_attempts = CASE WHEN v.kind = 'pushed' AND {_SAME} THEN 0
+                         WHEN v.kind = 'refused' THEN v.attempts ELSE m.push_attempts END,
+    last_error = CASE WHEN v.kind IN ('not_found', 'refused') THEN v.error ELSE m.last_error END
+FROM v WHERE m.id = v.id
+"""  # noqa: S608 (the table name and fixed fragments; every value is a placeholder)
+_OUTCOME_ROW = "(CAST(%s AS integer), %s, %s, CAST(%s AS integer), CAST(%s AS boolean), %s)"
+
+
+def _write_outcomes(outcomes: Sequence[Outcome], now: datetime) -> int:
+    if not outcomes:
+        return 0
+    sql = _OUTCOMES_SQL.format(values=", ".join([_OUTCOME_ROW] * len(outcomes)))
+    params: list[Any] = [value for outcome in outcomes for value in outcome]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, now])
+        return cursor.rowcount
+
+
+def _record_push_results(portal: Portal, rows: Sequence[Mapping[str, Any]], result: Any,
+                         silent: Sequence[Outcome] = ()) -> int:
+    """Write what Bitrix24 answered for one batch, in one UPDATE for all its messages."""
     now = timezone.now()
-    by_key = {f"m{row['pk']}": row for row in rows}
+    outcomes: list[Outcome] = list(silent)
     not_found: list[str] = []
     refused: list[str] = []
     pushed = 0
-    for key, row in by_key.items():
+    for row in rows:
+        key = f"m{row['pk']}"
         if key in result.results:
-            # Still the status we pushed? Then nothing is due; if it moved on meanwhile, it stays due.
-            done = Message.objects.filter(pk=row["pk"], status=row["status"]).update(
-                pushed_status=row["status"], push_due=False, pushed_at=now, push_attempts=0)
-            if not done:
-                Message.objects.filter(pk=row["pk"]).update(pushed_status=row["status"], pushed_at=now)
+            outcomes.append(Outcome(row["pk"], "pushed", row["status"]))
             pushed += 1
         elif key in result.errors:
             error = result.errors[key]
             if error.code == "ERROR_MESSAGE_NOT_FOUND":
-                Message.objects.filter(pk=row["pk"]).update(push_due=False, last_error="Bitrix24: message not found")
+                outcomes.append(Outcome(row["pk"], "not_found", error="Bitrix24: message not found"))
                 not_found.append(row["message_id"])
             elif error.retryable:
                 continue  # stays due; the next run (not this one) tries again
             else:
                 attempts = row["push_attempts"] + 1
                 give_up = attempts >= settings.SMS_PUSH_MAX_ATTEMPTS
-                Message.objects.filter(pk=row["pk"]).update(
-                    push_attempts=attempts, push_due=not give_up,
-                    last_error=f"Bitrix24 refused status {row['status']}: {error.code}"[:500])
+                outcomes.append(Outcome(row["pk"], "refused", attempts=attempts, due=not give_up,
+                                        error=f"Bitrix24 refused status {row['status']}: {error.code}"[:500]))
                 if give_up:
                     refused.append(f"{row['message_id']} ({error.code})")
+    _write_outcomes(outcomes, now)
     # One journal line per batch, not per message: a portal that deleted its messages must not flood it.
     if not_found:
         journal(portal, JournalEntry.Kind.MESSAGE,

@@ -125,7 +125,8 @@ class Message(models.Model):
     #: origins whose message Bitrix24 knows (so a status can be pushed to it)
     BITRIX24_ORIGINS = (Origin.CRM, Origin.BIZPROC, Origin.OTHER)
 
-    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="sms_messages")
+    # No index of its own: sms_msg_portal_created, sms_msg_author and the unique constraint start with it.
+    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="sms_messages", db_index=False)
     account = models.ForeignKey(ProviderAccount, on_delete=models.PROTECT, related_name="messages")
     # Denormalized from the account at accept time: admin filters and statistics without a join, and the
     # carrier the message actually went through even if the account is switched later.
@@ -175,18 +176,32 @@ class Message(models.Model):
             # create a second row (and so never a second send).
             models.UniqueConstraint(fields=["portal", "message_id"], name="sms_message_unique_per_portal"),
         ]
+        # Every index names the query it serves (issue 15: each index costs every insert and update).
+        # Besides these: the primary key (claims and every per-message update, the push bookkeeping's
+        # `UPDATE ... FROM (VALUES ...)` joins on it), sms_message_unique_per_portal above (the idempotent
+        # accept; portal-scoped lookups by message_id) and account_id's foreign-key index (the PROTECT check
+        # when an account is deleted). portal_id has no index of its own (db_index=False): portal-scoped
+        # queries use the indexes that start with it. Dropped in 0004: (state, -created_at) and
+        # (status, -created_at), used by no query but the admin's filters, where low-selectivity statuses
+        # misled the planner (the push UPDATEs ran on sms_msg_status_created), and the portal_id index.
         indexes = [
+            # Admin message list (all portals, newest first) and delivery statistics over a window of days.
             models.Index(fields=["-created_at"], name="sms_msg_created"),
+            # Per portal, newest first: admin portal filter, the app page's chart, the purge's daily counts.
             models.Index(fields=["portal", "-created_at"], name="sms_msg_portal_created"),
-            models.Index(fields=["state", "-created_at"], name="sms_msg_state_created"),
-            models.Index(fields=["status", "-created_at"], name="sms_msg_status_created"),
+            # "My messages" of a Bitrix24 user (sending.messages_by_author; the SMS API).
             models.Index(fields=["portal", "author_user_id", "-created_at"], name="sms_msg_author"),
+            # Admin search by phone number (exact, E.164).
             models.Index(fields=["recipient"], name="sms_msg_recipient"),
+            # Admin search by the carrier's message id.
             models.Index(fields=["carrier_message_id"], name="sms_msg_carrier_id",
                          condition=~Q(carrier_message_id="")),
+            # Admin filter on the states staff act on (failed, needs review): few rows, newest first.
+            models.Index(fields=["-created_at"], name="sms_msg_needs_staff",
+                         condition=Q(state__in=["failed", "needs_review"])),
             # Poller: "not final and due" (final rows have next_poll_at = NULL, so the index stays small).
             models.Index(fields=["next_poll_at"], name="sms_msg_poll_due", condition=Q(next_poll_at__isnull=False)),
-            # Pusher: per portal, statuses Bitrix24 has not been told yet.
+            # Pusher: per portal, statuses Bitrix24 has not been told yet (dispatch and the batch read).
             models.Index(fields=["portal", "status_changed_at"], name="sms_msg_push_due",
                          condition=Q(push_due=True)),
             # Sweepers: stale claims and lost dispatches.

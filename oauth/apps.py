@@ -20,3 +20,13 @@ class OAuthConfig(AppConfig):
                      settings.B24_DUE_CHECKS_TICK_SECONDS)
         add_periodic("oauth-rollup-call-log", "oauth.tasks.rollup_call_log", 3600)
         add_periodic("oauth-prune-call-log", "oauth.tasks.prune_call_log", 24 * 3600)
+
+        from celery.signals import task_postrun, task_prerun, worker_process_shutdown
+
+        from . import calllog
+
+        # Periodic checks: successful calls counted, not logged row by row (calllog.routine).
+        calllog.count_routine_calls_of("oauth.tasks.check_capabilities", "oauth.tasks.check_capabilities_chunk")
+        task_prerun.connect(calllog.enter_routine_task, dispatch_uid="oauth-calllog-prerun", weak=False)
+        task_postrun.connect(calllog.leave_routine_task, dispatch_uid="oauth-calllog-postrun", weak=False)
+        worker_process_shutdown.connect(calllog.flush_on_shutdown, dispatch_uid="oauth-calllog-flush", weak=False)

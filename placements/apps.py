@@ -12,7 +12,7 @@ class PlacementsConfig(AppConfig):
 
     def ready(self) -> None:
         from b24portal.celery import add_periodic
-        from oauth import capabilities
+        from oauth import calllog, capabilities
         from tenants import schedule
         from tenants.signals import portal_purged
 
@@ -27,6 +27,8 @@ class PlacementsConfig(AppConfig):
                                      "crm.timeline.comment.add", "crm.contact.userfield.add",
                                      "crm.lead.userfield.add", scope="crm", app="placements")
         capabilities.require_methods("user.admin", app="placements")
+        calllog.count_routine_calls_of("placements.tasks.reconcile_portal_bindings",
+                                       "placements.tasks.reconcile_bindings_chunk")  # periodic check: successful calls counted, no rows
         portal_purged.connect(forget_bindings_on_purge, dispatch_uid="placements-forget-bindings")
         schedule.register_check("bindings", lambda: timedelta(seconds=config.reconcile_seconds()))
         add_periodic("placements-reconcile-bindings", "placements.tasks.reconcile_all_bindings",

@@ -41,6 +41,16 @@ def _clean_redis() -> Iterator[None]:
     yield
 
 
+@pytest.fixture(autouse=True)
+def _no_counted_calls_from_other_tests() -> Iterator[None]:
+    """Routine REST calls are counted per process (oauth.calllog); a test starts with none pending."""
+    from oauth import calllog
+
+    with calllog._counts_lock:
+        calllog._counts.clear()
+    yield
+
+
 @pytest.fixture
 def fake_portal(b24_cloud: FakeBitrix24Cloud) -> FakePortal:
     return install_messageservice(b24_cloud.create_portal())

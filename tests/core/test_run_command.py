@@ -1,10 +1,12 @@
 """The README's run command on embedded defaults: `make run` with no DATABASE_URL / REDIS_URL starts web,
-worker and beat, and /health/ready/ answers ok (SQLite, kombu's filesystem broker)."""
+the SMS worker, the general worker and beat, and /health/ready/ answers ok (SQLite, kombu's filesystem
+broker)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -43,14 +45,19 @@ def test_make_run_starts_web_worker_and_beat_on_embedded_defaults(tmp_path: Path
                     ready = json.loads(response.read())
             except OSError:
                 ready = None
-            if ready and "celery@" in output and " ready." in output and "beat: Starting" in output:
+            if ready and "sms@" in output and "general@" in output and output.count(" ready.") >= 2 \
+                    and "beat: Starting" in output:
                 break
             time.sleep(1)
         output = log_path.read_text()
         assert ready is not None and ready["status"] == "ok", output[-3000:]
         assert ready["checks"]["database"]["vendor"] == "sqlite"
         assert ready["checks"]["broker"]["transport"] == "filesystem"
-        assert " ready." in output and "beat: Starting" in output, output[-3000:]
+        assert "beat: Starting" in output, output[-3000:]
+        # Two workers: one for SMS only, one for everything else (README "Workers and queues").
+        assert re.search(r"sms@\S+ ready\.", output) and re.search(r"general@\S+ ready\.", output), output[-3000:]
+        assert re.search(r"\.> sms\s+exchange=sms", output) and re.search(r"\.> maintenance\s+exchange=", output), \
+            output[-3000:]
         assert (tmp_path / "var" / "db.sqlite3").exists()
     finally:
         os.killpg(process.pid, signal.SIGTERM)

@@ -148,6 +148,7 @@ class _FakeCarrier:
         self.clock = clock if clock is not None else Clock()
         self._lock = threading.RLock()
         self._messages: list[FakeMessage] = []
+        self._by_id: dict[str, list[FakeMessage]] = {}  # messages per id: a lookup is O(1), not a scan of all
         self._failures: list[list[Any]] = []  # [remaining, kind, endpoint, skip]
         self._conns: set[socket.socket] = set()
         self._inflight = 0
@@ -233,8 +234,9 @@ class _FakeCarrier:
         return message.id == message_id
 
     def _find(self, message_id: str) -> FakeMessage | None:
+        """The newest message with that id (as carriers show the last one); `_matches` decides the rest."""
         with self._lock:
-            for m in reversed(self._messages):  # newest wins, as carriers show the last one
+            for m in reversed(self._by_id.get(message_id.partition(":")[0], ())):
                 if self._matches(m, message_id):
                     return m
         return None
@@ -243,6 +245,7 @@ class _FakeCarrier:
         message.created = self.clock.now()
         with self._lock:
             self._messages.append(message)
+            self._by_id.setdefault(message.id, []).append(message)
         return message
 
     # -- request handling -------------------------------------------------------------------------

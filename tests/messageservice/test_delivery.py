@@ -281,3 +281,72 @@ def test_a_transient_per_command_error_is_not_resent_within_the_same_run(client,
     assert fake_portal.count("batch") - batches_before == 1  # tried once, not 20 times
     assert Message.objects.get(message_id=stuck).push_due
     assert status_updates(fake_portal, messages[1].message_id)[-1]["STATUS"] == "delivered"
+
+
+def test_a_batch_of_50_results_is_written_in_one_statement(client, sms_portal, fake_portal, settings,
+                                                           django_capture_on_commit_callbacks):
+    """Set-based push bookkeeping: one UPDATE per batch of 50 whatever the outcomes, and each right."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.fakes.b24_messageservice import state
+    from tests.fakes.bitrix24 import B24Error as FakeB24Error
+
+    settings.SMS_PUSH_MAX_ATTEMPTS = 2
+    messages = accept(client, fake_portal, django_capture_on_commit_callbacks, n=delivery.BATCH_SIZE)
+    Message.objects.filter(pk__in=[m.pk for m in messages]).update(status="delivered", push_due=True)
+    unknown, refused, refused_last = messages[0], messages[1], messages[2]
+    Message.objects.filter(pk=refused_last.pk).update(push_attempts=1)
+    with fake_portal.lock:
+        del state(fake_portal)["messages"][unknown.message_id]  # the portal deleted it
+
+    def status_update(portal, params, ctx):
+        if params.get("MESSAGE_ID") in (refused.message_id, refused_last.message_id):
+            raise FakeB24Error("ERROR_STATUS", "Wrong status", 400)
+        return original(portal, params, ctx)
+
+    original = fake_portal.method_spec("messageservice.message.status.update").handler
+    fake_portal.register_method("messageservice.message.status.update", status_update, scope="messageservice")
+
+    with CaptureQueriesContext(connection) as queries:
+        delivery.push_portal_statuses.apply(args=[sms_portal.pk])
+
+    table = Message._meta.db_table
+    writes = [q["sql"] for q in queries.captured_queries
+              if table in q["sql"] and q["sql"].lstrip().upper().startswith(("UPDATE", "WITH"))]
+    assert len(writes) == 1, writes  # one batch of 50: one statement
+
+    rows = {m.pk: m for m in Message.objects.filter(pk__in=[m.pk for m in messages])}
+    pushed = [rows[m.pk] for m in messages[3:]]
+    assert all(not m.push_due and m.pushed_status == "delivered" and m.pushed_at and m.push_attempts == 0
+               for m in pushed)
+    assert all(status_updates(fake_portal, m.message_id)[-1]["STATUS"] == "delivered" for m in pushed)
+    assert not rows[unknown.pk].push_due and rows[unknown.pk].last_error == "Bitrix24: message not found"
+    assert rows[refused.pk].push_due and rows[refused.pk].push_attempts == 1
+    assert rows[refused.pk].last_error == "Bitrix24 refused status delivered: ERROR_STATUS"
+    assert not rows[refused_last.pk].push_due and rows[refused_last.pk].push_attempts == 2  # gave up
+    assert sms_portal.journal.filter(message__contains="does not know 1 message").exists()
+    assert sms_portal.journal.filter(message__contains="kept refusing the status of 1 message").exists()
+
+
+def test_a_status_that_moved_on_during_the_push_stays_due(client, sms_portal, fake_portal,
+                                                          django_capture_on_commit_callbacks):
+    from oauth.client import BatchResult
+
+    moved, same, silent = accept(client, fake_portal, django_capture_on_commit_callbacks, n=3)
+    Message.objects.filter(pk__in=[moved.pk, same.pk]).update(status="sent", push_due=True, push_attempts=1)
+    Message.objects.filter(pk=silent.pk).update(status="queued", pushed_status="sent", push_due=True)
+    rows = list(Message.objects.filter(pk__in=[moved.pk, same.pk]).values(
+        "pk", "message_id", "status", "pushed_status", "origin", "account__code", "push_attempts"))
+    Message.objects.filter(pk=moved.pk).update(status="delivered")  # the poller, meanwhile
+
+    result = BatchResult(results={f"m{moved.pk}": True, f"m{same.pk}": True}, errors={})
+    assert delivery._record_push_results(sms_portal, rows, result,
+                                         [delivery.Outcome(silent.pk, "silent", "queued")]) == 2
+
+    moved.refresh_from_db()
+    same.refresh_from_db()
+    silent.refresh_from_db()
+    assert moved.push_due and moved.pushed_status == "sent" and moved.pushed_at and moved.push_attempts == 1
+    assert not same.push_due and same.pushed_status == "sent" and same.push_attempts == 0
+    assert not silent.push_due and silent.pushed_status == "sent"

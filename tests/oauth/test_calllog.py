@@ -124,3 +124,75 @@ def test_check_now_queues_a_capability_check(staff_client, installed_portal, fak
                                      {"action": "check_now", "_selected_action": [caps.pk]})
     assert response.status_code == 302
     assert fake_portal.count("scope") == before + 1
+
+
+# -- routine calls of periodic checks: counted, not logged row by row (issue 15) ----------------------
+def daily_calls(portal, **filters) -> dict[tuple[str, str], int]:
+    return {(r.method, r.error_code): r.calls
+            for r in RestCallDaily.objects.filter(portal=portal, day=timezone.localdate(), **filters)}
+
+
+def test_routine_successes_are_counted_without_a_row_and_failures_keep_theirs(client_for, fake_portal, portal):
+    from oauth.models import RestCallCount
+
+    register_echo(fake_portal)
+    client = client_for()
+    with calllog.routine():
+        client.call("app.info")
+        client.call("app.info")
+        client.batch({f"k{i}": ("test.echo", {}) for i in range(70)})
+        fake_portal.fail_next("app.info", "ACCESS_DENIED", "no", 403)
+        with pytest.raises(B24AccessDenied):
+            client.call("app.info")
+    client.call("app.info")  # not a periodic check: a row, as always
+
+    rows = list(RestCall.objects.filter(portal=portal).order_by("id").values_list("method", "error_code"))
+    assert rows == [("app.info", "ACCESS_DENIED"), ("app.info", "")]
+    assert calllog.pending_counts() == 4
+    assert calllog.flush_counts() == 4 and calllog.pending_counts() == 0
+    counted = {c.method: (c.calls, c.commands) for c in RestCallCount.objects.filter(portal=portal)}
+    assert counted == {"app.info": (2, 2), "batch": (2, 70)}
+
+    # The roll-up (and so the admin chart) counts every call: 3 successful app.info, 1 failed, 2 batches.
+    calllog.rollup_day(timezone.localdate())
+    assert daily_calls(portal) == {("app.info", ""): 3, ("app.info", "ACCESS_DENIED"): 1, ("batch", ""): 2}
+    assert RestCallDaily.objects.get(portal=portal, method="batch").commands == 70
+    # Idempotent: rebuilding the day does not count the counted calls twice.
+    calllog.rollup_day(timezone.localdate())
+    assert daily_calls(portal)[("app.info", "")] == 3
+
+
+def test_counts_are_added_up_across_flushes_and_pruned_with_the_raw_rows(client_for, fake_portal, portal, settings):
+    from oauth.models import RestCallCount
+
+    for _ in range(2):
+        with calllog.routine():
+            client_for().call("app.info")
+        calllog.flush_counts()
+    assert RestCallCount.objects.get(portal=portal).calls == 2
+
+    old_day = timezone.localdate() - timedelta(days=30)
+    RestCallCount.objects.filter(portal=portal).update(day=old_day)
+    settings.B24_CALL_LOG_RETENTION_DAYS = 14
+    calllog.prune()
+    assert not RestCallCount.objects.exists()
+    assert RestCallDaily.objects.get(portal=portal, day=old_day).calls == 2  # rolled up before pruning
+
+
+def test_a_periodic_capability_check_writes_no_rows_for_its_successes(fake_portal, portal):
+    from oauth.tasks import check_capabilities
+
+    check_capabilities.apply(args=[portal.pk])
+    assert not RestCall.objects.filter(portal=portal).exists()
+    made = calllog.pending_counts() or 0
+    assert made >= 1
+    calllog.rollup_day(timezone.localdate())
+    assert sum(daily_calls(portal).values()) == made
+
+    # The same check on a staff member's request ("check now" runs the function, not the periodic task)
+    # keeps its rows.
+    from oauth.capabilities import check_portal
+    from oauth.client import PortalClient
+
+    check_portal(portal, PortalClient(portal))
+    assert RestCall.objects.filter(portal=portal).count() == made

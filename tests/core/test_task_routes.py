@@ -1,0 +1,79 @@
+"""Queues by urgency: every task of the project has a route by name, and each lands in its queue
+(README "Workers and queues")."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+
+from b24portal.celery import app
+
+PROJECT_APPS = ("b24portal.", "tenants.", "oauth.", "installs.", "messageservice.", "placements.")
+
+EXPECTED = {
+    # SMS: a customer waits.
+    "messageservice.tasks.send_message": "sms",
+    "messageservice.delivery.dispatch_status_polls": "sms",
+    "messageservice.delivery.poll_account": "sms",
+    "messageservice.delivery.dispatch_status_pushes": "sms",
+    "messageservice.delivery.push_portal_statuses": "sms",
+    "messageservice.tasks.sweep_stale_claims": "sms",
+    "messageservice.tasks.redispatch_lost_messages": "sms",
+    # Lifecycle: an installer or a staff member waits.
+    "tenants.tasks.run_install_steps": "lifecycle",
+    "tenants.tasks.verify_portal": "lifecycle",
+    "messageservice.tasks.sync_sender": "lifecycle",
+    "placements.tasks.rebind_binding": "lifecycle",
+    "placements.tasks.unbind_binding": "lifecycle",
+    "placements.tasks.add_consent_fields": "lifecycle",
+    "placements.tasks.add_timeline_comment": "lifecycle",
+    # Maintenance: nobody waits.
+    "messageservice.tasks.reconcile_all_senders": "maintenance",
+    "messageservice.tasks.reconcile_portal_senders": "maintenance",
+    "placements.tasks.reconcile_all_bindings": "maintenance",
+    "placements.tasks.reconcile_portal_bindings": "maintenance",
+    "oauth.tasks.refresh_all_capabilities": "maintenance",
+    "oauth.tasks.check_capabilities": "maintenance",
+    "oauth.tasks.rollup_call_log": "maintenance",
+    "oauth.tasks.prune_call_log": "maintenance",
+    "tenants.tasks.cleanup_stale_installs": "maintenance",
+}
+
+
+def queue_of(task_name: str) -> str:
+    route = app.amqp.router.route({}, task_name)
+    return route["queue"].name
+
+
+def project_tasks() -> set[str]:
+    app.loader.import_default_modules()
+    return {name for name in app.tasks if name.startswith(PROJECT_APPS)}
+
+
+@pytest.mark.parametrize(("task_name", "queue"), sorted(EXPECTED.items()))
+def test_each_task_lands_in_its_queue(task_name: str, queue: str):
+    assert task_name in project_tasks(), f"{task_name} is not a registered task"
+    assert queue_of(task_name) == queue
+
+
+def test_every_project_task_has_an_explicit_route_and_no_route_names_a_missing_task():
+    tasks = project_tasks()
+    assert tasks == set(EXPECTED), "route the new task in CELERY_TASK_ROUTES and list it here"
+    assert set(settings.CELERY_TASK_ROUTES) == tasks
+
+
+def test_every_periodic_task_runs_off_the_sms_queue_unless_it_serves_sms():
+    sms_periodic = {"messageservice.delivery.dispatch_status_polls", "messageservice.delivery.dispatch_status_pushes",
+                    "messageservice.tasks.sweep_stale_claims", "messageservice.tasks.redispatch_lost_messages"}
+    periodic = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert sms_periodic <= periodic
+    for task_name in periodic:
+        assert queue_of(task_name) == ("sms" if task_name in sms_periodic else "maintenance"), task_name
+
+
+def test_an_unrouted_task_goes_to_the_default_queue_that_the_general_worker_consumes():
+    assert queue_of("some.future.task") == settings.CELERY_TASK_DEFAULT_QUEUE == "lifecycle"
+    procfile = (settings.BASE_DIR / "Procfile").read_text()
+    assert "-Q sms " in procfile and "-Q lifecycle,maintenance " in procfile
+    compose = (settings.BASE_DIR / "docker" / "docker-compose.yml").read_text()
+    assert "-Q sms " in compose and "-Q lifecycle,maintenance " in compose
