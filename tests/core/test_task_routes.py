@@ -30,10 +30,13 @@ EXPECTED = {
     # Maintenance: nobody waits.
     "messageservice.tasks.reconcile_all_senders": "maintenance",
     "messageservice.tasks.reconcile_portal_senders": "maintenance",
+    "messageservice.tasks.reconcile_senders_chunk": "maintenance",
     "placements.tasks.reconcile_all_bindings": "maintenance",
     "placements.tasks.reconcile_portal_bindings": "maintenance",
+    "placements.tasks.reconcile_bindings_chunk": "maintenance",
     "oauth.tasks.refresh_all_capabilities": "maintenance",
     "oauth.tasks.check_capabilities": "maintenance",
+    "oauth.tasks.check_capabilities_chunk": "maintenance",
     "oauth.tasks.rollup_call_log": "maintenance",
     "oauth.tasks.prune_call_log": "maintenance",
     "tenants.tasks.cleanup_stale_installs": "maintenance",
