@@ -26,3 +26,4 @@ class PlacementsConfig(AppConfig):
         portal_purged.connect(forget_bindings_on_purge, dispatch_uid="placements-forget-bindings")
         add_periodic("placements-reconcile-bindings", "placements.tasks.reconcile_all_bindings",
                      config.reconcile_seconds())
+        add_periodic("placements-redispatch-timeline-comments", "placements.tasks.redispatch_timeline_comments", 60)

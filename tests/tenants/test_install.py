@@ -197,8 +197,11 @@ def test_reinstall_of_an_uninstalled_portal_starts_cleanly(client, fake_portal, 
     assert any("reinstall started" in m for m in messages) and any("uninstalled" in m for m in messages)
 
 
-def test_an_install_that_never_finishes_is_cleaned_up(client, fake_portal, settings):
-    post_install_frame(client, fake_portal)  # on_commit not run: the steps never happen
+def test_an_install_that_never_finishes_is_cleaned_up(client, fake_portal, settings,
+                                                      django_capture_on_commit_callbacks):
+    fake_portal.fail_next("event.get", "ACCESS_DENIED", "Access denied!", 403)
+    with django_capture_on_commit_callbacks(execute=True):
+        post_install_frame(client, fake_portal)  # a step fails and nobody retries it
     portal = Portal.objects.get(member_id=fake_portal.member_id)
     assert portal.status == Portal.Status.NEW
 
