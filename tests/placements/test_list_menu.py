@@ -127,3 +127,22 @@ def test_bad_send_input_is_a_400_and_stores_nothing(client, installed_portal, fa
     assert api(client, "POST", url, token, {"account": 999999, "to": "+79991234567", "body": "hi", "client_key": "submission-1"}).status_code == 404
     assert api(client, "POST", url, token, {"account": sms_account.pk, "to": "+79991234567"}).status_code == 400
     assert not Message.objects.exists()
+
+
+def test_a_widget_send_needs_an_idempotency_key_and_a_repeat_returns_the_first_message(
+        client, installed_portal, fake_portal, contact, sms_account, fake_smsru, django_capture_on_commit_callbacks):
+    token = frame_token(open_slider(client, fake_portal, "CONTACT", contact))
+    url = f"/b24/placements/api/items/CONTACT/{contact}/messages/"
+    send = {"account": sms_account.pk, "to": "+79991234567", "body": "hi"}
+
+    assert api(client, "POST", url, token, send).status_code == 400  # the page always sends a key
+    assert not Message.objects.exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        first = client.post(url, data=send, content_type="application/json", HTTP_AUTHORIZATION=f"Frame {token}",
+                            HTTP_IDEMPOTENCY_KEY="0b7c6f0e-1d2a-4f5e-9a8b-7c6d5e4f3a2b")
+        again = client.post(url, data=send, content_type="application/json", HTTP_AUTHORIZATION=f"Frame {token}",
+                             HTTP_IDEMPOTENCY_KEY="0b7c6f0e-1d2a-4f5e-9a8b-7c6d5e4f3a2b")
+
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["id"] == again.json()["id"] == Message.objects.get().pk
+    assert len(fake_smsru.messages) == 1 and len(b24_placements.timeline(fake_portal)) == 1
