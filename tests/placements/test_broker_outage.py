@@ -95,7 +95,7 @@ def _pings(client: redis.Redis) -> bool:
 def _use_broker(url: str) -> None:
     app.conf.broker_url = url
     app._pool = None  # connections to the previous broker are not reused
-    app.__dict__["amqp"]._producer_pool = None
+    app.amqp._producer_pool = None
 
 
 @pytest.fixture
