@@ -73,6 +73,9 @@ B24_PORTAL_DOMAINS = env.list(
 )
 # An install that has not finished after this long is cleaned up by a periodic task.
 B24_INSTALL_TIMEOUT_MINUTES = env.int("B24_INSTALL_TIMEOUT_MINUTES", default=60)
+# A pending install run that shows no progress this long (its task was lost: broker down at commit) is
+# dispatched again by a periodic sweeper.
+B24_INSTALL_REDISPATCH_AFTER_SECONDS = env.int("B24_INSTALL_REDISPATCH_AFTER_SECONDS", default=120)
 # Largest request body accepted from Bitrix24 on install, event and handler endpoints.
 B24_MAX_BODY_BYTES = env.int("B24_MAX_BODY_BYTES", default=64 * 1024)
 # Unauthenticated requests (install, events, frames): token proofs that reach a portal, per portal domain
@@ -145,6 +148,8 @@ SMS_RETRY_BASE_SECONDS = env.int("SMS_RETRY_BASE_SECONDS", default=10)
 SMS_RETRY_MAX_SECONDS = env.int("SMS_RETRY_MAX_SECONDS", default=600)
 SMS_CLAIM_TIMEOUT_SECONDS = env.int("SMS_CLAIM_TIMEOUT_SECONDS", default=300)
 SMS_REDISPATCH_AFTER_SECONDS = env.int("SMS_REDISPATCH_AFTER_SECONDS", default=120)
+# Widget sends: a CRM timeline comment (outbox row) whose task was lost is dispatched again after this long.
+TIMELINE_REDISPATCH_AFTER_SECONDS = env.int("TIMELINE_REDISPATCH_AFTER_SECONDS", default=120)
 SMS_FIRST_POLL_SECONDS = env.int("SMS_FIRST_POLL_SECONDS", default=15)
 SMS_POLL_BASE_SECONDS = env.int("SMS_POLL_BASE_SECONDS", default=30)
 SMS_POLL_MAX_SECONDS = env.int("SMS_POLL_MAX_SECONDS", default=1800)
@@ -327,6 +332,9 @@ CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {
         "placements.tasks.unbind_binding",
         "placements.tasks.add_consent_fields",
         "placements.tasks.add_timeline_comment",
+        "placements.tasks.send_timeline_comment",
+        "placements.tasks.redispatch_timeline_comments",
+        "installs.tasks.redispatch_stuck_install_runs",
     )},
     **{name: {"queue": "maintenance"} for name in (
         "messageservice.tasks.reconcile_all_senders",

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from b24portal.dispatch import dispatch_on_commit
 from oauth.tokens import TokenGrant, purge_tokens, store_tokens
 from tenants import schedule
 from tenants.actions import app_info_fields, do_record_app_info, set_status
@@ -28,6 +29,7 @@ from tenants.models import (
     new_handler_key,
 )
 
+from . import runs
 from .runs import purge_portal
 from .steps import get_install_steps
 from .tasks import run_install_steps
@@ -90,7 +92,18 @@ def do_begin_install(*, member_id: str, domain: str, rest_endpoint: str, app_inf
         run = None if fresh_install else portal.install_runs.exclude(status=InstallRun.Status.FAILED).first()
         if run is None:
             run = _start_run(portal, trigger)
+        elif run.status == InstallRun.Status.PENDING:
+            _redispatch_if_stuck(run)  # its task was lost (broker down): re-posting brings it back
     return run
+
+
+def _redispatch_if_stuck(run: InstallRun) -> bool:
+    if not runs.claim_for_redispatch(run):
+        return False
+    journal(run.portal, JournalEntry.Kind.LIFECYCLE, "install steps dispatched again (their task was lost)",
+            level="warning", actor=Actor.SYSTEM, details={"run": str(run.public_id)})
+    dispatch_on_commit(run_install_steps, run.pk)
+    return True
 
 
 def _start_run(portal: Portal, trigger: str) -> InstallRun:
@@ -98,7 +111,7 @@ def _start_run(portal: Portal, trigger: str) -> InstallRun:
     InstallStepResult.objects.bulk_create(
         InstallStepResult(run=run, name=step.name, title=step.title, order=step.order) for step in get_install_steps()
     )
-    transaction.on_commit(lambda: run_install_steps.delay(run.pk))
+    dispatch_on_commit(run_install_steps, run.pk)
     return run
 
 
@@ -111,10 +124,19 @@ def do_start_install_run(portal: Portal, *, trigger: str, actor: Actor | str = A
     return run
 
 
+def can_retry(run: InstallRun) -> bool:
+    """The retry button applies to a failed run and to a pending run whose task was lost."""
+    return run.status == InstallRun.Status.FAILED or runs.is_stuck(run)
+
+
 def do_retry_install_run(run: InstallRun) -> InstallRun:
-    """The install page's retry button: run the failed steps of the same run again."""
+    """The install page's retry button: run the failed steps of the same run again (or dispatch again a
+    pending run whose task was lost)."""
     with transaction.atomic():
         run = InstallRun.objects.select_for_update().get(pk=run.pk)
+        if run.status == InstallRun.Status.PENDING:
+            _redispatch_if_stuck(run)
+            return run
         if run.status != InstallRun.Status.FAILED:
             return run
         run.steps.exclude(status=InstallStepResult.Status.SUCCEEDED).update(
@@ -122,10 +144,11 @@ def do_retry_install_run(run: InstallRun) -> InstallRun:
         )
         run.status = InstallRun.Status.PENDING
         run.finished_at = None
-        run.save(update_fields=["status", "finished_at"])
+        run.progress_at = timezone.now()
+        run.save(update_fields=["status", "finished_at", "progress_at"])
         journal(run.portal, JournalEntry.Kind.LIFECYCLE, "install steps retried from the install page",
                 actor=Actor.BITRIX24)
-        transaction.on_commit(lambda: run_install_steps.delay(run.pk))
+        dispatch_on_commit(run_install_steps, run.pk)
     return run
 
 

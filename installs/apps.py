@@ -14,3 +14,4 @@ class InstallsConfig(AppConfig):
         # What the install flow itself calls (install verification, app events).
         capabilities.require_methods("app.info", "user.current", "event.bind", "event.get", app="installs")
         add_periodic("tenants-cleanup-stale-installs", "tenants.tasks.cleanup_stale_installs", 15 * 60)
+        add_periodic("installs-redispatch-stuck-runs", "installs.tasks.redispatch_stuck_install_runs", 60)

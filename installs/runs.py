@@ -43,8 +43,30 @@ def do_finish_install_run(run: InstallRun, *, succeeded: bool) -> None:
             journal(portal, JournalEntry.Kind.INSTALL_STEP, f"install steps succeeded ({run.trigger})")
 
 
+def is_stuck(run: InstallRun, now: Any = None) -> bool:
+    """A pending run that made no progress for B24_INSTALL_REDISPATCH_AFTER_SECONDS: its task was lost
+    (the broker was down when it was dispatched) and it may be dispatched again."""
+    late = (now or timezone.now()) - timedelta(seconds=settings.B24_INSTALL_REDISPATCH_AFTER_SECONDS)
+    return run.status == InstallRun.Status.PENDING and run.progress_at < late
+
+
+def never_started(run: InstallRun) -> bool:
+    """Pending, and not one step was ever attempted: no worker has seen this run (its dispatch was lost)."""
+    return run.status == InstallRun.Status.PENDING and not run.steps.filter(attempts__gt=0).exists()
+
+
+def claim_for_redispatch(run: InstallRun, now: Any = None) -> bool:
+    """Move a stuck run's clock forward; True for the one caller that may dispatch it again."""
+    now = now or timezone.now()
+    late = now - timedelta(seconds=settings.B24_INSTALL_REDISPATCH_AFTER_SECONDS)
+    return bool(InstallRun.objects.filter(pk=run.pk, status=InstallRun.Status.PENDING, progress_at__lt=late)
+                .update(progress_at=now))
+
+
 def do_cleanup_stale_installs(now: Any = None) -> int:
-    """Installs that never finished: forget their tokens and mark them uninstalled."""
+    """Installs that never finished: forget their tokens and mark them uninstalled. A portal whose latest
+    run was merely never dispatched (broker down) is not an abandoned install: it is left for the sweeper
+    (`tasks.redispatch_stuck_install_runs`), which dispatches that run again."""
     now = now or timezone.now()
     cutoff = now - timedelta(minutes=settings.B24_INSTALL_TIMEOUT_MINUTES)
     count = 0
@@ -52,6 +74,12 @@ def do_cleanup_stale_installs(now: Any = None) -> int:
         with transaction.atomic():
             portal = Portal.objects.select_for_update().get(pk=portal_id)
             if portal.status != Status.NEW or (portal.install_started_at and portal.install_started_at >= cutoff):
+                continue
+            latest = portal.install_runs.first()
+            if latest is not None and never_started(latest):
+                journal(portal, JournalEntry.Kind.LIFECYCLE,
+                        "install not finished: its steps were never run (task lost); dispatching them again",
+                        level="warning", actor=Actor.SYSTEM, details={"run": str(latest.public_id)})
                 continue
             purge_portal(portal)
             set_status(portal, Status.DELETED, message="install never finished; cleaned up", actor=Actor.SYSTEM,

@@ -4,12 +4,15 @@ queued before an upgrade is still found by the workers."""
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from celery import Task, shared_task
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
+from b24portal.dispatch import publish
 from b24portal.logging import log_context
 from oauth.client import PortalClient
 from oauth.errors import B24Error
@@ -38,7 +41,7 @@ def run_install_steps(self: Task, run_id: int) -> str:
     if run.status in (InstallRun.Status.SUCCEEDED, InstallRun.Status.FAILED):
         return run.status
     with log_context(member_id=portal.member_id, install_run=str(run.public_id)):
-        InstallRun.objects.filter(pk=run.pk).update(status=InstallRun.Status.RUNNING)
+        InstallRun.objects.filter(pk=run.pk).update(status=InstallRun.Status.RUNNING, progress_at=timezone.now())
         client = PortalClient(portal)
         steps = list(run.steps.exclude(status=InstallStepResult.Status.SUCCEEDED))
         for result in steps:
@@ -60,6 +63,7 @@ def run_install_steps(self: Task, run_id: int) -> str:
                 break
             InstallStepResult.objects.filter(pk=result.pk).update(
                 status=InstallStepResult.Status.SUCCEEDED, message=str(report)[:500], finished_at=timezone.now())
+            InstallRun.objects.filter(pk=run.pk).update(progress_at=timezone.now())
             journal(portal, JournalEntry.Kind.INSTALL_STEP, f"{result.title}: {report}")
         succeeded = not run.steps.exclude(status=InstallStepResult.Status.SUCCEEDED).exists()
         runs.do_finish_install_run(run, succeeded=succeeded)
@@ -73,7 +77,25 @@ def _fail_step(result: InstallStepResult, message: str) -> None:
 
 @shared_task(name="tenants.tasks.cleanup_stale_installs")
 def cleanup_stale_installs() -> int:
+    redispatch_stuck_install_runs()  # a run that was never dispatched is dispatched, not cleaned up
     return runs.do_cleanup_stale_installs()
+
+
+@shared_task
+def redispatch_stuck_install_runs() -> int:
+    """Beat: pending install runs with no progress for B24_INSTALL_REDISPATCH_AFTER_SECONDS lost their task
+    (broker down at commit): dispatch them again, once per claim. Runs of uninstalled portals stay."""
+    late = timezone.now() - timedelta(seconds=settings.B24_INSTALL_REDISPATCH_AFTER_SECONDS)
+    stuck = (InstallRun.objects.filter(status=InstallRun.Status.PENDING, progress_at__lt=late)  # install_run_pending
+             .exclude(portal__status=Portal.Status.DELETED).order_by("progress_at")[:500])
+    dispatched = 0
+    for run in list(stuck):
+        if not runs.claim_for_redispatch(run):
+            continue
+        if not publish(run_install_steps, run.pk):
+            break  # the broker is still down: the next beat tries again
+        dispatched += 1
+    return dispatched
 
 
 def _staff(staff_user_id: int | None) -> tuple[User | None, Actor]:

@@ -75,7 +75,8 @@ def install_run_status(request: HttpRequest, public_id: str) -> JsonResponse:
 @require_POST
 def install_run_retry(request: HttpRequest, public_id: str) -> JsonResponse:
     run = get_object_or_404(InstallRun, public_id=public_id)
-    if run.status != InstallRun.Status.FAILED:
-        return JsonResponse({"error": "only a failed install can be retried", **_run_state(run)}, status=409)
+    if not actions.can_retry(run):
+        return JsonResponse({"error": "only a failed (or stuck) install can be retried", **_run_state(run)},
+                            status=409)
     run = actions.do_retry_install_run(run)
     return JsonResponse(_run_state(run))

@@ -16,6 +16,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from b24portal.dispatch import dispatch_on_commit
 from tenants.journal import Actor, journal
 from tenants.models import JournalEntry, Portal
 
@@ -143,7 +144,7 @@ def do_save_account(portal: Portal, *, data: dict[str, Any], account: ProviderAc
                                                   for c in changed]})
         if any(name in changed for name in SENDER_FIELDS) or account.registration_state != "registered":
             account_id = account.pk
-            transaction.on_commit(lambda: sync_sender.delay(account_id))
+            dispatch_on_commit(sync_sender, account_id)
     return account
 
 
@@ -159,7 +160,7 @@ def do_deactivate_account(portal: Portal, account: ProviderAccount, *, actor: Ac
         journal(portal, _kind(actor),
                 f"SMS provider account {account.code} deactivated", actor=actor, details={"account": account.pk})
         account_id = account.pk
-        transaction.on_commit(lambda: sync_sender.delay(account_id))
+        dispatch_on_commit(sync_sender, account_id)
 
 
 def do_send_test_sms(portal: Portal, account: ProviderAccount, *, to: str, actor: Actor) -> Message:

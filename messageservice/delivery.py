@@ -37,6 +37,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from b24portal.dispatch import dispatch_on_commit
 from b24portal.logging import log_context
 from messageservice.carriers import CarrierError, StatusResult
 from messageservice.models import Message, ProviderAccount
@@ -132,7 +133,7 @@ def _poll_account(account: ProviderAccount) -> str:
         return "carrier error"
     moved += _apply_results(live, results, now, type(carrier).not_found_codes)
     if moved:
-        transaction.on_commit(lambda: push_portal_statuses.delay(account.portal_id))
+        dispatch_on_commit(push_portal_statuses, account.portal_id)
     if len(rows) >= settings.SMS_POLL_CHUNK:
         poll_account.delay(account.pk)  # more are due: continue in a fresh task (bounded memory)
     return f"polled {len(live)}, moved {moved}"

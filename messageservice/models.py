@@ -139,6 +139,9 @@ class Message(models.Model):
     author_user_id = models.PositiveIntegerField(null=True, blank=True)
     bindings = models.JSONField(default=list, blank=True, help_text=_("[{OWNER_TYPE_ID, OWNER_ID}, ...]"))
     meta = models.JSONField(default=dict, blank=True, help_text=_("module_id, workflow_id, document_id, ts ..."))
+    # Widget sends: the key the frame page generated once per submission (Idempotency-Key); a repeat of the
+    # same key returns this message instead of sending a second SMS. Empty for every other origin.
+    client_key = models.CharField(max_length=64, blank=True, default="")
 
     # -- our pipeline
     state = models.CharField(max_length=16, choices=State.choices, default=State.ACCEPTED)
@@ -175,6 +178,9 @@ class Message(models.Model):
             # The idempotency key: Bitrix24 never redelivers, but a repeated or concurrent POST must not
             # create a second row (and so never a second send).
             models.UniqueConstraint(fields=["portal", "message_id"], name="sms_message_unique_per_portal"),
+            # A widget submission repeated (second click, a retry after an error) is one message.
+            models.UniqueConstraint(fields=["portal", "client_key"], name="sms_message_client_key_per_portal",
+                                    condition=~Q(client_key="")),
         ]
         # Every index names the query it serves (issue 15: each index costs every insert and update).
         # Besides these: the primary key (claims and every per-message update, the push bookkeeping's

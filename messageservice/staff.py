@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from b24portal.dispatch import dispatch_on_commit
 from tenants.journal import Actor, journal
 from tenants.models import JournalEntry
 
@@ -49,7 +50,7 @@ def do_retry_message(message: Message, *, actor: Actor) -> bool:
         journal(message.portal, JournalEntry.Kind.STAFF, f"SMS {message.message_id}: send retried", actor=actor,
                 details={"message": message.pk, "previous_state": message.state})
         pk = message.pk
-        transaction.on_commit(lambda: send_message.delay(pk))
+        dispatch_on_commit(send_message, pk)
     return True
 
 

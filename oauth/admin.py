@@ -7,11 +7,9 @@ Tokens: only masked values and expiry, never a secret. Lists select their portal
 from __future__ import annotations
 
 from datetime import timedelta
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
-from django.db import transaction
 from django.db.models import QuerySet, Sum
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
@@ -19,6 +17,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from b24portal.crypto import mask
+from b24portal.dispatch import dispatch_on_commit
 from tenants.models import Portal
 
 from . import calllog
@@ -184,5 +183,5 @@ class PortalCapabilitiesAdmin(ReadOnlyAdmin):
     def check_now(self, request: HttpRequest, queryset: QuerySet[PortalCapabilities]) -> None:
         ids = list(queryset.values_list("portal_id", flat=True))
         for portal_id in ids:
-            transaction.on_commit(partial(check_capabilities.delay, portal_id))
+            dispatch_on_commit(check_capabilities, portal_id)
         self.message_user(request, f"capability check queued for {len(ids)} portal(s)", messages.SUCCESS)

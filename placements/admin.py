@@ -11,7 +11,8 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django_stubs_ext import StrOrPromise
 
-from .models import Binding
+from .models import Binding, TimelineComment
+from .sending import do_requeue_timeline_comments
 from .tasks import add_consent_fields, rebind_binding, unbind_binding
 
 
@@ -91,3 +92,39 @@ class BindingAdmin(admin.ModelAdmin):
         for portal_id in portal_ids:
             add_consent_fields.delay(portal_id, staff_user_id=request.user.pk)
         self.message_user(request, _("Started for %(n)d portal(s).") % {"n": len(portal_ids)}, messages.SUCCESS)
+
+
+@admin.register(TimelineComment)
+class TimelineCommentAdmin(admin.ModelAdmin):
+    """The outbox of widget sends' CRM timeline comments: failed rows are what staff look at."""
+
+    list_display = ("created_at", "portal_link", "entity", "item_id", "user_id", "state", "attempts",
+                    "last_error_short", "done_at")
+    list_filter = ("state", "entity", "portal__status")
+    list_select_related = ("portal",)
+    search_fields = ("portal__domain", "portal__member_id", "=item_id")
+    search_help_text = _("Portal domain or member_id, or the CRM item id")
+    raw_id_fields = ("portal", "message")
+    readonly_fields = ("portal", "message", "user_id", "entity", "item_id", "comment", "state", "attempts",
+                       "next_attempt_at", "claimed_at", "last_error", "created_at", "done_at")
+    list_per_page = 100
+    actions = ["send_again"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # rows come from widget sends
+
+    @admin.display(description=_("portal"), ordering="portal__domain")
+    def portal_link(self, obj: TimelineComment) -> str:
+        url = reverse("admin:tenants_portal_change", args=[obj.portal_id])
+        return format_html('<a href="{}">{}</a>', url, obj.portal.domain)
+
+    @admin.display(description=_("last error"))
+    def last_error_short(self, obj: TimelineComment) -> str:
+        if not obj.last_error:
+            return "—"
+        return format_html('<span title="{}">{}</span>', obj.last_error, obj.last_error[:60])
+
+    @admin.action(description=_("Add the failed comments to the timeline again"))
+    def send_again(self, request: HttpRequest, queryset: QuerySet[TimelineComment]) -> None:
+        count = do_requeue_timeline_comments(queryset)
+        self.message_user(request, _("%(n)d comment(s) queued again.") % {"n": count}, messages.SUCCESS)

@@ -7,10 +7,10 @@ placements composes them here with its frame-token authentication and permission
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.db.models import QuerySet
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, PermissionDenied
@@ -25,7 +25,7 @@ from messageservice.accounts import get_account
 from messageservice.api import MessageSerializer, validation_response
 from messageservice.models import ProviderAccount
 from messageservice.phones import mask_phone
-from messageservice.sending import MAX_BODY_CHARS, do_send_from_widget, messages_for_crm_item
+from messageservice.sending import MAX_BODY_CHARS, messages_for_crm_item, widget_message_by_key
 from oauth.client import PortalClient
 from oauth.errors import B24Error
 from oauth.models import PortalToken
@@ -33,7 +33,7 @@ from oauth.models import PortalToken
 from .auth import FrameAPIMixin, IsFrameAdmin, TenantScopedMixin
 from .crm import ENTITIES, ItemUnavailable, load_item
 from .models import Binding
-from .tasks import add_timeline_comment
+from .sending import do_send_from_item
 
 
 # -- CRM item: SMS history and sending -----------------------------------------------------------------------
@@ -48,10 +48,14 @@ class ItemMixin(FrameAPIMixin):
         return entity, item_id
 
 
+CLIENT_KEY_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")
+
+
 class SendSerializer(serializers.Serializer):
     account = serializers.IntegerField(min_value=1)
     to = serializers.CharField(max_length=64)
     body = serializers.CharField(max_length=MAX_BODY_CHARS, trim_whitespace=False)
+    client_key = serializers.CharField(max_length=64, required=False)  # or the Idempotency-Key header
 
 
 class ItemMessagesView(ItemMixin, APIView):
@@ -65,6 +69,17 @@ class ItemMessagesView(ItemMixin, APIView):
         entity, item_id = self.item_scope(entity, item_id)
         form = SendSerializer(data=request.data)
         form.is_valid(raise_exception=True)
+        # One key per submission, made by the page: the same key again returns the first message.
+        client_key = request.headers.get("Idempotency-Key") or form.validated_data.get("client_key") or ""
+        if not CLIENT_KEY_RE.fullmatch(client_key):
+            return Response({"client_key": ["an Idempotency-Key header (8-64 of A-Z a-z 0-9 _ -) is required"]},
+                            status=status.HTTP_400_BAD_REQUEST)
+        repeated = widget_message_by_key(self.portal, client_key)
+        if repeated is not None:  # a second click: answer with the first message, before any REST call
+            if repeated.author_user_id != self.principal.user_id:
+                return Response({"detail": "this Idempotency-Key was used for another submission"},
+                                status=status.HTTP_409_CONFLICT)
+            return Response(MessageSerializer(repeated).data, status=status.HTTP_200_OK)
         try:
             account = get_account(self.portal, form.validated_data["account"])
         except ProviderAccount.DoesNotExist:
@@ -82,15 +97,16 @@ class ItemMessagesView(ItemMixin, APIView):
             return Response({"to": ["not one of this item's phone numbers"]}, status=status.HTTP_400_BAD_REQUEST)
         body = form.validated_data["body"]
         try:
-            with transaction.atomic():
-                message = do_send_from_widget(self.portal, account=account, to=to, body=body,
-                                              bindings=item.bindings(), user_id=self.principal.user_id)
-                comment = f"SMS to {to} via {account.name}: {body}"
-                args = (self.portal.pk, self.principal.user_id, entity, item_id, comment[:2000])
-                transaction.on_commit(lambda: add_timeline_comment.delay(*args))
+            message, created = do_send_from_item(self.portal, account=account, to=to, body=body, entity=entity,
+                                                 item_id=item_id, bindings=item.bindings(),
+                                                 user_id=self.principal.user_id, client_key=client_key)
         except ValidationError as exc:
             return validation_response(exc)
-        return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
+        if message.author_user_id != self.principal.user_id:
+            return Response({"detail": "this Idempotency-Key was used for another submission"},
+                            status=status.HTTP_409_CONFLICT)
+        return Response(MessageSerializer(message).data,
+                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
 # -- the app page: the user's own messages, and (admins) accounts, stats, bindings -------------------------------

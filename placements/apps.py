@@ -33,3 +33,4 @@ class PlacementsConfig(AppConfig):
         schedule.register_check("bindings", lambda: timedelta(seconds=config.reconcile_seconds()))
         add_periodic("placements-reconcile-bindings", "placements.tasks.reconcile_all_bindings",
                      settings.B24_DUE_CHECKS_TICK_SECONDS)
+        add_periodic("placements-redispatch-timeline-comments", "placements.tasks.redispatch_timeline_comments", 60)

@@ -44,3 +44,42 @@ class Binding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.code} ({self.state})"
+
+
+class TimelineComment(models.Model):
+    """Outbox: the CRM timeline comment a widget send owes the item, written in the same transaction as the
+    message. `tasks.send_timeline_comment` posts it and marks it done; `tasks.redispatch_timeline_comments`
+    dispatches rows whose task was lost (broker down at commit). Staff see failed rows in admin."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", _("Waiting to be sent")
+        SENDING = "sending", _("Sending")
+        DONE = "done", _("Added to the timeline")
+        FAILED = "failed", _("Failed")
+
+    portal = models.ForeignKey("tenants.Portal", on_delete=models.CASCADE, related_name="timeline_comments")
+    message = models.OneToOneField("messageservice.Message", on_delete=models.CASCADE,
+                                   related_name="timeline_comment")
+    user_id = models.PositiveIntegerField(help_text=_("The Bitrix24 user who sent the SMS (their token posts it)"))
+    entity = models.CharField(max_length=20)
+    item_id = models.PositiveIntegerField()
+    comment = models.TextField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # The sweeper: rows still owed (pending or stuck sending) by due time; done rows stay out of it.
+            models.Index(fields=["next_attempt_at"], name="timeline_comment_due",
+                         condition=models.Q(state__in=["pending", "sending"])),
+            models.Index(fields=["portal", "state"], name="timeline_comment_portal"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.entity} {self.item_id} ({self.state})"

@@ -1,14 +1,20 @@
-"""Celery tasks: the periodic reconcile, staff rebind/unbind, and timeline entries for widget messages."""
+"""Celery tasks: the periodic reconcile, staff rebind/unbind, and timeline comments for widget messages
+(sent from the TimelineComment outbox, with a sweeper for lost dispatches)."""
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from celery import Task, shared_task
+from django.conf import settings
+from django.db.models import F
+from django.utils import timezone
 
+from b24portal.dispatch import publish
 from b24portal.logging import log_context
-from oauth.client import PortalClient
+from oauth.client import PortalClient, retry_delay
 from oauth.errors import B24Error
 from oauth.periodic import dispatch_due, run_for_each
 from oauth.retry import retry_if_worth_it
@@ -17,7 +23,7 @@ from tenants.models import JournalEntry, Portal
 
 from . import actions
 from .crm import ENTITIES
-from .models import Binding
+from .models import Binding, TimelineComment
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -93,9 +99,75 @@ def add_consent_fields(portal_id: int, staff_user_id: int | None = None) -> str:
         return exc.code
 
 
+# -- timeline comments of widget sends (outbox: models.TimelineComment) --------------------------------------
+MAX_TIMELINE_ATTEMPTS = 6
+
+
+@shared_task(bind=True, max_retries=None, acks_late=True)
+def send_timeline_comment(self: Task, comment_id: int) -> str:
+    """Record a widget-sent SMS in the item's CRM timeline, as the user who sent it (their own token).
+
+    Claimed like a send (pending -> sending in one conditional UPDATE), so a duplicate dispatch (the sweeper
+    and a late original) posts it once; `crm.timeline.comment.add` is not idempotent, so a claim that never
+    settled (the worker died mid-call) is not posted again but marked failed by the sweeper."""
+    now = timezone.now()
+    claimed = TimelineComment.objects.filter(pk=comment_id, state=TimelineComment.State.PENDING).update(
+        state=TimelineComment.State.SENDING, attempts=F("attempts") + 1, claimed_at=now, next_attempt_at=None)
+    if claimed != 1:
+        return "not claimable"
+    row = TimelineComment.objects.select_related("portal").get(pk=comment_id)
+    portal = row.portal
+    with log_context(member_id=portal.member_id):
+        try:
+            PortalClient(portal, user_id=row.user_id).call("crm.timeline.comment.add", {"fields": {
+                "ENTITY_ID": row.item_id, "ENTITY_TYPE": ENTITIES[row.entity].timeline_type,
+                "COMMENT": row.comment}})
+        except B24Error as exc:
+            error = f"attempt {row.attempts}: {exc.code} {exc.description}"[:500]
+            if exc.retryable and row.attempts < MAX_TIMELINE_ATTEMPTS:
+                delay = retry_delay(exc, row.attempts - 1)
+                TimelineComment.objects.filter(pk=row.pk, state=TimelineComment.State.SENDING).update(
+                    state=TimelineComment.State.PENDING, claimed_at=None, last_error=error,
+                    next_attempt_at=timezone.now() + timedelta(seconds=delay))
+                # If this publish fails too, the row is pending and due: the sweeper dispatches it.
+                raise self.retry(countdown=delay, max_retries=None) from exc
+            TimelineComment.objects.filter(pk=row.pk, state=TimelineComment.State.SENDING).update(
+                state=TimelineComment.State.FAILED, claimed_at=None, last_error=error)
+            journal(portal, JournalEntry.Kind.REST,
+                    f"timeline comment on {row.entity} {row.item_id} failed: {exc.code}",
+                    level="warning", details={"user_id": row.user_id, "timeline_comment": row.pk})
+            return exc.code
+    TimelineComment.objects.filter(pk=row.pk, state=TimelineComment.State.SENDING).update(
+        state=TimelineComment.State.DONE, claimed_at=None, last_error="", done_at=timezone.now())
+    return "ok"
+
+
+@shared_task
+def redispatch_timeline_comments() -> int:
+    """Beat: timeline comments whose task was lost (broker down at commit, a retry never published) are
+    dispatched again after `TIMELINE_REDISPATCH_AFTER_SECONDS`; a claim older than
+    `SMS_CLAIM_TIMEOUT_SECONDS` (the worker stopped mid-call) is marked failed for staff, not repeated."""
+    now = timezone.now()
+    TimelineComment.objects.filter(
+        state=TimelineComment.State.SENDING,
+        claimed_at__lt=now - timedelta(seconds=settings.SMS_CLAIM_TIMEOUT_SECONDS),
+    ).update(state=TimelineComment.State.FAILED, claimed_at=None,
+             last_error="the worker stopped while adding it; not repeated (it may be in the timeline already)")
+    late = now - timedelta(seconds=settings.TIMELINE_REDISPATCH_AFTER_SECONDS)
+    due = TimelineComment.objects.filter(state=TimelineComment.State.PENDING, next_attempt_at__lt=late)
+    dispatched = 0
+    for pk in list(due.order_by("next_attempt_at").values_list("pk", flat=True)[:1000]):
+        if not due.filter(pk=pk).update(next_attempt_at=now):
+            continue  # another sweeper took it
+        if not publish(send_timeline_comment, pk):
+            break  # the broker is still down: try again on the next beat
+        dispatched += 1
+    return dispatched
+
+
 @shared_task(bind=True, max_retries=5, acks_late=True)
 def add_timeline_comment(self: Task, portal_id: int, user_id: int, entity: str, item_id: int, comment: str) -> str:
-    """Record a widget-sent SMS in the item's CRM timeline, as the user who sent it (their own token)."""
+    """Tasks queued before the outbox (TimelineComment) existed; new sends use `send_timeline_comment`."""
     portal = Portal.objects.get(pk=portal_id)
     with log_context(member_id=portal.member_id):
         try:

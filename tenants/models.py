@@ -173,10 +173,15 @@ class InstallRun(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Last dispatch of its task or last step progress: a pending run quiet for longer than
+    # B24_INSTALL_REDISPATCH_AFTER_SECONDS lost its task (broker down) and is dispatched again.
+    progress_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["-created_at"]
         get_latest_by = "created_at"
+        indexes = [models.Index(fields=["progress_at"], name="install_run_pending",
+                                condition=models.Q(status="pending"))]
 
     def __str__(self) -> str:
         return f"{self.get_trigger_display()} {self.created_at:%Y-%m-%d %H:%M} ({self.status})"

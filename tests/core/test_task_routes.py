@@ -27,6 +27,9 @@ EXPECTED = {
     "placements.tasks.unbind_binding": "lifecycle",
     "placements.tasks.add_consent_fields": "lifecycle",
     "placements.tasks.add_timeline_comment": "lifecycle",
+    "placements.tasks.send_timeline_comment": "lifecycle",
+    "placements.tasks.redispatch_timeline_comments": "lifecycle",
+    "installs.tasks.redispatch_stuck_install_runs": "lifecycle",
     # Maintenance: nobody waits.
     "messageservice.tasks.reconcile_all_senders": "maintenance",
     "messageservice.tasks.reconcile_portal_senders": "maintenance",

@@ -174,8 +174,9 @@ def test_messages_can_be_found_by_crm_item_and_by_author(client, sms_portal, ms_
     assert [m.body for m in sending.messages_for_crm_item(sms_portal, 2, 7)] == ["a"]
     assert [m.body for m in sending.messages_for_crm_item(sms_portal, 3, 9)] == ["a"]
     assert MessageCrmLink.objects.count() == 3
-    widget = sending.do_send_from_widget(sms_portal, account=sms_portal.sms_accounts.get(), to=PHONE, body="c",
-                                          bindings=[{"OWNER_TYPE_ID": 2, "OWNER_ID": 7}], user_id=5)
+    widget, _created = sending.do_send_from_widget(sms_portal, account=sms_portal.sms_accounts.get(), to=PHONE,
+                                                    body="c", bindings=[{"OWNER_TYPE_ID": 2, "OWNER_ID": 7}],
+                                                    user_id=5, client_key="key-of-one-submission")
     assert len(widget.message_id) == 32 and widget.origin == "widget" and not widget.known_to_bitrix24
     assert [m.body for m in sending.messages_for_crm_item(sms_portal, 2, 7)] == ["c", "a"]
     assert list(sending.messages_by_author(sms_portal, 5)) == [widget]

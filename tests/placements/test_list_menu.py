@@ -40,7 +40,7 @@ def test_it_sends_an_sms_through_the_queue_and_records_it_in_the_timeline(
 
     with django_capture_on_commit_callbacks(execute=True):
         response = api(client, "POST", url, token, {"account": sms_account.pk, "to": "+79991234567",
-                                                    "body": "Your order is ready"})
+                                                    "body": "Your order is ready", "client_key": "submission-1"})
 
     assert response.status_code == 201, response.content
     message = Message.objects.get(pk=response.json()["id"])
@@ -62,7 +62,7 @@ def test_a_deal_uses_its_contacts_phones_and_binds_both(client, installed_portal
 
     with django_capture_on_commit_callbacks(execute=True):
         response = api(client, "POST", f"/b24/placements/api/items/DEAL/{deal}/messages/", token,
-                       {"account": sms_account.pk, "to": "+79997654321", "body": "Hello"})
+                       {"account": sms_account.pk, "to": "+79997654321", "body": "Hello", "client_key": "submission-1"})
 
     assert response.status_code == 201, response.content
     assert Message.objects.get().bindings == [{"OWNER_TYPE_ID": 2, "OWNER_ID": deal},
@@ -72,7 +72,7 @@ def test_a_deal_uses_its_contacts_phones_and_binds_both(client, installed_portal
 def test_it_refuses_a_number_that_is_not_the_items(client, installed_portal, fake_portal, contact, sms_account):
     token = frame_token(open_slider(client, fake_portal, "CONTACT", contact))
     response = api(client, "POST", f"/b24/placements/api/items/CONTACT/{contact}/messages/", token,
-                   {"account": sms_account.pk, "to": "+15550001111", "body": "x"})
+                   {"account": sms_account.pk, "to": "+15550001111", "body": "x", "client_key": "submission-1"})
 
     assert response.status_code == 400 and "phone numbers" in response.json()["to"][0]
     assert not Message.objects.exists()
@@ -85,7 +85,7 @@ def test_an_item_token_cannot_read_or_send_for_another_item(client, installed_po
 
     assert api(client, "GET", f"/b24/placements/api/items/CONTACT/{other}/messages/", token).status_code == 403
     assert api(client, "POST", f"/b24/placements/api/items/CONTACT/{other}/messages/", token,
-               {"account": sms_account.pk, "to": "+79990001122", "body": "x"}).status_code == 403
+               {"account": sms_account.pk, "to": "+79990001122", "body": "x", "client_key": "submission-1"}).status_code == 403
 
 
 def test_a_hidden_item_is_a_clear_message_not_an_error(client, installed_portal, fake_portal):
@@ -124,6 +124,25 @@ def test_bad_send_input_is_a_400_and_stores_nothing(client, installed_portal, fa
     url = f"/b24/placements/api/items/CONTACT/{contact}/messages/"
 
     assert api(client, "POST", url, token, {"account": "x", "to": "+79991234567", "body": "hi"}).status_code == 400
-    assert api(client, "POST", url, token, {"account": 999999, "to": "+79991234567", "body": "hi"}).status_code == 404
+    assert api(client, "POST", url, token, {"account": 999999, "to": "+79991234567", "body": "hi", "client_key": "submission-1"}).status_code == 404
     assert api(client, "POST", url, token, {"account": sms_account.pk, "to": "+79991234567"}).status_code == 400
     assert not Message.objects.exists()
+
+
+def test_a_widget_send_needs_an_idempotency_key_and_a_repeat_returns_the_first_message(
+        client, installed_portal, fake_portal, contact, sms_account, fake_smsru, django_capture_on_commit_callbacks):
+    token = frame_token(open_slider(client, fake_portal, "CONTACT", contact))
+    url = f"/b24/placements/api/items/CONTACT/{contact}/messages/"
+    send = {"account": sms_account.pk, "to": "+79991234567", "body": "hi"}
+
+    assert api(client, "POST", url, token, send).status_code == 400  # the page always sends a key
+    assert not Message.objects.exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        first = client.post(url, data=send, content_type="application/json", HTTP_AUTHORIZATION=f"Frame {token}",
+                            HTTP_IDEMPOTENCY_KEY="0b7c6f0e-1d2a-4f5e-9a8b-7c6d5e4f3a2b")
+        again = client.post(url, data=send, content_type="application/json", HTTP_AUTHORIZATION=f"Frame {token}",
+                             HTTP_IDEMPOTENCY_KEY="0b7c6f0e-1d2a-4f5e-9a8b-7c6d5e4f3a2b")
+
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["id"] == again.json()["id"] == Message.objects.get().pk
+    assert len(fake_smsru.messages) == 1 and len(b24_placements.timeline(fake_portal)) == 1

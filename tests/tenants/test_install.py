@@ -197,8 +197,11 @@ def test_reinstall_of_an_uninstalled_portal_starts_cleanly(client, fake_portal, 
     assert any("reinstall started" in m for m in messages) and any("uninstalled" in m for m in messages)
 
 
-def test_an_install_that_never_finishes_is_cleaned_up(client, fake_portal, settings):
-    post_install_frame(client, fake_portal)  # on_commit not run: the steps never happen
+def test_an_install_that_never_finishes_is_cleaned_up(client, fake_portal, settings,
+                                                      django_capture_on_commit_callbacks):
+    fake_portal.fail_next("event.get", "ACCESS_DENIED", "Access denied!", 403)
+    with django_capture_on_commit_callbacks(execute=True):
+        post_install_frame(client, fake_portal)  # a step fails and nobody retries it
     portal = Portal.objects.get(member_id=fake_portal.member_id)
     assert portal.status == Portal.Status.NEW
 
@@ -235,3 +238,31 @@ def test_the_installer_is_recorded(client, fake_portal):
     portal = Portal.objects.get(member_id=fake_portal.member_id)
     assert portal.installed_by_user_id == 7
     assert re.match(r"\S", portal.installed_by_name)
+
+
+def test_a_pending_run_whose_task_was_lost_is_dispatched_again_by_retry_and_by_reposting(
+        client, fake_portal, django_capture_on_commit_callbacks):
+    post_install_frame(client, fake_portal)  # on_commit not run: as if the broker lost the dispatch
+    run = InstallRun.objects.get(portal__member_id=fake_portal.member_id)
+    assert client.post(f"/b24/install/runs/{run.public_id}/retry/").status_code == 409  # within the grace
+
+    InstallRun.objects.filter(pk=run.pk).update(progress_at=timezone.now() - timedelta(hours=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        retried = client.post(f"/b24/install/runs/{run.public_id}/retry/")
+    assert retried.status_code == 200
+    assert client.get(f"/b24/install/runs/{run.public_id}/").json()["status"] == "succeeded"
+
+
+def test_reposting_the_install_dispatches_a_run_whose_task_was_lost(client, fake_portal,
+                                                                    django_capture_on_commit_callbacks):
+    post_install_frame(client, fake_portal)  # the dispatch was lost
+    run = InstallRun.objects.get(portal__member_id=fake_portal.member_id)
+    InstallRun.objects.filter(pk=run.pk).update(progress_at=timezone.now() - timedelta(hours=1))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post_install_frame(client, fake_portal).status_code == 200
+
+    assert InstallRun.objects.get().pk == run.pk  # the same run, not a second one
+    run.refresh_from_db()
+    assert run.status == InstallRun.Status.SUCCEEDED
+    assert Portal.objects.get(pk=run.portal_id).status == Portal.Status.ACTIVE

@@ -5,13 +5,23 @@
   var cfg = JSON.parse(document.getElementById('b24p-config').textContent);
   var B24P = window.B24P = {cfg: cfg};
 
-  B24P.api = function (method, url, body) {
+  B24P.api = function (method, url, body, headers) {
     var options = {method: method, credentials: 'omit', cache: 'no-store',
                    headers: {'Authorization': 'Frame ' + cfg.token, 'Accept': 'application/json'}};
+    Object.keys(headers || {}).forEach(function (name) { options.headers[name] = headers[name]; });
     if (body !== undefined) { options.headers['Content-Type'] = 'application/json'; options.body = JSON.stringify(body); }
     return fetch(url, options).then(function (r) {
       return r.json().catch(function () { return {}; }).then(function (data) { return {ok: r.ok, status: r.status, data: data}; });
     }, function () { return {ok: false, status: 0, data: {detail: 'network error'}}; });
+  };
+
+  // A fresh Idempotency-Key: one per submission, sent again unchanged when that submission is retried, so
+  // the server answers a repeat with the first message instead of sending a second SMS.
+  B24P.newKey = function () {
+    if (window.crypto && typeof crypto.randomUUID === 'function') return crypto.randomUUID();
+    var bytes = new Uint8Array(16);
+    crypto.getRandomValues(bytes);
+    return Array.prototype.map.call(bytes, function (b) { return ('0' + b.toString(16)).slice(-2); }).join('');
   };
 
   B24P.errorText = function (data) {
