@@ -14,6 +14,10 @@ from django.test import Client
 from tests.fakes import b24_placements
 from tests.fakes.b24_messageservice import install_messageservice
 from tests.fakes.bitrix24 import FakeBitrix24Cloud, FakePortal
+from tests.fakes.clock import Clock
+
+# A round start for the limiter's frozen clock: every permit slot (k * 0.625 s) is then exact in Redis too.
+LIMITER_EPOCH = 1_700_000_000.0
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +43,18 @@ def _clean_redis() -> Iterator[None]:
 
     get_redis().flushdb()
     yield
+
+
+@pytest.fixture
+def limiter_clock() -> Iterator[Clock]:
+    """A frozen clock for the service's REST rate limiter (`oauth.ratelimit`, both backends): buckets drain
+    only on `limiter_clock.advance(...)`, and a wait for a permit (`ratelimit.sleep`) parks on this clock."""
+    from oauth import ratelimit
+
+    clock = Clock.manual(LIMITER_EPOCH)
+    previous = ratelimit.use_time_source(clock)
+    yield clock
+    ratelimit.use_time_source(previous)
 
 
 @pytest.fixture
