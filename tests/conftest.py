@@ -3,6 +3,7 @@ that drive the real install flow."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,9 +16,6 @@ from tests.fakes import b24_placements
 from tests.fakes.b24_messageservice import install_messageservice
 from tests.fakes.bitrix24 import FakeBitrix24Cloud, FakePortal
 from tests.fakes.clock import Clock
-
-# A round start for the limiter's frozen clock: every permit slot (k * 0.625 s) is then exact in Redis too.
-LIMITER_EPOCH = 1_700_000_000.0
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +49,9 @@ def limiter_clock() -> Iterator[Clock]:
     only on `limiter_clock.advance(...)`, and a wait for a permit (`ratelimit.sleep`) parks on this clock."""
     from oauth import ratelimit
 
-    clock = Clock.manual(LIMITER_EPOCH)
+    # Now, on a whole second: every permit slot (k * 0.625 s) is then exact in Redis too (Lua's tostring keeps
+    # 14 significant digits), and reset times Bitrix24 reports stay in the future as in real life.
+    clock = Clock.manual(float(int(time.time())))
     previous = ratelimit.use_time_source(clock)
     yield clock
     ratelimit.use_time_source(previous)
