@@ -100,7 +100,7 @@ def retry_delay(exc: BaseException, retries: int = 0) -> float:
     errors back off exponentially (1, 2, 4 ... 300 s). Jitter spreads the retries of many tasks."""
     jitter = random.uniform(0, 1)
     if isinstance(exc, B24OperationLimit) and exc.reset_at:
-        return max(float(exc.reset_at) - time.time(), 1.0) + jitter
+        return max(float(exc.reset_at) - ratelimit.now(), 1.0) + jitter
     if isinstance(exc, B24RetryLater) and exc.retry_after:
         return max(float(exc.retry_after), 1.0) + jitter
     return min(2 ** max(retries, 0), 300) + jitter
@@ -287,7 +287,7 @@ class PortalClient:
         wait = float(exc.retry_after or 0.0)
         if wait > self._max_wait():
             raise exc
-        time.sleep(wait)
+        ratelimit.sleep(wait)
 
     def _send_guarded(self, method: str, params: Mapping[str, Any], access_token: str,
                       commands: Mapping[str, str] | None) -> Envelope:
@@ -317,7 +317,7 @@ class PortalClient:
     def _permit(self) -> None:
         wait = ratelimit.acquire(self.portal, max_wait=self._max_wait())
         if wait > 0:
-            time.sleep(wait)
+            ratelimit.sleep(wait)
 
     def _post(self, endpoint: str, method: str, params: Mapping[str, Any], access_token: str,
               batch_size: int | None) -> tuple[requests.Response, float]:
@@ -355,7 +355,7 @@ class PortalClient:
               duration: float) -> NoReturn:
         if isinstance(exc, B24OperationLimit):
             exc.reset_at = ratelimit.block_method(self.portal, method, exc.reset_at)
-            exc.retry_after = max(exc.reset_at - time.time(), 0.0)
+            exc.retry_after = max(exc.reset_at - ratelimit.now(), 0.0)
         self._log(method, batch_size, status, exc.code, duration, None)
         calllog.journal_failure(self.portal, exc, method)
         raise exc
@@ -428,7 +428,7 @@ class PortalClient:
             for key, error in part.errors.items():
                 if isinstance(error, B24OperationLimit):  # a 429 inside the batch blocks that sub-method too
                     error.reset_at = ratelimit.block_method(self.portal, methods[key], error.reset_at)
-                    error.retry_after = max(error.reset_at - time.time(), 0.0)
+                    error.retry_after = max(error.reset_at - ratelimit.now(), 0.0)
             out.results.update(part.results)
             out.errors.update(part.errors)
             out.totals.update(part.totals)

@@ -18,7 +18,6 @@ proof is remembered for `B24_FAILED_PROOF_TTL` seconds (under a hash of the toke
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,7 +98,7 @@ def take_proof_permit(domain: str, portal: Portal | None) -> None:
         except B24RateLimited:
             raise ProofFailed("the portal's REST limit is in use; try again in a minute", 429) from None
         if wait > 0:
-            time.sleep(wait)
+            ratelimit.sleep(wait)
 
 
 def app_info_from_server(access_token: str) -> dict[str, Any]:

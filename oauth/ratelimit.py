@@ -21,6 +21,10 @@ The operating guard: Bitrix24 reports each method's running total of execution s
 10-minute window) and `operating_reset_at`. We keep the latest value per (portal, method) in the cache
 (overwritten, never summed) and defer a method above `B24_OPERATING_DEFER_RATIO` (0.85) of
 `B24_OPERATING_LIMIT` (480 s) until its reset time.
+
+Time: every reading and every wait for a permit go through one injectable `TimeSource` (`now()`,
+`sleep()`). By default it is the wall clock, and the Lua script reads Redis `TIME`; `use_time_source(src)`
+(tests, benchmarks) swaps it, and the script is then handed `src.now()` instead of reading Redis `TIME`.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from django.conf import settings
 from django.core.cache import cache
@@ -51,6 +55,48 @@ KEY_PREFIX = "b24:rl:"
 OPERATING_PREFIX = "b24:op:"
 # The operating window is 10 minutes; keep the last figure a little longer than that.
 OPERATING_TTL = 15 * 60
+
+
+class TimeSource(Protocol):
+    """Unix seconds and a way to wait for them (`tests.fakes.clock.Clock` is one)."""
+
+    def now(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class WallClock:
+    """The default time source: `time.time()` and `time.sleep()`."""
+
+    def now(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+_WALL = WallClock()
+# None: the wall clock here and Redis TIME in the Lua script (one clock for every host).
+_time_source: TimeSource | None = None
+
+
+def use_time_source(source: TimeSource | None) -> TimeSource | None:
+    """Read and wait on `source` from now on (None: back to the wall clock and Redis TIME). Returns the
+    previous source, so a caller can put it back."""
+    global _time_source
+    previous, _time_source = _time_source, source
+    return previous
+
+
+def now() -> float:
+    """Unix seconds on the limiter's time source."""
+    return (_time_source or _WALL).now()
+
+
+def sleep(seconds: float) -> None:
+    """Wait `seconds` on the limiter's time source (the wait `acquire()` asked for, an operating window)."""
+    if seconds > 0:
+        (_time_source or _WALL).sleep(seconds)
 
 
 @dataclass(frozen=True)
@@ -72,12 +118,16 @@ def bucket_for(portal: Portal) -> Bucket:
     return Bucket(rate=max(rate * headroom, 0.01), burst=max(math.floor(burst * headroom), 1))
 
 
-# KEYS[1] = bucket key; ARGV = interval, burst, max_wait, penalty. Time from Redis (same clock for every host).
+# KEYS[1] = bucket key; ARGV = interval, burst, max_wait, penalty[, now]. Time from Redis (same clock for every
+# host) unless a `now` is passed (an injected time source, see use_time_source).
 # TAT is the time the bucket would be empty. A request may go at allow_at = TAT + interval - burst*interval.
 # penalty >= 0: no permit is taken; the bucket is marked full from now and `penalty` seconds more.
 _GCRA_LUA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local now = tonumber(ARGV[5] or '')
+if now == nil then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local max_wait = tonumber(ARGV[3])
@@ -124,8 +174,10 @@ class _RedisBackend:
         client = self._get_redis()
         if self._script is None or self._pid != os.getpid():
             self._script, self._pid = client.register_script(_GCRA_LUA), os.getpid()
-        answer = self._script(keys=[KEY_PREFIX + key], args=[bucket.interval, bucket.burst, max_wait, penalty],
-                              client=client)
+        args: list[Any] = [bucket.interval, bucket.burst, max_wait, penalty]
+        if _time_source is not None:
+            args.append(repr(_time_source.now()))
+        answer = self._script(keys=[KEY_PREFIX + key], args=args, client=client)
         return float(answer.decode() if isinstance(answer, bytes) else answer)
 
     def reset(self, key: str) -> None:
@@ -155,7 +207,7 @@ class _FileBackend:
                     tat = float(json.loads(handle.read() or "{}").get("tat", 0.0))
                 except (ValueError, AttributeError):
                     tat = 0.0
-                new_tat, wait = _gcra_python(tat, time.time(), bucket.interval, bucket.burst, max_wait, penalty)
+                new_tat, wait = _gcra_python(tat, now(), bucket.interval, bucket.burst, max_wait, penalty)
                 if new_tat is not None:
                     handle.seek(0)
                     handle.truncate()
@@ -240,10 +292,10 @@ def record_operating(portal: Portal, times: Iterable[tuple[str, Any]]) -> None:
 def block_method(portal: Portal, method: str, reset_at: float | None) -> float:
     """A 429 OPERATION_TIME_LIMIT: remember the method as exhausted until `reset_at` (from the answer, else the
     last reset time we saw, else a minute from now: one cheap probe per minute). Returns reset_at."""
-    now = time.time()
-    if reset_at is None or reset_at <= now:
+    current = now()
+    if reset_at is None or reset_at <= current:
         previous = cache.get(_op_key(portal, method))
-        reset_at = previous[1] if previous and previous[1] and previous[1] > now else now + 60.0
+        reset_at = previous[1] if previous and previous[1] and previous[1] > current else current + 60.0
     cache.set(_op_key(portal, method), (operating_limit(), reset_at), timeout=OPERATING_TTL)
     return reset_at
 
@@ -264,12 +316,12 @@ def check_operating(portal: Portal, methods: Iterable[str]) -> None:
     except Exception:
         logger.warning("could not read operating figures", exc_info=True)
         return
-    now = time.time()
+    current = now()
     worst: tuple[float, str] | None = None
     for key, value in found.items():
         operating, reset_at = value
         if operating >= threshold:
-            until = reset_at if reset_at and reset_at > now else None
+            until = reset_at if reset_at and reset_at > current else None
             if until is None:
                 continue  # the window has turned over since; the next answer tells the new total
             if worst is None or until > worst[0]:
@@ -278,4 +330,4 @@ def check_operating(portal: Portal, methods: Iterable[str]) -> None:
         until, method = worst
         raise B24OperationLimit("OPERATING_DEFERRED",
                                 f"{method} used {threshold:.0f}+ s of its {operating_limit():.0f} s; deferred",
-                                method=method, reset_at=until, retry_after=until - now)
+                                method=method, reset_at=until, retry_after=until - current)

@@ -3,6 +3,7 @@ that drive the real install flow."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from django.test import Client
 from tests.fakes import b24_placements
 from tests.fakes.b24_messageservice import install_messageservice
 from tests.fakes.bitrix24 import FakeBitrix24Cloud, FakePortal
+from tests.fakes.clock import Clock
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +51,20 @@ def _no_counted_calls_from_other_tests() -> Iterator[None]:
     with calllog._counts_lock:
         calllog._counts.clear()
     yield
+
+
+@pytest.fixture
+def limiter_clock() -> Iterator[Clock]:
+    """A frozen clock for the service's REST rate limiter (`oauth.ratelimit`, both backends): buckets drain
+    only on `limiter_clock.advance(...)`, and a wait for a permit (`ratelimit.sleep`) parks on this clock."""
+    from oauth import ratelimit
+
+    # Now, on a whole second: every permit slot (k * 0.625 s) is then exact in Redis too (Lua's tostring keeps
+    # 14 significant digits), and reset times Bitrix24 reports stay in the future as in real life.
+    clock = Clock.manual(float(int(time.time())))
+    previous = ratelimit.use_time_source(clock)
+    yield clock
+    ratelimit.use_time_source(previous)
 
 
 @pytest.fixture

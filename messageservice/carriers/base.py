@@ -140,8 +140,9 @@ class SendOutcomeUnknown(CarrierError):
         self.carrier_message_id = carrier_message_id
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """`Retry-After` is either delta-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """`Retry-After` is either delta-seconds or an HTTP-date (RFC 9110 §10.2.3); a date is measured from
+    `now` (unix seconds; default: the wall clock)."""
     if not value:
         return None
     value = value.strip()
@@ -153,7 +154,7 @@ def parse_retry_after(value: str | None) -> float | None:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def _connect_failed(exc: BaseException) -> bool:

@@ -10,6 +10,7 @@ from messageservice.carriers import CarrierError, SendOutcomeUnknown, get_carrie
 from messageservice.carriers.smsc import STATUS_MAP, SmscCarrier, client_message_id
 from messageservice.status import DeliveryStatus
 from tests.fakes.carriers import FakeSmsc
+from tests.fakes.clock import Clock
 
 S = DeliveryStatus
 TO = "+79991234567"
@@ -35,6 +36,14 @@ EXPECTED = {
 @pytest.fixture
 def fake() -> Iterator[FakeSmsc]:
     with FakeSmsc() as server:
+        yield server
+
+
+@pytest.fixture
+def frozen_fake() -> Iterator[FakeSmsc]:
+    """The fake on a frozen clock: a delayed answer (`response_delay`) comes only when the test advances
+    `frozen_fake.clock`, so a read timeout or an overlap of two requests is certain, whatever the load."""
+    with FakeSmsc(clock=Clock.manual()) as server:
         yield server
 
 
@@ -202,13 +211,15 @@ def test_it_refuses_a_repeated_send_as_outcome_unknown_with_a_pollable_id(fake: 
     assert carrier.fetch_statuses([first.carrier_message_id])[first.carrier_message_id].raw_status == "-1"
 
 
-def test_it_reports_outcome_unknown_on_a_read_timeout_and_the_id_can_be_polled(fake: FakeSmsc) -> None:
+def test_it_reports_outcome_unknown_on_a_read_timeout_and_the_id_can_be_polled(frozen_fake: FakeSmsc) -> None:
+    fake = frozen_fake
     fake.response_delay = 1.0
 
     with pytest.raises(SendOutcomeUnknown) as exc:
         make(fake, timeout=(2.0, 0.2)).send(TO, "x", reference="55")
 
     fake.response_delay = 0
+    fake.clock.advance(1.0)  # let the late answer go (to nobody)
     cmid = exc.value.carrier_message_id
     assert cmid == "55:79991234567"
     assert make(fake).fetch_statuses([cmid])[cmid].raw_status == "-1"  # it did arrive

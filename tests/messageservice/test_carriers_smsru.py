@@ -13,6 +13,7 @@ from messageservice.carriers import CarrierError, SendOutcomeUnknown, get_carrie
 from messageservice.carriers.smsru import STATUS_MAP, SmsRuCarrier
 from messageservice.status import DeliveryStatus
 from tests.fakes.carriers import FakeSmsRu
+from tests.fakes.clock import Clock
 
 S = DeliveryStatus
 TO = "+79991234567"
@@ -37,6 +38,14 @@ EXPECTED = {
 @pytest.fixture
 def fake() -> Iterator[FakeSmsRu]:
     with FakeSmsRu() as server:
+        yield server
+
+
+@pytest.fixture
+def frozen_fake() -> Iterator[FakeSmsRu]:
+    """The fake on a frozen clock: a delayed answer (`response_delay`) comes only when the test advances
+    `frozen_fake.clock`, so a read timeout or an overlap of two requests is certain, whatever the load."""
+    with FakeSmsRu(clock=Clock.manual()) as server:
         yield server
 
 
@@ -168,7 +177,8 @@ def test_it_rejects_a_wrong_api_id_permanently(fake: FakeSmsRu) -> None:
     assert (exc.value.retryable, exc.value.code) == (False, "200")
 
 
-def test_it_answers_a_rate_limit_as_retryable(fake: FakeSmsRu) -> None:
+def test_it_answers_a_rate_limit_as_retryable(frozen_fake: FakeSmsRu) -> None:
+    fake, clock = frozen_fake, frozen_fake.clock
     fake.max_concurrent = 1
     fake.response_delay = 0.8
     errors: list[CarrierError] = []
@@ -179,11 +189,14 @@ def test_it_answers_a_rate_limit_as_retryable(fake: FakeSmsRu) -> None:
         except CarrierError as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=poll) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
+    first, second = (threading.Thread(target=poll) for _ in range(2))
+    first.start()
+    assert clock.wait_for_sleepers(1)  # the first request is in flight, its answer held by the clock
+    second.start()
+    second.join(10)  # refused at once: one request at a time
+    clock.advance(0.8)
+    first.join(10)
+    assert not first.is_alive() and not second.is_alive()
 
     assert len(errors) == 1
     # SMS.ru says "try a bit later" without a number
@@ -214,11 +227,13 @@ def test_it_is_retryable_when_the_connection_is_refused(fake: FakeSmsRu) -> None
     assert exc.value.retryable
 
 
-def test_it_reports_outcome_unknown_on_a_read_timeout_after_sending(fake: FakeSmsRu) -> None:
+def test_it_reports_outcome_unknown_on_a_read_timeout_after_sending(frozen_fake: FakeSmsRu) -> None:
+    fake = frozen_fake
     fake.response_delay = 1.0
 
     with pytest.raises(SendOutcomeUnknown):
         make(fake, timeout=(2.0, 0.2)).send(TO, "x", reference="r")
+    fake.clock.advance(1.0)  # let the late answer go (to nobody)
 
     assert len(fake.messages) == 1
 

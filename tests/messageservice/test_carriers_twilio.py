@@ -13,6 +13,7 @@ from messageservice.carriers import CarrierError, SendOutcomeUnknown, get_carrie
 from messageservice.carriers.twilio import STATUS_MAP, TwilioCarrier, _HttpClient
 from messageservice.status import DeliveryStatus
 from tests.fakes.carriers import FakeTwilio
+from tests.fakes.clock import Clock
 
 S = DeliveryStatus
 SENDER = "+15005550006"
@@ -37,6 +38,14 @@ EXPECTED = {
 @pytest.fixture
 def fake() -> Iterator[FakeTwilio]:
     with FakeTwilio() as server:
+        yield server
+
+
+@pytest.fixture
+def frozen_fake() -> Iterator[FakeTwilio]:
+    """The fake on a frozen clock: a delayed answer (`response_delay`) comes only when the test advances
+    `frozen_fake.clock`, so a read timeout or an overlap of two requests is certain, whatever the load."""
+    with FakeTwilio(clock=Clock.manual()) as server:
         yield server
 
 
@@ -180,7 +189,8 @@ def test_it_returns_retry_after_from_a_rate_limit_answer(fake: FakeTwilio) -> No
     assert (exc.value.retryable, exc.value.retry_after, exc.value.http_status) == (True, 7.0, 429)
 
 
-def test_it_rate_limits_concurrent_requests_as_retryable(fake: FakeTwilio) -> None:
+def test_it_rate_limits_concurrent_requests_as_retryable(frozen_fake: FakeTwilio) -> None:
+    fake, clock = frozen_fake, frozen_fake.clock
     fake.max_concurrent = 1
     fake.response_delay = 0.8
     errors: list[CarrierError] = []
@@ -191,11 +201,14 @@ def test_it_rate_limits_concurrent_requests_as_retryable(fake: FakeTwilio) -> No
         except CarrierError as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
+    first, second = (threading.Thread(target=send, args=(i,)) for i in range(2))
+    first.start()
+    assert clock.wait_for_sleepers(1)  # the first request is in flight, its answer held by the clock
+    second.start()
+    second.join(10)  # refused at once: one request at a time
+    clock.advance(0.8)
+    first.join(10)
+    assert not first.is_alive() and not second.is_alive()
 
     assert len(errors) == 1
     assert (errors[0].retryable, errors[0].code, errors[0].retry_after) == (True, "20429", 1.0)
@@ -276,12 +289,14 @@ def test_it_is_retryable_when_the_connection_is_refused(fake: FakeTwilio) -> Non
     assert exc.value.retryable
 
 
-def test_it_reports_outcome_unknown_on_a_read_timeout_after_sending(fake: FakeTwilio) -> None:
+def test_it_reports_outcome_unknown_on_a_read_timeout_after_sending(frozen_fake: FakeTwilio) -> None:
+    fake = frozen_fake
     fake.response_delay = 1.0
     carrier = make(fake, timeout=(2.0, 0.2))
 
     with pytest.raises(SendOutcomeUnknown) as exc:
         carrier.send(TO, "x", reference="r")
+    fake.clock.advance(1.0)  # let the late answer go (to nobody)
 
     assert exc.value.retryable is False
     assert len(fake.messages) == 1  # it did reach the carrier
@@ -295,13 +310,15 @@ def test_it_reports_outcome_unknown_when_the_connection_drops_after_sending(fake
         carrier.send(TO, "x", reference="r")
 
 
-def test_it_is_retryable_on_a_read_timeout_while_polling(fake: FakeTwilio) -> None:
+def test_it_is_retryable_on_a_read_timeout_while_polling(frozen_fake: FakeTwilio) -> None:
+    fake = frozen_fake
     carrier = make(fake, timeout=(2.0, 0.2))
     sid = make(fake).send(TO, "x", reference="r").carrier_message_id
     fake.response_delay = 1.0
 
     with pytest.raises(CarrierError) as exc:
         carrier.fetch_statuses([sid])
+    fake.clock.advance(1.0)  # let the late answer go (to nobody)
 
     assert not isinstance(exc.value, SendOutcomeUnknown)
     assert exc.value.retryable

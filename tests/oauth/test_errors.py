@@ -48,13 +48,24 @@ def test_each_documented_code_becomes_a_typed_error_with_its_retry_class(
     assert caught.value.retryable is retryable and caught.value.http_status == status
 
 
-def test_a_timed_out_add_is_not_retried_and_says_so(client_for, fake_portal):
+def test_a_timed_out_add_is_not_retried_and_says_so(client_for, fake_portal, b24_cloud):
     fake_portal.register_method("crm.deal.add", lambda p, params, ctx: 1)
     fake_portal.set_latency("crm.deal.add", 1.0)
-    with pytest.raises(B24TransportError) as caught:
-        client_for(timeout=(2.0, 0.2)).call("crm.deal.add", {"fields": {"TITLE": "x"}})
-    assert caught.value.sent and not caught.value.retryable
-    time.sleep(1.2)  # the fake records the call when its handler finishes
+    clock = b24_cloud.clock
+    clock.freeze()  # the fake answers only once the test advances its clock: the 0.2 s read timeout is certain
+    try:
+        parked = clock.sleepers  # (anything already parked stays parked while the clock is frozen)
+        with pytest.raises(B24TransportError) as caught:
+            client_for(timeout=(2.0, 0.2)).call("crm.deal.add", {"fields": {"TITLE": "x"}})
+        assert caught.value.sent and not caught.value.retryable
+        assert clock.wait_for_sleepers(parked + 1)  # the request reached the fake and waits for its latency
+        assert fake_portal.count("crm.deal.add") == 0  # the fake records a call when its handler finishes
+        clock.advance(1.0)
+        deadline = time.monotonic() + 10
+        while (fake_portal.count("crm.deal.add") < 1 or clock.sleepers > parked) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        clock.unfreeze()
     assert fake_portal.count("crm.deal.add") == 1  # sent once, never silently again
 
 

@@ -23,20 +23,26 @@ def test_the_bucket_is_the_plan_limit_scaled_by_the_headroom(settings, portal):
     assert ratelimit.bucket_for(portal) == ratelimit.Bucket(rate=4.0, burst=200)
 
 
-def test_the_burst_is_free_then_permits_are_spaced_by_the_rate(portal):
+@pytest.mark.parametrize("backend_name", ["redis", "file"])
+def test_the_burst_is_free_then_permits_are_spaced_by_the_rate(portal, limiter_clock, backend_name, tmp_path,
+                                                               monkeypatch):
+    if backend_name == "file":
+        monkeypatch.setattr(ratelimit, "_backend", ratelimit._FileBackend(tmp_path))
+    # 2/s and 50 at 0.8 headroom: 1.6/s (one permit per 0.625 s) after a burst of 40; time stands still
     waits = [ratelimit.acquire(portal, max_wait=60) for _ in range(42)]
     assert waits[:40] == [0.0] * 40
-    # (real time passes while the test runs, so the waits can only be a little shorter than 0.625 / 1.25 s)
-    assert 0.3 < waits[40] <= 0.626 and 0.9 < waits[41] <= 1.251
+    assert waits[40:] == [0.625, 1.25]
+    limiter_clock.advance(1.25)  # the bucket drains by two permits' worth
+    assert ratelimit.acquire(portal, max_wait=60) == 0.625
 
 
-def test_a_caller_that_may_not_wait_gets_retry_after_and_reserves_nothing(portal):
+def test_a_caller_that_may_not_wait_gets_retry_after_and_reserves_nothing(portal, limiter_clock):
     for _ in range(40):
         ratelimit.acquire(portal, max_wait=0)
     with pytest.raises(B24RateLimited) as caught:
         ratelimit.acquire(portal, max_wait=0)
-    assert caught.value.code == "RATE_LIMIT_WAIT" and 0 < caught.value.retry_after <= 0.7
-    assert 0 < ratelimit.acquire(portal, max_wait=5) <= 0.626  # nothing was reserved (else it would be 1.25)
+    assert caught.value.code == "RATE_LIMIT_WAIT" and caught.value.retry_after == 0.625
+    assert ratelimit.acquire(portal, max_wait=5) == 0.625  # nothing was reserved (else it would be 1.25)
     assert 1.0 <= retry_delay(caught.value) <= 2.0
 
 
@@ -79,20 +85,38 @@ def test_processes_share_one_bucket(settings, tmp_path, backend_name, monkeypatc
         assert i + 1 <= 5 + 20 * (stamp - started) + 1
 
 
-def test_a_503_slows_every_process_and_the_request_is_sent_again(client_for, fake_portal, portal, settings):
+def test_a_503_slows_every_process_and_the_request_is_sent_again(client_for, fake_portal, portal, settings,
+                                                                 limiter_clock, monkeypatch):
     settings.B24_RATE_503_BACKOFF = 0.2
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:  # waiting for a permit moves the limiter's clock, not the wall clock
+        slept.append(seconds)
+        limiter_clock.advance(seconds)
+
+    monkeypatch.setattr(limiter_clock, "sleep", sleep)
     fake_portal.fail_next("app.info", "QUERY_LIMIT_EXCEEDED", "Too many requests", 503)
     assert client_for(max_wait=5).call("app.info")["ID"] == fake_portal.app_id
     assert [c.http_status for c in fake_portal.calls("app.info")] == [503, 200]
+    # the client waited out the penalty (0.1..0.3 s with jitter) and one interval before sending again
+    # (Redis keeps the bucket's time to 1e-4 s)
+    assert len(slept) == 1 and 0.1 + 0.625 - 1e-3 <= slept[0] <= 0.3 + 0.625 + 1e-3
     # The bucket was pushed forward for everyone: another process must now wait for its permit.
     assert ratelimit.acquire(portal, max_wait=60) > 0
 
 
-def test_in_a_task_a_limit_raises_retry_after_instead_of_sleeping(portal, fake_portal, settings):
+def test_in_a_task_a_limit_raises_retry_after_instead_of_sleeping(portal, fake_portal, settings, limiter_clock,
+                                                                  monkeypatch):
     from celery import shared_task
 
     settings.B24_RATE_TASK_MAX_WAIT = 0
+    slept: list[float] = []
 
+    def no_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        raise AssertionError(f"the task slept {seconds} s for a permit")
+
+    monkeypatch.setattr(limiter_clock, "sleep", no_sleep)
     for _ in range(40):
         ratelimit.acquire(portal, max_wait=0)
 
@@ -101,12 +125,11 @@ def test_in_a_task_a_limit_raises_retry_after_instead_of_sleeping(portal, fake_p
         try:
             PortalClient(Portal.objects.get(pk=portal_id)).call("app.info")
         except B24RateLimited as exc:
-            return f"retry after {exc.retry_after:.2f}"
+            return f"retry after {exc.retry_after:.3f}"
         return "sent"
 
-    started = time.monotonic()
     outcome = probe.apply(args=[portal.pk]).get()
-    assert outcome.startswith("retry after") and time.monotonic() - started < 0.5
+    assert outcome == "retry after 0.625" and slept == []
     assert fake_portal.count("app.info") == 0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from datetime import timedelta
 from urllib.parse import urlencode
 
@@ -153,11 +152,13 @@ def test_a_failed_step_shows_on_the_page_and_can_be_retried(client, fake_portal,
 
 
 def test_a_rate_limited_step_is_retried_later_not_failed(client, fake_portal, django_capture_on_commit_callbacks,
-                                                         settings):
+                                                         settings, limiter_clock, monkeypatch):
     from celery.exceptions import Retry
 
     from installs.tasks import run_install_steps
 
+    # The service's limiter runs on a frozen clock; a wait for a permit passes that time on it at once.
+    monkeypatch.setattr(limiter_clock, "sleep", limiter_clock.advance)
     settings.B24_RATE_TASK_MAX_WAIT = 0  # any wait is "too long" here: the task must not sleep for it
     fake_portal.fail_next("event.get", "QUERY_LIMIT_EXCEEDED", "Too many requests", 503)
     with pytest.raises(Retry) as retry, django_capture_on_commit_callbacks(execute=True):
@@ -169,7 +170,7 @@ def test_a_rate_limited_step_is_retried_later_not_failed(client, fake_portal, dj
     assert run.status == InstallRun.Status.RUNNING
     assert step.status == "pending" and "QUERY_LIMIT_EXCEEDED" in step.message
 
-    time.sleep(float(retry.value.when))  # the countdown the worker would wait (the limiter backed off)
+    limiter_clock.advance(float(retry.value.when))  # the countdown the worker would wait (the limiter backed off)
     settings.B24_RATE_TASK_MAX_WAIT = 2.0
     run_install_steps.apply(args=[run.pk])  # the retry, as the worker would run it
     run.refresh_from_db()
