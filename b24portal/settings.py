@@ -333,8 +333,6 @@ CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {
         "placements.tasks.add_consent_fields",
         "placements.tasks.add_timeline_comment",
         "placements.tasks.send_timeline_comment",
-        "placements.tasks.redispatch_timeline_comments",
-        "installs.tasks.redispatch_stuck_install_runs",
     )},
     **{name: {"queue": "maintenance"} for name in (
         "messageservice.tasks.reconcile_all_senders",
@@ -349,6 +347,8 @@ CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {
         "oauth.tasks.rollup_call_log",
         "oauth.tasks.prune_call_log",
         "tenants.tasks.cleanup_stale_installs",
+        "placements.tasks.redispatch_timeline_comments",
+        "installs.tasks.redispatch_stuck_install_runs",
     )},
 }
 

@@ -17,8 +17,6 @@ this thread, so what the portal received during a bogus POST was caused by it.
 from __future__ import annotations
 
 import secrets
-import time
-import types
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -60,23 +58,34 @@ class ClockLimiter:
         self.tat.pop(key, None)
 
 
+class _ClockSource:
+    """oauth.ratelimit's time source on a test clock: a wait for a permit advances the clock."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def sleep(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+
 @contextmanager
 def simulated_time(clock: Clock) -> Iterator[Clock]:
-    """Freeze `clock`, run our limiter on it and let the sleeps of oauth.client / oauth.proofs advance it."""
-    from oauth import client as oauth_client
-    from oauth import proofs, ratelimit
+    """Freeze `clock` and run our limiter (and every wait for a permit) on it."""
+    from oauth import ratelimit
 
-    sim_time = types.SimpleNamespace(**{name: getattr(time, name) for name in dir(time) if not name.startswith("_")})
-    sim_time.sleep = clock.advance
-    saved = ratelimit._backend, oauth_client.time, proofs.time
+    saved_backend = ratelimit._backend
     was_frozen = clock.frozen
     clock.freeze()
     ratelimit._backend = ClockLimiter(clock)  # type: ignore[assignment]
-    oauth_client.time = proofs.time = sim_time  # type: ignore[assignment]
+    previous = ratelimit.use_time_source(_ClockSource(clock))
     try:
         yield clock
     finally:
-        ratelimit._backend, oauth_client.time, proofs.time = saved
+        ratelimit._backend = saved_backend
+        ratelimit.use_time_source(previous)
         if not was_frozen:
             clock.unfreeze()
 

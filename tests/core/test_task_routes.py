@@ -28,8 +28,8 @@ EXPECTED = {
     "placements.tasks.add_consent_fields": "lifecycle",
     "placements.tasks.add_timeline_comment": "lifecycle",
     "placements.tasks.send_timeline_comment": "lifecycle",
-    "placements.tasks.redispatch_timeline_comments": "lifecycle",
-    "installs.tasks.redispatch_stuck_install_runs": "lifecycle",
+    "placements.tasks.redispatch_timeline_comments": "maintenance",
+    "installs.tasks.redispatch_stuck_install_runs": "maintenance",
     # Maintenance: nobody waits.
     "messageservice.tasks.reconcile_all_senders": "maintenance",
     "messageservice.tasks.reconcile_portal_senders": "maintenance",
