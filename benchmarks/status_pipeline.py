@@ -213,12 +213,12 @@ def _wait_ready(procs: list[subprocess.Popen[bytes]], concurrency: int, timeout:
 def _stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in procs:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # its own session: this worker and its pool only
+            proc.terminate()  # warm shutdown: the main process lets its pool finish the running task
     for proc in procs:
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: this worker and its pool only
             proc.wait(timeout=10)
 
 
