@@ -68,3 +68,20 @@ def test_simulated_hour_writes_rows_per_variant_and_the_roll_up_counts_every_cal
     assert calllog.pending_counts() == 0
     calllog.rollup_day(timezone.localdate())
     assert sum(RestCallDaily.objects.values_list("calls", flat=True)) == volume.calls
+
+
+def test_benchmark_redis_clean_up_deletes_cache_prefixed_keys_and_keeps_others():
+    from b24portal.redis import get_redis
+    from benchmarks.common import cleanup_redis
+
+    client = get_redis()
+    left = [":1:b24:op:abc:messageservice.message.status.update", "b24:rl:portal-1", "bench-status-x",
+            "_kombu.binding_permanent.bench-status-x"]
+    for key in [*left, "keep:me"]:
+        client.set(key, "1")
+    try:
+        assert cleanup_redis() >= len(left)
+        assert not any(client.exists(key) for key in left)
+        assert client.exists("keep:me")
+    finally:
+        client.delete("keep:me", *left)
