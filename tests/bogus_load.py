@@ -17,7 +17,6 @@ this thread, so what the portal received during a bogus POST was caused by it.
 from __future__ import annotations
 
 import secrets
-import time
 import types
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -62,21 +61,20 @@ class ClockLimiter:
 
 @contextmanager
 def simulated_time(clock: Clock) -> Iterator[Clock]:
-    """Freeze `clock`, run our limiter on it and let the sleeps of oauth.client / oauth.proofs advance it."""
-    from oauth import client as oauth_client
-    from oauth import proofs, ratelimit
+    """Freeze `clock`, run our limiter on it and let its waits for a permit (`ratelimit.sleep`, which
+    oauth.client and oauth.proofs use) advance it."""
+    from oauth import ratelimit
 
-    sim_time = types.SimpleNamespace(**{name: getattr(time, name) for name in dir(time) if not name.startswith("_")})
-    sim_time.sleep = clock.advance
-    saved = ratelimit._backend, oauth_client.time, proofs.time
+    saved = ratelimit._backend
     was_frozen = clock.frozen
     clock.freeze()
     ratelimit._backend = ClockLimiter(clock)  # type: ignore[assignment]
-    oauth_client.time = proofs.time = sim_time  # type: ignore[assignment]
+    previous = ratelimit.use_time_source(types.SimpleNamespace(now=clock.now, sleep=clock.advance))
     try:
         yield clock
     finally:
-        ratelimit._backend, oauth_client.time, proofs.time = saved
+        ratelimit._backend = saved
+        ratelimit.use_time_source(previous)
         if not was_frozen:
             clock.unfreeze()
 
