@@ -68,8 +68,9 @@ def use_inherited_database() -> None:
 # -- the conditions a figure was taken under (issue 15), and clean-up of what benchmarks leave in Redis --
 # The benchmarks' Redis database is the tests' (TEST_REDIS_URL): kombu's bindings and bookkeeping, the
 # benchmark queues, the limiter and operating-time keys, the REST journal's and the proofs' markers.
-REDIS_PATTERNS = ("_kombu.binding.*", "unacked", "unacked_index", "unacked_mutex", "bench-*", "b24:op:*",
-                  "b24:rl:*", "b24:rest-journal:*", "b24:proof-*")
+# Keys written through Django's cache carry its version prefix (":1:b24:op:…"), hence the leading "*".
+REDIS_PATTERNS = ("_kombu.binding.*", "_kombu.binding_permanent.*", "unacked", "unacked_index", "unacked_mutex",
+                  "bench-*", "*b24:op:*", "*b24:rl:*", "*b24:rest-journal:*", "*b24:proof-*")
 
 
 def _cpu_model() -> str:

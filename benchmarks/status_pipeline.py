@@ -1,18 +1,24 @@
-"""Benchmark: delivery statuses from the carrier to Bitrix24 (poll + push), under Bitrix24's leaky bucket.
+"""Benchmark: SMS end to end through a real Celery worker: accepted, sent and polled at the fake carrier,
+statuses pushed to the fake Bitrix24 portals.
 
-    python -m benchmarks status_pipeline [--messages 5000] [--portals 10] [--workers 4] [--burst 50]
-                                         [--rate 2] [--naive 600] [--memory-rows 100000] [--memory-rounds 3]
+    python -m benchmarks status_pipeline [--messages 100000] [--portals 100] [--workers 1] [--concurrency 2]
+                                         [--acceptors 2] [--beat-interval 1] [--naive 600] [--naive-portals 10]
 
-`--messages` messages over `--portals` fake portals (each enforcing `--rate` req/s, burst `--burst`), already
-"delivered" at a fake SMS.ru; `--workers` forked processes run the real beat entry points
-(`dispatch_status_polls`, `dispatch_status_pushes`, Celery eager: they run `poll_account` and
-`push_portal_statuses` in the same process, the task locks keeping processes apart) until every status
-has reached the fake portals. Printed: wall time against the bound the limits imply, REST requests per
-portal, 503s; beside a naive baseline (one `messageservice.message.status.update` call per message through
-the same client and limiter) measured on `--naive` messages and projected to `--messages`. Then the peak
-memory of one worker process polling and pushing `--memory-rounds` chunks with `--memory-rows` messages due.
+`--messages` messages over `--portals` fake portals (each enforcing Bitrix24's standard leaky bucket,
+`--rate` req/s, burst `--burst`). `--acceptors` forked processes store them through the handler's storage
+path (`messageservice.sending.accept`: one transaction per message, `send_message` published on commit);
+`--workers` real Celery worker processes (`celery worker`, prefork, `--concurrency` children each, as the
+Procfile's SMS worker) consume the benchmark's own queue: `send_message` against a fake SMS.ru that
+reports every message delivered at once (its messages are indexed by id), then `poll_account` and
+`push_portal_statuses`, dispatched by this process standing in for beat (`dispatch_status_polls` and
+`dispatch_status_pushes` every `--beat-interval` s; first poll due at once). The clock runs from the first
+accepted message until every status is in the fake portals. Printed: end-to-end messages/s, when the
+last message passed each stage, REST requests per portal, 503s, and every worker process's peak RSS
+(VmHWM from /proc/<pid>/status, read before the worker is stopped); beside the naive baseline (one
+`messageservice.message.status.update` call per message through the same client and limiter, measured on
+`--naive` messages over `--naive-portals` portals and projected to the run's messages per portal).
 
-Use an otherwise idle Redis database (TEST_REDIS_URL): the limiter and the task locks live there.
+Use an otherwise idle Redis database (TEST_REDIS_URL): the queue, the limiter and the task locks live there.
 """
 
 from __future__ import annotations
@@ -21,32 +27,105 @@ import argparse
 import math
 import multiprocessing
 import os
-import resource
-import secrets
+import signal
+import subprocess
+import sys
+import threading
 import time
 import uuid
-from datetime import timedelta
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from .common import scratch_database, setup_django, use_inherited_database
+from .common import ROOT, scratch_database, setup_django, use_inherited_database
 
 SENDER_CODE = "bench_sms"
 COMMAND = "messageservice.message.status.update"
+STAGES = ("accepted", "sent", "polled", "pushed", "in portals")
 
 
-# -- set-up ----------------------------------------------------------------------------------------------
-def _make_portal(cloud: Any, carrier: Any, burst: float, rate: float, *, enterprise: bool = False) -> tuple[Any, Any, Any]:
+# -- pure helpers (tested) ---------------------------------------------------------------------------------
+def status_field_kb(status_text: str, field: str = "VmHWM") -> int:
+    """A `/proc/<pid>/status` memory field in kB (0 when absent)."""
+    for line in status_text.splitlines():
+        if line.startswith(f"{field}:"):
+            parts = line.split()
+            return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    return 0
+
+
+def stage_rates(messages: int, done_at: Mapping[str, float | None]) -> list[tuple[str, float | None, float | None]]:
+    """(stage, seconds from the start until the last message passed it, messages/s to that point);
+    None for a stage that was not reached."""
+    out: list[tuple[str, float | None, float | None]] = []
+    for stage in STAGES:
+        seconds = done_at.get(stage)
+        out.append((stage, seconds, messages / seconds if seconds else None))
+    return out
+
+
+def split_evenly(items: Sequence[Any], parts: int) -> list[list[Any]]:
+    """`items` dealt round-robin into at most `parts` non-empty lists."""
+    parts = max(1, min(parts, len(items)))
+    return [list(items[i::parts]) for i in range(parts)] if items else []
+
+
+# -- /proc -------------------------------------------------------------------------------------------------
+def _proc_status(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return ""
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            out.extend(int(p) for p in task.read_text().split())
+        except OSError:
+            pass
+    return out
+
+
+def _process_tree(pid: int) -> list[int]:
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(_children(current))
+    return tree
+
+
+def _peaks(pids: Iterable[int]) -> dict[int, int]:
+    """pid -> VmHWM kB, for every process of each worker (the prefork main process and its children)."""
+    return {p: status_field_kb(_proc_status(p)) for pid in pids for p in _process_tree(pid)}
+
+
+# -- set-up ------------------------------------------------------------------------------------------------
+def _delivering_smsru() -> Any:
+    """The fake SMS.ru, reporting every message delivered as soon as it is sent."""
+    from tests.fakes.carriers import FakeSmsRu
+
+    class DeliveringSmsRu(FakeSmsRu):
+        def _add(self, message: Any) -> Any:
+            message.status = self.DELIVERED
+            return super()._add(message)
+
+    return DeliveringSmsRu(balance=10.0**9)
+
+
+def _make_portal(cloud: Any, carrier: Any, burst: float, rate: float) -> tuple[Any, Any, Any]:
     from messageservice.models import ProviderAccount
     from oauth.tokens import TokenGrant, store_tokens
     from tenants.models import Portal, hash_application_token
     from tests.fakes.b24_messageservice import install_messageservice
 
-    fake = install_messageservice(cloud.create_portal(enterprise=enterprise))
+    fake = install_messageservice(cloud.create_portal())
     fake.set_bucket(burst, rate)
     portal = Portal.objects.create(
         member_id=fake.member_id, domain=fake.domain, rest_endpoint=fake.client_endpoint, status=Portal.Status.ACTIVE,
-        phone_region="RU", license="ru_pro",
-        rate_plan=Portal.RatePlan.ENTERPRISE if enterprise else Portal.RatePlan.STANDARD,
+        phone_region="RU", license="ru_pro", rate_plan=Portal.RatePlan.STANDARD,
         application_token_hash=hash_application_token(fake.application_token))
     tokens = fake.issue_tokens(user_id=1, is_admin=True, expires_in=3 * 3600)
     store_tokens(portal, TokenGrant(tokens["access_token"], tokens["refresh_token"], int(tokens["expires_in"]),
@@ -59,66 +138,34 @@ def _make_portal(cloud: Any, carrier: Any, burst: float, rate: float, *, enterpr
     return fake, portal, account
 
 
-def _carrier_ids(carrier: Any, session: Any, count: int) -> list[str]:
-    """Send `count` messages to the fake SMS.ru over its wire API (100 recipients per request)."""
-    ids: list[str] = []
-    while len(ids) < count:
-        numbers = [f"7999{secrets.randbelow(10**7):07d}" for _ in range(min(100, count - len(ids)))]
-        answer = session.post(f"{carrier.base_url}/sms/send", timeout=30, data={
-            **carrier.credentials, "json": "1", "to": ",".join(numbers), "msg": "bench"}).json()
-        ids.extend(entry["sms_id"] for entry in answer["sms"].values())
-    return ids
-
-
-def _seed(fake: Any, portal: Any, account: Any, carrier: Any, session: Any, count: int, *,
-          register_in_bitrix24: bool = True, chunk: int = 5000) -> int:
-    """`count` messages handed to the carrier, status `queued` already pushed, due for a poll now."""
-    from django.utils import timezone
-
-    from messageservice.models import Message
+def send_id(fake: Any) -> str:
+    """A message Bitrix24 created (so status.update finds it)."""
     from tests.fakes.b24_messageservice import send_from_bitrix24
 
-    now = timezone.now()
-    made = 0
-    while made < count:
-        n = min(chunk, count - made)
-        carrier_ids = _carrier_ids(carrier, session, n)
-        rows = []
-        for cmid in carrier_ids:
-            message_id = (send_from_bitrix24(fake, SENDER_CODE, "+79991234567", "bench", check_registered=False)
-                          ["message_id"] if register_in_bitrix24 else secrets.token_hex(16))
-            rows.append(Message(
-                portal=portal, account=account, carrier="smsru", message_id=message_id, origin=Message.Origin.CRM,
-                recipient_raw="+79991234567", recipient="+79991234567", body="bench", state=Message.State.HANDED_TO_CARRIER,
-                attempts=1, sent_at=now - timedelta(minutes=2), status="queued", carrier_status="100",
-                carrier_message_id=cmid, status_changed_at=now - timedelta(minutes=2), pushed_status="queued",
-                push_due=False, next_poll_at=now - timedelta(seconds=1), created_at=now - timedelta(minutes=2)))
-        Message.objects.bulk_create(rows, batch_size=1000)
-        made += n
-    return made
+    return send_from_bitrix24(fake, SENDER_CODE, "+79991234567", "bench", check_registered=False)["message_id"]
 
 
-# -- worker processes ------------------------------------------------------------------------------------
-def _pipeline_worker(stop: Any, out: Any, beat_interval: float) -> None:
-    """One worker: the beat entry points in a loop (eager Celery runs the per-account / per-portal tasks
-    here); stops when the parent has seen every status arrive."""
+# -- processes ---------------------------------------------------------------------------------------------
+def _acceptor(jobs: list[tuple[int, int, str]], out: Any) -> None:
+    """Store messages as the handler does (one transaction each; send_message published on commit)."""
     from django.db import connections
 
     use_inherited_database()
     connections.close_all()
-    from messageservice import delivery
+    from messageservice.models import ProviderAccount
+    from messageservice.sending import accept
 
-    rounds = polls = pushes = 0
-    while not stop.is_set():
-        rounds += 1
-        polls_ = delivery.dispatch_status_polls()
-        pushes_ = delivery.dispatch_status_pushes()
-        polls, pushes = polls + polls_, pushes + pushes_
-        # the beat's period: dispatching continuously would push half-filled batches while a poll is still
-        # moving statuses one row at a time
-        time.sleep(beat_interval if (polls_ or pushes_) else 0.05)
+    accounts = {a.pk: a for a in ProviderAccount.objects.select_related("portal")
+                .filter(pk__in={account_id for _p, account_id, _m in jobs})}
+    stored = 0
+    for index, (_portal_id, account_id, message_id) in enumerate(jobs):
+        account = accounts[account_id]
+        _message, created = accept(account.portal, account, message_id=message_id, to=f"+7999{index % 10**7:07d}",
+                                   body="Your order has shipped.", bindings=[{"OWNER_TYPE_ID": 3, "OWNER_ID": 123}],
+                                   author_user_id=1, origin="crm", meta={"module_id": "crm"})
+        stored += int(created)
     connections.close_all()
-    out.put((rounds, polls, pushes))
+    out.put(stored)
 
 
 def _naive_worker(portal_id: int, message_ids: list[str], out: Any) -> None:
@@ -141,234 +188,209 @@ def _naive_worker(portal_id: int, message_ids: list[str], out: Any) -> None:
     out.put(errors)
 
 
-def _rss_kb(field: str = "VmRSS") -> int:
-    """Current RSS, or with "VmHWM" this process image's peak. Not ru_maxrss: Linux carries the forking
-    parent's peak over fork + exec, so a spawned child would report the parent's 100k-row seeding."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1])
-    return 0
+def _start_worker(index: int, queue: str, concurrency: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "celery", "-A", "benchmarks._pipeline_worker", "worker", "-Q", queue,
+           "-n", f"{queue}-{index}@%h", "-P", "prefork", "--concurrency", str(concurrency), "--loglevel", "WARNING",
+           "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    with open(log, "ab") as handle:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,  # noqa: S603
+                                start_new_session=True)
 
 
-def _memory_worker(env: dict[str, str], account_id: int, portal_id: int, rounds: int, out: Any) -> None:
-    """A fresh (spawned) worker: set up, note its RSS, run `rounds` poll + push chunks, report the peak.
-    Celery is not eager here: a chunk's re-dispatch goes to a throwaway queue, as in a real worker."""
-    os.environ.update(env)
-    setup_django()
-    use_inherited_database()
-    from django.conf import settings
-
-    from b24portal.celery import app
-    from messageservice import delivery
-    from messageservice.models import Message, ProviderAccount
-
-    settings.CELERY_TASK_ALWAYS_EAGER = False
-    app.conf.task_always_eager = False
-    app.conf.task_default_queue = env["BENCH_CELERY_QUEUE"]
-    ProviderAccount.objects.select_related("portal").get(pk=account_id).get_carrier()  # imports, connections
-    baseline_rss, baseline_peak = _rss_kb(), _rss_kb("VmHWM")
-    results = []
-    started = time.monotonic()
-    for _ in range(rounds):
-        results.append(delivery.poll_account(account_id))
-        try:
-            results.append(delivery.push_portal_statuses(portal_id))
-        except Exception as exc:  # a called-directly task re-raises what it would retry on (rate limit)
-            results.append(f"push raised {type(exc).__name__}")
-    elapsed = time.monotonic() - started
-    pushed = Message.objects.filter(portal_id=portal_id, pushed_status="delivered").count()
-    out.put({"baseline_rss_kb": baseline_rss, "baseline_peak_kb": baseline_peak,
-             "peak_kb": _rss_kb("VmHWM"),
-             "ru_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "results": results,
-             "pushed": pushed, "seconds": elapsed})
+def _wait_ready(procs: list[subprocess.Popen[bytes]], concurrency: int, timeout: float = 120) -> None:
+    """Until each worker has forked its pool (its children exist)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            raise RuntimeError("a Celery worker exited during start-up (see its log)")
+        if all(len(_children(p.pid)) >= concurrency for p in procs):
+            time.sleep(1.0)  # the pool's processes finish importing
+            return
+        time.sleep(0.2)
+    raise RuntimeError("Celery workers did not start in time")
 
 
-def _forked(target: Any, arg_sets: list[tuple[Any, ...]]) -> list[Any]:
-    ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=target, args=args) for args in arg_sets]
+def _stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in procs:
-        proc.start()
-    return procs
+        if proc.poll() is None:
+            proc.terminate()  # warm shutdown: the main process lets its pool finish the running task
+    for proc in procs:
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: this worker and its pool only
+            proc.wait(timeout=10)
 
 
-# -- main ------------------------------------------------------------------------------------------------
+# -- main --------------------------------------------------------------------------------------------------
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks status_pipeline", description=__doc__.split("\n")[0])
-    parser.add_argument("--messages", type=int, default=5000)
-    parser.add_argument("--portals", type=int, default=10)
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--portals", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=1, help="Celery worker processes (each a prefork pool)")
+    parser.add_argument("--concurrency", type=int, default=2, help="pool processes per worker (Procfile: 2)")
+    parser.add_argument("--acceptors", type=int, default=2, help="processes storing the messages")
     parser.add_argument("--burst", type=int, default=50)
     parser.add_argument("--rate", type=float, default=2.0)
-    parser.add_argument("--naive", type=int, default=600, help="messages for the naive baseline (then projected)")
-    parser.add_argument("--memory-rows", type=int, default=100_000)
-    parser.add_argument("--memory-rounds", type=int, default=3, help="poll + push chunks the memory worker runs")
     parser.add_argument("--beat-interval", type=float, default=1.0,
-                        help="seconds between a worker's dispatch calls after it found work")
-    parser.add_argument("--timeout", type=float, default=900, help="give up waiting for the statuses after this")
+                        help="seconds between the stand-in beat's dispatch_status_polls/pushes")
+    parser.add_argument("--naive", type=int, default=600, help="messages for the naive baseline (then projected)")
+    parser.add_argument("--naive-portals", type=int, default=10)
+    parser.add_argument("--timeout", type=float, default=3600, help="give up waiting for the statuses after this")
     args = parser.parse_args(argv)
 
     setup_django()
-    import requests
     from django.conf import settings
     from django.db import connections
+    from django.db.models import Count, Q
 
+    from b24portal.celery import app
+    from messageservice import delivery
     from messageservice.models import Message
     from oauth import ratelimit
     from tests.fakes.b24_messageservice import status_updates
     from tests.fakes.bitrix24 import FakeBitrix24Cloud
-    from tests.fakes.carriers import FakeSmsRu
 
-    per_portal = math.ceil(args.messages / args.portals)
-    naive_per_portal = math.ceil(args.naive / args.portals)
-    headroom = float(getattr(settings, "B24_RATE_HEADROOM", 0.8))
     queue = f"bench-status-{uuid.uuid4().hex[:8]}"
-    print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
-    with scratch_database("bench_status") as db_name, FakeBitrix24Cloud(
-            client_id=settings.B24_CLIENT_ID, client_secret=settings.B24_CLIENT_SECRET) as cloud, \
-            FakeSmsRu() as carrier, requests.Session() as session:
-        settings.B24_OAUTH_URL, settings.B24_SERVER_ENDPOINT = cloud.oauth_url, cloud.server_endpoint
-        portals = [_make_portal(cloud, carrier, args.burst, args.rate) for _ in range(args.portals)]
-        seeded = sum(_seed(fake, portal, account, carrier, session, per_portal)
-                     for fake, portal, account in portals)
-        carrier.deliver_all()
-        bucket = ratelimit.bucket_for(portals[0][1])
-        plan_rate, plan_burst = portals[0][1].rest_rate_limit
-        if (plan_rate, plan_burst) != (args.rate, args.burst):
-            print(f"note: the portals' plan limit is {plan_rate:g}/s burst {plan_burst}; the fakes enforce "
-                  f"{args.rate:g}/s burst {args.burst}")
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    app.conf.task_always_eager = False
+    app.conf.task_default_queue = queue
+    app.conf.task_routes = None
+    per_portal = math.ceil(args.messages / args.portals)
+    log = Path(ROOT) / "var" / f"{queue}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    workers: list[subprocess.Popen[bytes]] = []
+    peaks: dict[int, int] = {}
+    done_at: dict[str, float | None] = dict.fromkeys(STAGES)
+    counts: dict[str, int] = dict.fromkeys(STAGES, 0)
+    carrier = _delivering_smsru()
+    try:
+        with scratch_database("bench_status") as db_name, FakeBitrix24Cloud(
+                client_id=settings.B24_CLIENT_ID, client_secret=settings.B24_CLIENT_SECRET) as cloud:
+            settings.B24_OAUTH_URL, settings.B24_SERVER_ENDPOINT = cloud.oauth_url, cloud.server_endpoint
+            portals = [_make_portal(cloud, carrier, args.burst, args.rate) for _ in range(args.portals)]
+            bucket = ratelimit.bucket_for(portals[0][1])
+            jobs: list[tuple[int, int, str]] = []
+            for fake, portal, account in portals:  # Bitrix24 creates the messages (status.update finds them)
+                jobs.extend((portal.pk, account.pk, send_id(fake)) for _ in range(per_portal))
+            jobs = jobs[:args.messages]
+            total = len(jobs)
+            connections.close_all()
+            env = {**os.environ, "BENCH_DATABASE_NAME": db_name, "BENCH_CELERY_QUEUE": queue,
+                   "BENCH_B24_OAUTH_URL": cloud.oauth_url, "BENCH_B24_SERVER_ENDPOINT": cloud.server_endpoint,
+                   "TEST_DATABASE_URL": os.environ["DATABASE_URL"], "TEST_REDIS_URL": os.environ["REDIS_URL"],
+                   "DJANGO_SETTINGS_MODULE": "tests.settings", "BENCH_FIRST_POLL_SECONDS": "0"}
+            workers = [_start_worker(i, queue, args.concurrency, env, log) for i in range(args.workers)]
+            _wait_ready(workers, args.concurrency)
 
-        def fresh() -> None:
-            for fake, portal, _account in portals:
+            # -- the pipeline: accept, send, poll, push ------------------------------------------------
+            ctx = multiprocessing.get_context("fork")
+            accepted_out = ctx.Queue()
+            started = time.monotonic()
+            acceptors = [ctx.Process(target=_acceptor, args=(part, accepted_out))
+                         for part in split_evenly(jobs, args.acceptors)]
+            for proc in acceptors:
+                proc.start()
+            stop_beat = threading.Event()
+
+            def beat() -> None:
+                while not stop_beat.wait(args.beat_interval):
+                    delivery.dispatch_status_polls.delay()
+                    delivery.dispatch_status_pushes.delay()
+
+            beat_thread = threading.Thread(target=beat, daemon=True)
+            beat_thread.start()
+            try:
+                while time.monotonic() - started < args.timeout:
+                    now = time.monotonic() - started
+                    row = Message.objects.aggregate(
+                        accepted=Count("id"), sent=Count("id", filter=Q(state=Message.State.HANDED_TO_CARRIER)),
+                        polled=Count("id", filter=Q(status="delivered")),
+                        pushed=Count("id", filter=Q(pushed_status="delivered", push_due=False)))
+                    counts.update(row)
+                    if row["pushed"] >= total:
+                        counts["in portals"] = sum(1 for fake, _p, _a in portals for u in status_updates(fake)
+                                                   if u["STATUS"] == "delivered")
+                    for stage in STAGES:
+                        if done_at[stage] is None and counts[stage] >= total:
+                            done_at[stage] = now
+                    if done_at["in portals"] is not None:
+                        break
+                    time.sleep(0.25)
+                peaks = _peaks(p.pid for p in workers)  # before the workers stop
+            finally:
+                stop_beat.set()
+                beat_thread.join(timeout=10)
+                stored = sum(accepted_out.get(timeout=600) for _ in acceptors)
+                for proc in acceptors:
+                    proc.join(timeout=30)
+                _stop_workers(workers)
+            wall = done_at["in portals"]
+            batch_requests = [fake.count("batch") for fake, _p, _a in portals]
+            single_requests = sum(fake.count(COMMAND, in_batch=False) for fake, _p, _a in portals)
+            rejected = sum(fake.rejected_503 for fake, _p, _a in portals)
+            carrier_sends = len(carrier.requests_for("send"))
+            carrier_status_requests = len(carrier.requests_for("status"))
+
+            # -- the naive baseline: one status.update per message ------------------------------------
+            naive_set = portals[:max(1, min(args.naive_portals, len(portals)))]
+            naive_per_portal = math.ceil(args.naive / len(naive_set))
+            naive_ids = [[send_id(fake) for _ in range(naive_per_portal)] for fake, _p, _a in naive_set]
+            for fake, portal, _a in naive_set:
                 fake.set_bucket(args.burst, args.rate)
                 with fake.lock:
                     fake.requests.clear()
                     fake.rejected_503 = 0
                 ratelimit.reset(portal)
-
-        # -- the pipeline -----------------------------------------------------------------------------
-        fresh()
-        connections.close_all()  # children must not share the parent's connection
-        ctx = multiprocessing.get_context("fork")
-        stop, out = ctx.Event(), ctx.Queue()
-        started = time.monotonic()
-        procs = _forked(_pipeline_worker, [(stop, out, args.beat_interval)] * args.workers)
-        arrived = 0
-        try:
-            while time.monotonic() - started < args.timeout:
-                arrived = sum(1 for fake, _p, _a in portals for u in status_updates(fake) if u["STATUS"] == "delivered")
-                if arrived >= seeded:
-                    break
-                time.sleep(0.02)
-            wall = time.monotonic() - started
-        finally:
-            stop.set()
-            worker_stats = [out.get(timeout=120) for _ in procs]
-            for proc in procs:
+            connections.close_all()
+            naive_out = ctx.Queue()
+            naive_started = time.monotonic()
+            naive_procs = [ctx.Process(target=_naive_worker, args=(portal.pk, ids, naive_out))
+                           for (_f, portal, _a), ids in zip(naive_set, naive_ids, strict=True)]
+            for proc in naive_procs:
+                proc.start()
+            naive_errors = sum(naive_out.get(timeout=args.timeout) for _ in naive_procs)
+            naive_wall = time.monotonic() - naive_started
+            for proc in naive_procs:
                 proc.join(timeout=30)
-        batch_requests = [fake.count("batch") for fake, _p, _a in portals]
-        single_requests = [fake.count(COMMAND, in_batch=False) for fake, _p, _a in portals]
-        rejected = sum(fake.rejected_503 for fake, _p, _a in portals)
-        carrier_status_requests = len(carrier.requests_for("status"))
-        db_pushed = Message.objects.filter(pushed_status="delivered", push_due=False).count()
-        bound = max(max(0, n - bucket.burst) / bucket.rate for n in batch_requests)
-        full_bound = max(max(0, n - args.burst) / args.rate for n in batch_requests)
-        target_requests = math.ceil(per_portal / 50)
+            naive_requests = [fake.count(COMMAND, in_batch=False) for fake, _p, _a in naive_set]
+            naive_rejected = sum(fake.rejected_503 for fake, _p, _a in naive_set)
+    finally:
+        if workers:
+            _stop_workers(workers)
+        carrier.close()
+        with app.connection_for_write() as conn:
+            conn.default_channel.client.delete(queue)
 
-        # -- the naive baseline ------------------------------------------------------------------------
-        naive_ids = [[send_id(fake) for _ in range(naive_per_portal)] for fake, _p, _a in portals]
-        fresh()
-        connections.close_all()
-        naive_out = multiprocessing.get_context("fork").Queue()
-        naive_started = time.monotonic()
-        naive_procs = _forked(_naive_worker, [(portal.pk, ids, naive_out)
-                                              for (_f, portal, _a), ids in zip(portals, naive_ids, strict=True)])
-        naive_errors = sum(naive_out.get(timeout=args.timeout) for _ in naive_procs)
-        naive_wall = time.monotonic() - naive_started
-        for proc in naive_procs:
-            proc.join(timeout=30)
-        naive_requests = [fake.count(COMMAND, in_batch=False) for fake, _p, _a in portals]
-        naive_rejected = sum(fake.rejected_503 for fake, _p, _a in portals)
-        naive_bound = max(max(0, n - bucket.burst) / bucket.rate for n in naive_requests)
-        pace = naive_wall / max(max(naive_requests) - bucket.burst, 1)  # seconds per request beyond the burst
-        projected_bound = max(0, per_portal - bucket.burst) / bucket.rate
-        projected = pace * max(per_portal - bucket.burst, 0)
-
-        # -- memory ------------------------------------------------------------------------------------
-        mem_fake, mem_portal, mem_account = _make_portal(cloud, carrier, 250, 5, enterprise=True)
-        seed_started = time.monotonic()
-        _seed(mem_fake, mem_portal, mem_account, carrier, session, args.memory_rows)
-        carrier.deliver_all()
-        seed_seconds = time.monotonic() - seed_started
-        ratelimit.reset(mem_portal)
-        connections.close_all()
-        spawn = multiprocessing.get_context("spawn")
-        mem_out = spawn.Queue()
-        env = {"BENCH_DATABASE_NAME": db_name, "BENCH_CELERY_QUEUE": queue,
-               "TEST_DATABASE_URL": os.environ["DATABASE_URL"], "DJANGO_SETTINGS_MODULE": "tests.settings"}
-        mem_proc = spawn.Process(target=_memory_worker,
-                                 args=(env, mem_account.pk, mem_portal.pk, args.memory_rounds, mem_out))
-        mem_proc.start()
-        try:
-            memory = mem_out.get(timeout=args.timeout)
-        finally:
-            mem_proc.join(timeout=60)
-            from b24portal.celery import app
-
-            with app.connection_for_write() as conn:
-                conn.default_channel.client.delete(queue)
-        mem_due = Message.objects.filter(portal=mem_portal, next_poll_at__isnull=False).count()
-
-    # -- report ------------------------------------------------------------------------------------------
-    print(f"\nstatus pipeline: {seeded} messages over {args.portals} fake portals ({per_portal} each), delivered at a "
-          f"fake SMS.ru; {args.workers} worker processes running dispatch_status_polls / dispatch_status_pushes")
-    print(f"fake bucket per portal: burst {args.burst}, {args.rate:g} req/s; our limiter at headroom {headroom:g}: "
-          f"burst {bucket.burst}, {bucket.rate:g} req/s")
-    print(f"\n{'variant':<34} {'messages':>8} {'REST req/portal':>16} {'503s':>5} {'wall s':>8} {'bound s':>8}")
-    print(f"{'batched poll+push (b24portal)':<34} {seeded:>8} "
-          f"{f'{min(batch_requests)}-{max(batch_requests)}':>16} {rejected:>5} {wall:>8.2f} {bound:>8.2f}   measured")
-    print(f"{'naive, 1 call per message':<34} {sum(len(i) for i in naive_ids):>8} "
-          f"{f'{min(naive_requests)}-{max(naive_requests)}':>16} {naive_rejected:>5} {naive_wall:>8.2f} "
-          f"{naive_bound:>8.2f}   measured")
-    print(f"{'naive, 1 call per message':<34} {seeded:>8} {per_portal:>16} {'-':>5} {projected:>8.0f} "
-          f"{projected_bound:>8.0f}   PROJECTED from the measured pace ({pace:.3f} s per request beyond the burst)")
-    print("\nbatched run:")
-    print(f"  statuses in the fake portals : {arrived} of {seeded} (rows marked pushed in our DB: {db_pushed})")
-    print(f"  REST requests per portal     : {batch_requests} batch; {sum(single_requests)} single calls "
-          f"(target ceil({per_portal}/50) = {target_requests} each)")
-    print(f"  503s received                : {rejected} (target 0)")
-    print(f"  carrier status requests      : {carrier_status_requests} (SMS.ru: 100 ids each → "
-          f"{math.ceil(seeded / 100)} minimum)")
-    print(f"  bound from the limits        : max over portals of max(0, requests − {bucket.burst}) / {bucket.rate:g} "
-          f"= {bound:.2f} s (at the full limit, no headroom: {full_bound:.2f} s)")
-    if bound < 0.5:
-        print(f"  → every portal's {max(batch_requests)} requests fit in the burst, so the limit implies no wait: "
-              f"the {wall:.2f} s are our own work (polling {seeded} statuses, {seeded} row updates, "
-              f"{sum(batch_requests)} batch requests). Floor used instead of the 1.2× target: the naive "
-              f"baseline's limit bound of {projected_bound:.0f} s for the same messages → batched is "
-              f"{projected_bound / wall if wall else float('nan'):.0f}× below it.")
-    else:
-        print(f"  ratio wall / bound           : {wall / bound:.2f} (target ≤ 1.2)")
-    print(f"  worker loops (rounds, account polls dispatched, portal pushes dispatched): {worker_stats}")
-    print(f"  naive baseline errors: {naive_errors}")
-
+    pace = naive_wall / max(max(naive_requests) - bucket.burst, 1)  # seconds per request beyond the burst
+    projected_push = pace * max(per_portal - bucket.burst, 0)
     mb = 1024.0
-    print(f"\nworker memory with {args.memory_rows} messages due for poll (seeded in {seed_seconds:.0f} s), "
-          f"{args.memory_rounds} rounds of poll_account + push_portal_statuses in a fresh process:")
-    print(f"  RSS after set-up             : {memory['baseline_rss_kb'] / mb:.1f} MB "
-          f"(peak so far {memory['baseline_peak_kb'] / mb:.1f} MB)")
-    print(f"  peak RSS (VmHWM)             : {memory['peak_kb'] / mb:.1f} MB  (target < 300 MB: "
-          f"{'met' if memory['peak_kb'] / mb < 300 else 'NOT met'}); growth "
-          f"{(memory['peak_kb'] - memory['baseline_rss_kb']) / mb:.1f} MB over the set-up RSS (ru_maxrss, "
-          f"inherited from the parent across fork+exec: {memory['ru_maxrss_kb'] / mb:.1f} MB)")
-    print(f"  work done                    : {memory['results']} in {memory['seconds']:.1f} s; "
-          f"{memory['pushed']} statuses pushed; {mem_due} rows still due for a poll")
-    print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    return 0
-
-
-def send_id(fake: Any) -> str:
-    """A message Bitrix24 created (so status.update finds it), for the naive baseline."""
-    from tests.fakes.b24_messageservice import send_from_bitrix24
-
-    return send_from_bitrix24(fake, SENDER_CODE, "+79991234567", "bench", check_registered=False)["message_id"]
+    print(f"\nstatus pipeline end to end: {total} messages over {args.portals} fake portals ({per_portal} each); "
+          f"{args.acceptors} accepting processes (messageservice.sending.accept); {args.workers} Celery worker(s) "
+          f"× prefork {args.concurrency} on queue {queue}; stand-in beat every {args.beat_interval:g} s; fake SMS.ru "
+          f"delivers at once; fake portals' bucket burst {args.burst}, {args.rate:g} req/s (our limiter: burst "
+          f"{bucket.burst}, {bucket.rate:g} req/s)")
+    print(f"  stored by the acceptors: {stored}")
+    print(f"\n{'stage (last message through it)':<34} {'s from start':>12} {'messages/s':>11} {'count':>8}")
+    for stage, seconds, rate in stage_rates(total, done_at):
+        print(f"{stage:<34} {'-' if seconds is None else f'{seconds:.1f}':>12} "
+              f"{'-' if rate is None else f'{rate:.0f}':>11} {counts[stage]:>8}")
+    if wall is None:
+        print(f"\nNOT FINISHED within {args.timeout:g} s: {counts['in portals']} of {total} statuses in the portals")
+    else:
+        print(f"\nend to end: {total} messages in {wall:.1f} s = {total / wall:.0f} messages/s")
+    print(f"REST requests per portal: {min(batch_requests)}-{max(batch_requests)} batch (target ceil({per_portal}/50) "
+          f"= {math.ceil(per_portal / 50)}), {single_requests} single calls; 503s: {rejected} (target 0)")
+    print(f"carrier requests: {carrier_sends} send, {carrier_status_requests} status "
+          f"(SMS.ru: 100 ids each → {math.ceil(total / 100)} minimum)")
+    print("\nworker peak RSS (VmHWM, read before stopping):")
+    for pid, kb in sorted(peaks.items()):
+        role = "main" if pid in {p.pid for p in workers} else "pool"
+        print(f"  pid {pid:<8} {role:<5} {kb / mb:7.1f} MB")
+    print(f"\nbaseline, push stage only: naive one call per message, measured {sum(len(i) for i in naive_ids)} messages "
+          f"over {len(naive_set)} portals: {naive_wall:.1f} s, {max(naive_requests)} requests/portal, "
+          f"{naive_rejected} 503s, {naive_errors} errors; projected to {per_portal} messages/portal: "
+          f"≈ {projected_push:.0f} s (pace {pace:.3f} s per request beyond the burst) — batched end to end: "
+          f"{'-' if wall is None else f'{wall:.1f} s'}")
+    print(f"worker log: {log}")
+    return 0 if wall is not None else 1
