@@ -324,8 +324,10 @@ CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {
         "messageservice.tasks.redispatch_lost_messages",
         "messageservice.delivery.dispatch_status_polls",
         "messageservice.delivery.poll_account",
+        "messageservice.delivery.poll_accounts",
         "messageservice.delivery.dispatch_status_pushes",
         "messageservice.delivery.push_portal_statuses",
+        "messageservice.delivery.push_statuses",
     )},
     **{name: {"queue": "lifecycle"} for name in (
         "tenants.tasks.run_install_steps",
