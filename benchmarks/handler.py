@@ -9,11 +9,12 @@ A scratch PostgreSQL database gets one active portal with one SMS.ru provider ac
 tests.fakes.b24_messageservice.send_from_bitrix24, auth block included, so the application-token check
 runs) and a unique 32-hex message_id per request.
 
-The fair baseline (issue 11) is served by the same gunicorn workers (same settings, same run): a bare WSGI
-function at `/bench/baseline/<key>/` doing only the durable work — read the form, one raw indexed SELECT
-(portal by handler key joined to the active sender), one INSERT into a table with a unique
-(portal, message_id), commit, one Celery `apply_async` of `send_message`. Endpoints alternate for
-`--rounds` rounds; `GET /health/` (no I/O) is an extra line. Every send goes to a queue of its own that no
+The fair baseline (issue 11) is served by the same gunicorn workers (same settings, same run): the
+simplest Django view (`/bench/django-baseline/<key>/`, through the project's middleware) doing only the
+durable work — read the form, one raw indexed SELECT (portal by handler key joined to the active sender),
+one INSERT into a table with a unique (portal, message_id), commit, one Celery `apply_async` of
+`send_message`. Baseline and handler alternate for `--rounds` rounds; extra lines: the same work as a bare
+WSGI function without Django (`/bench/baseline/<key>/`, one round) and `GET /health/` (no I/O). Every send goes to a queue of its own that no
 worker reads (deleted at the end). Printed: requests/s and p50/p99 of each, the handler/baseline ratio
 (target ≥ 0.8) and the handler's p99 (target < 50 ms), then a query profile of one handler request.
 
@@ -90,13 +91,56 @@ def _baseline_view(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [body]
 
 
+def baseline_view(request: Any, key: str) -> Any:
+    """The fair baseline as the issue defines it: the simplest Django view doing the same durable work —
+    read the form, one raw indexed SELECT, one INSERT (unique (portal, message_id)), commit, one
+    Celery `apply_async` — through the project's own middleware stack."""
+    from django.db import connection, transaction
+    from django.http import JsonResponse
+
+    from messageservice.tasks import send_message
+
+    form = request.POST
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT a.id, p.id FROM messageservice_provideraccount a JOIN tenants_portal p "
+                       "ON p.id = a.portal_id WHERE p.handler_key = %s AND a.code = %s AND a.is_active",
+                       [key, form["code"]])
+        account_id, portal_id = cursor.fetchone()
+        cursor.execute(f"INSERT INTO {BASELINE_TABLE} (portal_id, account_id, message_id, recipient, body, "  # noqa: S608 (constant)
+                       "created_at) VALUES (%s, %s, %s, %s, %s, now()) ON CONFLICT (portal_id, message_id) "
+                       "DO NOTHING RETURNING id",
+                       [portal_id, account_id, form["message_id"], form["message_to"], form["message_body"]])
+        row = cursor.fetchone()
+    if row is not None:
+        send_message.apply_async(args=[row[0]])
+    return JsonResponse({"ok": True, "message_id": form["message_id"], "duplicate": row is None})
+
+
+def _urlpatterns() -> list[Any]:
+    from django.urls import path
+    from django.views.decorators.csrf import csrf_exempt
+
+    from b24portal.urls import urlpatterns as project
+
+    return [path("bench/django-baseline/<str:key>/", csrf_exempt(baseline_view)), *project]
+
+
+def __getattr__(name: str) -> Any:  # `urlpatterns`, built on first use (Django is set up by then)
+    if name == "urlpatterns":
+        return _urlpatterns()
+    raise AttributeError(name)
+
+
 def wsgi_app() -> Any:
     """Gunicorn's app factory (each worker): Django on tests.settings against the scratch database
-    (TEST_DATABASE_URL), with Celery dispatching to the benchmark's queue; the baseline beside it."""
+    (TEST_DATABASE_URL), with Celery dispatching to the benchmark's queue; the Django baseline view added
+    to the project's URLs, and the bare-WSGI baseline beside the Django app."""
     setup_django()
     _use_bench_queue(os.environ["BENCH_CELERY_QUEUE"])
+    from django.conf import settings
     from django.core.wsgi import get_wsgi_application
 
+    settings.ROOT_URLCONF = "benchmarks.handler"
     django_app = get_wsgi_application()
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:
@@ -380,7 +424,8 @@ def main(argv: list[str]) -> int:
             portal, _account = _setup_portal(fake)
             body_template = _payload_template(fake)
             handler_path = f"/b24/messageservice/{portal.handler_key}/"
-            baseline_path = f"{BASELINE_PREFIX}{portal.handler_key}/"
+            baseline_path = f"/bench/django-baseline/{portal.handler_key}/"
+            bare_path = f"{BASELINE_PREFIX}{portal.handler_key}/"
             _create_baseline_table()
             connections.close_all()
 
@@ -400,6 +445,7 @@ def main(argv: list[str]) -> int:
                 return _python_load(url_base, method, path, template, nonce, seconds, args.concurrency)
 
             endpoints = {"GET /health/ (no I/O)": ("GET", "/health/", ""),
+                         "bare WSGI baseline": ("POST", bare_path, body_template),
                          "fair baseline": ("POST", baseline_path, body_template),
                          "POST handler": ("POST", handler_path, body_template)}
             for method, path, template in endpoints.values():
@@ -409,7 +455,8 @@ def main(argv: list[str]) -> int:
             for _ in range(args.rounds):
                 for label in ("fair baseline", "POST handler"):
                     rounds[label].append(load(*endpoints[label], args.duration))
-            rounds["GET /health/ (no I/O)"].append(load(*endpoints["GET /health/ (no I/O)"], args.duration))
+            for label in ("bare WSGI baseline", "GET /health/ (no I/O)"):
+                rounds[label].append(load(*endpoints[label], args.duration))
             for label, runs in rounds.items():
                 total = sum(r["requests"] for r in runs)
                 seconds = sum(r["seconds"] for r in runs)
