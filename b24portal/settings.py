@@ -187,12 +187,15 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files under gunicorn (admin, frame pages)
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.locale.LocaleMiddleware",
+    # Flags Bitrix24's server-to-server POSTs (the SMS handler, `@server_to_server`): the session, locale,
+    # CSRF, auth and messages middleware (b24portal.middleware's subclasses of Django's) pass them straight on.
+    "b24portal.middleware.ServerToServerMiddleware",
+    "b24portal.middleware.SessionMiddleware",
+    "b24portal.middleware.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "b24portal.middleware.CsrfViewMiddleware",
+    "b24portal.middleware.AuthenticationMiddleware",
+    "b24portal.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "b24portal.logging.RequestContextMiddleware",
 ]
@@ -321,8 +324,10 @@ CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {
         "messageservice.tasks.redispatch_lost_messages",
         "messageservice.delivery.dispatch_status_polls",
         "messageservice.delivery.poll_account",
+        "messageservice.delivery.poll_accounts",
         "messageservice.delivery.dispatch_status_pushes",
         "messageservice.delivery.push_portal_statuses",
+        "messageservice.delivery.push_statuses",
     )},
     **{name: {"queue": "lifecycle"} for name in (
         "tenants.tasks.run_install_steps",

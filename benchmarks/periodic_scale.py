@@ -7,6 +7,11 @@ nothing due and once with 1% of the portals due, and prints: wall ms, SQL querie
 tick, and tasks per hour if every tick looked like this one. Beside each line, the same figures for the previous dispatch
 (one task per active portal on every tick, kept here as the baseline variant) measured in the same run.
 Enqueued tasks are counted, not published (the broker is not what is measured).
+
+The status dispatchers (`dispatch_status_pushes` every 5 s, `dispatch_status_polls` every 15 s) run over
+the same portals, each with one provider account and `--messages` delivered messages, nothing due or 1% of
+the portals with one message due (push_due / next_poll_at in the past); their baseline variant is the
+previous dispatch (DISTINCT over due rows, one task per portal/account) measured in the same run.
 """
 
 from __future__ import annotations
@@ -64,14 +69,93 @@ def old_one_task_per_portal(task_name: str) -> Callable[[], int]:
     return run
 
 
+def old_status_dispatch(kind: str) -> Callable[[], int]:
+    """The status dispatch before issue 11: DISTINCT over the due rows (limit 1000), one task each."""
+    from django.utils import timezone
+
+    from messageservice import delivery
+    from messageservice.models import Message
+
+    def run() -> int:
+        if kind == "push":
+            ids = list(Message.objects.filter(push_due=True).order_by()
+                       .values_list("portal_id", flat=True).distinct()[:1000])
+            for portal_id in ids:
+                delivery.push_portal_statuses.delay(portal_id)
+        else:
+            ids = list(Message.objects.filter(next_poll_at__lte=timezone.now()).order_by()
+                       .values_list("account_id", flat=True).distinct()[:1000])
+            for account_id in ids:
+                delivery.poll_account.delay(account_id)
+        return len(ids)
+
+    return run
+
+
+def setup_messages(per_portal: int) -> None:
+    """One provider account and `per_portal` delivered messages (nothing due) per portal, by direct inserts."""
+    import secrets
+
+    from django.utils import timezone
+
+    from messageservice.models import Message, ProviderAccount
+    from tenants.models import Portal
+
+    now = timezone.now()
+    ids = list(Portal.objects.values_list("pk", flat=True))
+    ProviderAccount.objects.bulk_create(
+        [ProviderAccount(portal_id=pid, carrier="smsru", code="sms", name="SMS") for pid in ids], batch_size=2000)
+    accounts = dict(ProviderAccount.objects.values_list("portal_id", "pk"))
+    Message.objects.bulk_create(
+        [Message(portal_id=pid, account_id=accounts[pid], carrier="smsru", message_id=secrets.token_hex(16),
+                 origin="crm", recipient_raw="+79991234567", body="hi", state="sent_to_carrier",
+                 status="delivered", pushed_status="delivered", status_changed_at=now, created_at=now)
+         for pid in ids for _ in range(per_portal)], batch_size=2000)
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+
+
+def make_status_due(fraction: float) -> None:
+    from django.utils import timezone
+
+    from messageservice.models import Message
+
+    first = list(Message.objects.order_by("portal_id", "pk").distinct("portal_id").values_list("pk", flat=True))
+    step = max(int(1 / fraction), 1)
+    Message.objects.filter(pk__in=first[::step]).update(
+        push_due=True, status="delivered", pushed_status="sent", next_poll_at=timezone.now() - timedelta(seconds=1))
+
+
+def status_dispatchers(n: int, per_portal: int) -> None:
+    from messageservice import delivery
+
+    setup_messages(per_portal)
+    periods = {"push": 5, "poll": 15}
+    for case, fraction in (("nothing due", 0.0), ("1% due", 0.01)):
+        if fraction:
+            make_status_due(fraction)
+        for name, new, kind in (("dispatch_status_pushes", delivery.dispatch_status_pushes, "push"),
+                                ("dispatch_status_polls", delivery.dispatch_status_polls, "poll")):
+            new_ms, new_q, new_tasks = measure(new)
+            old_ms, old_q, old_tasks = measure(old_status_dispatch(kind))
+            per_hour = 3600 / periods[kind]
+            print(f"{n:>6} {name:<26} {case:<12} {new_ms:>8.1f} {new_q:>4} {new_tasks:>6} "
+                  f"{new_tasks * per_hour:>9.0f}   {old_ms:>8.1f} {old_q:>4} {old_tasks:>6} {old_tasks * per_hour:>9.0f}")
+
+
 def setup_portals(n: int) -> None:
     import secrets
 
     from django.utils import timezone
 
+    from messageservice.models import Message, ProviderAccount
     from tenants import schedule
     from tenants.models import Portal, PortalCheck
 
+    Message.objects.all().delete()
+    ProviderAccount.objects.all().delete()
     Portal.objects.all().delete()
     now = timezone.now()
     Portal.objects.bulk_create(
@@ -100,6 +184,7 @@ def make_due(fraction: float) -> None:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks periodic_scale")
     parser.add_argument("--portals", default="1000,10000")
+    parser.add_argument("--messages", type=int, default=3, help="delivered messages per portal (status dispatchers)")
     args = parser.parse_args(argv)
     setup_django()
     from django.conf import settings
@@ -136,4 +221,5 @@ def main(argv: list[str]) -> int:
                     print(f"{n:>6} {name:<26} {case:<12} {new_ms:>8.1f} {new_q:>4} {new_tasks:>6} "
                           f"{new_per_hour:>9.0f}   {old_ms:>8.1f} {old_q:>4} {old_tasks:>6} {old_per_hour:>9.0f}")
             print(f"{n:>6} all three, nothing due: {totals['new']:.0f} tasks/h (old: {totals['old']:.0f} tasks/h)")
+            status_dispatchers(n, args.messages)
     return 0

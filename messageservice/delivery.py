@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -44,7 +44,7 @@ from messageservice.models import Message, ProviderAccount
 from messageservice.status import FINAL, DeliveryStatus, is_forward
 from oauth.client import PortalClient
 from oauth.errors import B24AuthError, B24Error
-from oauth.retry import retry_if_worth_it
+from oauth.retry import retry_delay, retry_if_worth_it
 from tenants.journal import journal
 from tenants.models import JournalEntry, Portal
 
@@ -53,6 +53,9 @@ logger = logging.getLogger(__name__)
 COMMAND = "messageservice.message.status.update"
 BATCH_SIZE = 50
 LOCK_SECONDS = 300
+#: due portals/accounts per dispatcher tick, and per chunk task
+DISPATCH_LIMIT = 5000
+DISPATCH_CHUNK = 50
 
 
 def _poll_delay(attempts: int) -> timedelta:
@@ -65,21 +68,42 @@ def _reschedule(pks: Iterable[int], when: datetime) -> None:
 
 
 # -- poll ------------------------------------------------------------------------------------------------
+def _chunks(ids: Sequence[int], size: int) -> Iterable[list[int]]:
+    for start in range(0, len(ids), size):
+        yield list(ids[start:start + size])
+
+
 @shared_task
 def dispatch_status_polls() -> int:
-    """Beat: one poll task per provider account that has due messages."""
+    """Beat: the provider accounts with due messages (through the partial index sms_msg_poll_due, with a
+    limit), enqueued `DISPATCH_CHUNK` accounts per task; returns how many accounts. Each account is claimed
+    in the chunk task (`sms:poll:<id>`), so overlapping ticks or chunks never poll one account twice."""
     now = timezone.now()
     account_ids = list(Message.objects.filter(next_poll_at__lte=now).order_by()
-                       .values_list("account_id", flat=True).distinct()[:1000])
-    for account_id in account_ids:
-        poll_account.delay(account_id)
+                       .values_list("account_id", flat=True).distinct()[:DISPATCH_LIMIT])
+    for chunk in _chunks(account_ids, DISPATCH_CHUNK):
+        poll_accounts.delay(chunk)
     return len(account_ids)
+
+
+@shared_task
+def poll_accounts(account_ids: list[int]) -> dict[str, int]:
+    """Poll many accounts in one task (one query loads them), each under its own claim."""
+    outcomes: Counter[str] = Counter()
+    accounts = ProviderAccount.objects.select_related("portal").in_bulk(account_ids)
+    for account_id in account_ids:
+        account = accounts.get(account_id)
+        outcomes["gone" if account is None else _poll_claimed(account)] += 1
+    return dict(outcomes)
 
 
 @shared_task(bind=True, max_retries=None)
 def poll_account(self: Task, account_id: int) -> str:
-    account = ProviderAccount.objects.select_related("portal").get(pk=account_id)
-    lock = f"sms:poll:{account_id}"
+    return _poll_claimed(ProviderAccount.objects.select_related("portal").get(pk=account_id))
+
+
+def _poll_claimed(account: ProviderAccount) -> str:
+    lock = f"sms:poll:{account.pk}"
     if not cache.add(lock, 1, LOCK_SECONDS):
         return "busy"
     try:
@@ -182,19 +206,52 @@ def _apply_ttl_policy(rows: Sequence[Mapping[str, Any]], now: datetime) -> None:
 
 
 # -- push ------------------------------------------------------------------------------------------------
+def due_push_portals(limit: int) -> list[int]:
+    """Portals with statuses Bitrix24 has not been told yet, at most `limit`: on PostgreSQL a skip scan of
+    the partial index sms_msg_push_due (one index probe per due portal, however many rows each has)."""
+    if connection.vendor != "postgresql":
+        return list(Message.objects.filter(push_due=True).order_by("portal_id")
+                    .values_list("portal_id", flat=True).distinct()[:limit])
+    table = Message._meta.db_table
+    sql = (f"WITH RECURSIVE p(id) AS ((SELECT portal_id FROM {table} WHERE push_due ORDER BY portal_id LIMIT 1) "  # noqa: S608 (our table)
+           f"UNION ALL SELECT (SELECT portal_id FROM {table} WHERE push_due AND portal_id > p.id "
+           f"ORDER BY portal_id LIMIT 1) FROM p WHERE p.id IS NOT NULL) "
+           f"SELECT id FROM p WHERE id IS NOT NULL LIMIT %s")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [limit])
+        return [row[0] for row in cursor.fetchall()]
+
+
 @shared_task
 def dispatch_status_pushes() -> int:
-    """Beat: one push task per portal that has statuses Bitrix24 has not been told yet."""
-    portal_ids = list(Message.objects.filter(push_due=True).order_by()
-                      .values_list("portal_id", flat=True).distinct()[:1000])
-    for portal_id in portal_ids:
-        push_portal_statuses.delay(portal_id)
+    """Beat: the portals with statuses to push (an index skip scan with a limit), enqueued
+    `DISPATCH_CHUNK` portals per task; returns how many portals. Each portal is claimed in the chunk task
+    (`sms:push:<id>`), so overlapping ticks or chunks never push one portal twice."""
+    portal_ids = due_push_portals(DISPATCH_LIMIT)
+    for chunk in _chunks(portal_ids, DISPATCH_CHUNK):
+        push_statuses.delay(chunk)
     return len(portal_ids)
+
+
+@shared_task
+def push_statuses(portal_ids: list[int]) -> dict[str, int]:
+    """Push many portals' statuses in one task (one query loads the portals), each under its own claim. A
+    retryable Bitrix24 error hands that portal to `push_portal_statuses` with the usual retry delay."""
+    outcomes: Counter[str] = Counter()
+    portals = Portal.objects.in_bulk(portal_ids)
+    for portal_id in portal_ids:
+        portal = portals.get(portal_id)
+        outcomes["gone" if portal is None else _push_claimed(portal, None).split(" ")[0]] += 1
+    return dict(outcomes)
 
 
 @shared_task(bind=True, max_retries=None)
 def push_portal_statuses(self: Task, portal_id: int) -> str:
-    portal = Portal.objects.get(pk=portal_id)
+    return _push_claimed(Portal.objects.get(pk=portal_id), self)
+
+
+def _push_claimed(portal: Portal, task: Task | None) -> str:
+    portal_id = portal.pk
     if not portal.is_operational:
         return f"portal {portal.status}"  # statuses wait; they are pushed once it is active again
     lock = f"sms:push:{portal_id}"
@@ -207,7 +264,11 @@ def push_portal_statuses(self: Task, portal_id: int) -> str:
         journal(portal, JournalEntry.Kind.MESSAGE, f"status push stopped: {exc.code}", level="error")
         return "auth error"
     except B24Error as exc:
-        retry_if_worth_it(self, exc)  # max_retries=None: a retryable error retries until it clears
+        if task is not None:
+            retry_if_worth_it(task, exc)  # max_retries=None: a retryable error retries until it clears
+        elif exc.retryable:
+            push_portal_statuses.apply_async(args=(portal_id,), countdown=retry_delay(exc, 0))
+            return "retrying"
         journal(portal, JournalEntry.Kind.MESSAGE, f"status push failed: {exc.code} {exc.description}",
                 level="error")
         return "error"

@@ -6,20 +6,22 @@ own record, and a busy portal sends thousands a day.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from b24portal.dispatch import dispatch_on_commit
-from tenants.models import Portal
+from tenants.models import Portal, hash_application_token
 
 from .models import Message, MessageCrmLink, ProviderAccount, as_bindings
 from .phones import InvalidPhoneNumber, normalize_phone
@@ -37,12 +39,46 @@ def active_account_by_code(portal: Portal, code: str) -> ProviderAccount:
     return ProviderAccount.objects.only(*ACCEPT_FIELDS).get(portal=portal, code=code, is_active=True)
 
 
-def handler_target(key: str, code: str) -> ProviderAccount:
-    """The handler's one lookup: the active sender `code` of the portal whose handler key this is, with its
-    portal, in a single query. Raises ProviderAccount.DoesNotExist."""
-    return (ProviderAccount.objects.select_related("portal")
-            .only(*ACCEPT_FIELDS, *(f"portal__{f.name}" for f in Portal._meta.concrete_fields))
-            .get(portal__handler_key=key, code=code, is_active=True))
+@dataclass(frozen=True, slots=True)
+class HandlerTarget:
+    """What the handler needs of the portal and the sender: a handful of columns, never the credentials."""
+
+    account_id: int
+    carrier: str
+    portal_id: int
+    member_id: str
+    status: str
+    application_token_hash: str
+
+    @property
+    def is_operational(self) -> bool:
+        return self.status == Portal.Status.ACTIVE
+
+    def application_token_matches(self, token: str | None) -> bool:
+        if not token or not self.application_token_hash:
+            return False
+        return hmac.compare_digest(hash_application_token(token), self.application_token_hash)
+
+
+_TARGET_SQL = ""
+
+
+def handler_target(key: str, code: str) -> HandlerTarget:
+    """The handler's one lookup: the active sender `code` of the portal whose handler key this is, with the
+    few portal columns the handler checks, in one raw query (compiling the ORM join cost more than running
+    it: perf-notes). Raises ProviderAccount.DoesNotExist."""
+    global _TARGET_SQL
+    if not _TARGET_SQL:
+        _TARGET_SQL = (
+            f"SELECT a.id, a.carrier, p.id, p.member_id, p.status, p.application_token_hash "  # noqa: S608 (table names from our models; values are parameters)
+            f"FROM {ProviderAccount._meta.db_table} a JOIN {Portal._meta.db_table} p ON p.id = a.portal_id "
+            f"WHERE p.handler_key = %s AND a.code = %s AND a.is_active")
+    with connection.cursor() as cursor:
+        cursor.execute(_TARGET_SQL, [key, code])
+        row = cursor.fetchone()
+    if row is None:
+        raise ProviderAccount.DoesNotExist(f"no active sender {code!r} for this handler key")
+    return HandlerTarget(*row)
 
 
 def messages_for_crm_item(portal: Portal, owner_type_id: int, owner_id: int) -> QuerySet[Message]:
@@ -100,6 +136,69 @@ def do_accept_message(portal: Portal, *, code: str, message_id: str, to: str, bo
         account = active_account_by_code(portal, code)
     return accept(portal, account, message_id=message_id.lower(), to=to, body=body,
                   bindings=as_bindings(bindings), author_user_id=author_user_id, origin=origin, meta=meta)
+
+
+_HANDLER_INSERT_SQL = ""
+_HANDLER_FIELDS: list[Any] = []
+
+
+def _handler_insert_sql() -> str:
+    """One statement: the message row (ON CONFLICT on the idempotency key: a concurrent duplicate waits on
+    the unique index and inserts nothing) and its CRM links from the same values, returning the new id."""
+    global _HANDLER_INSERT_SQL
+    if not _HANDLER_INSERT_SQL:
+        fields = [f for f in Message._meta.concrete_fields if not f.primary_key]
+        quote = connection.ops.quote_name
+        links = MessageCrmLink._meta.db_table
+        _HANDLER_INSERT_SQL = (
+            f"WITH m AS (INSERT INTO {Message._meta.db_table} ({', '.join(quote(f.column) for f in fields)}) "  # noqa: S608 (names from our models; values are parameters)
+            f"VALUES ({', '.join(['%s'] * len(fields))}) ON CONFLICT (portal_id, message_id) DO NOTHING "
+            f"RETURNING id), "
+            f"l AS (INSERT INTO {links} (message_id, portal_id, owner_type_id, owner_id) "
+            f"SELECT m.id, %s, x.t, x.o FROM m CROSS JOIN unnest(%s::bigint[], %s::bigint[]) AS x(t, o)) "
+            f"SELECT id FROM m")
+        _HANDLER_FIELDS[:] = fields
+    return _HANDLER_INSERT_SQL
+
+
+def accept_from_handler(target: HandlerTarget, *, code: str, message_id: str, to: str, body: str,
+                        bindings: list[dict[str, Any]], author_user_id: int | None, origin: str,
+                        meta: Mapping[str, Any]) -> tuple[int, str, bool]:
+    """The handler's accept: (pk, state, created). Same contract as `accept` (stored once per
+    (portal, message_id), committed before this returns, send dispatched on commit, a broker that is down
+    fails nothing) in one statement on PostgreSQL: the INSERT of the message and its CRM links runs in
+    autocommit, so it is durable when the statement returns, with no BEGIN/COMMIT round trips."""
+    message_id = message_id.lower()
+    bindings = as_bindings(bindings)
+    if connection.vendor != "postgresql":  # SQLite (make run): the ORM path, same contract
+        portal = Portal.objects.get(pk=target.portal_id)
+        account = ProviderAccount.objects.only(*ACCEPT_FIELDS).get(pk=target.account_id)
+        message, created = accept(portal, account, message_id=message_id, to=to, body=body, bindings=bindings,
+                                  author_user_id=author_user_id, origin=origin, meta=meta)
+        return message.pk, message.state, created
+    now = timezone.now()
+    sql = _handler_insert_sql()
+    row = Message(portal_id=target.portal_id, account_id=target.account_id, carrier=target.carrier,
+                  message_id=message_id, origin=origin, recipient_raw=to[:64], body=body,
+                  author_user_id=author_user_id, bindings=bindings, meta=dict(meta), created_at=now,
+                  updated_at=now, next_attempt_at=now,
+                  send_deadline_at=now + timedelta(minutes=settings.SMS_SEND_DEADLINE_MINUTES))
+    params = [f.get_db_prep_save(getattr(row, f.attname), connection) for f in _HANDLER_FIELDS]
+    params += [target.portal_id, [b["OWNER_TYPE_ID"] for b in bindings], [b["OWNER_ID"] for b in bindings]]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        inserted = cursor.fetchone()
+        if inserted is not None:
+            pk = int(inserted[0])
+            dispatch_on_commit(send_message, pk)  # outside a transaction: published now, robustly
+            return pk, Message.State.ACCEPTED, True
+        stored_sql = (f"SELECT id, state, body, recipient_raw FROM {Message._meta.db_table} "  # noqa: S608 (our table)
+                      "WHERE portal_id = %s AND message_id = %s")
+        cursor.execute(stored_sql, [target.portal_id, message_id])
+        pk, state, stored_body, stored_to = cursor.fetchone()
+    if stored_body != body or stored_to != to[:64]:
+        logger.warning("message_id repeated with different content; kept the first", extra={"message_id": message_id})
+    return int(pk), str(state), False
 
 
 def check_outgoing(portal: Portal, account: ProviderAccount, to: str, body: str | None = None) -> str:

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_POST
 from b24portal import intake as form_intake
 from b24portal.intake import Rejected, rejects_bad_input
 from b24portal.logging import bind_log_context
+from b24portal.middleware import server_to_server
 from tenants.models import Portal
 
 from . import sending
@@ -36,6 +37,7 @@ def portal_for_key(key: str) -> Portal:
     return portal
 
 
+@server_to_server  # no session/auth/messages/locale/CSRF middleware work on this path
 @csrf_exempt  # Bitrix24's server POSTs here; the URL key (and the auth block, when present) is the proof
 @require_POST
 @rejects_bad_input
@@ -45,26 +47,24 @@ def handler(request: HttpRequest, key: str) -> HttpResponse:
         raise Rejected("unknown handler", 404)
     incoming = parse_handler_payload(form_intake.nested(form))
     try:
-        account = sending.handler_target(key, incoming.code)  # portal and sender in one query
+        target = sending.handler_target(key, incoming.code)  # portal and sender columns in one raw query
     except ProviderAccount.DoesNotExist:
         portal_for_key(key)  # 404 "unknown handler" when the key itself is wrong
         raise Rejected(f"unknown sender code {incoming.code!r}", 404) from None
-    portal = account.portal
-    bind_log_context(member_id=portal.member_id)
-    if not portal.is_operational:
-        raise Rejected(f"portal is not active ({portal.status})", 409)
+    bind_log_context(member_id=target.member_id)
+    if not target.is_operational:
+        raise Rejected(f"portal is not active ({target.status})", 409)
     if incoming.auth is not None:
-        same_member = hmac.compare_digest(incoming.auth["member_id"].encode(), portal.member_id.encode())
+        same_member = hmac.compare_digest(incoming.auth["member_id"].encode(), target.member_id.encode())
         # A portal installed from an older install frame (no APPLICATION_TOKEN) and without ONAPPINSTALL has
         # no token to compare yet: the unguessable URL key is the proof then, and a message Bitrix24 will
         # never redeliver is not refused for our missing data.
-        token_ok = (not portal.application_token_hash
-                    or portal.application_token_matches(incoming.auth["application_token"]))
+        token_ok = (not target.application_token_hash
+                    or target.application_token_matches(incoming.auth["application_token"]))
         if not (same_member and token_ok):
             raise Rejected("auth does not match this portal", 403)
-    message, created = sending.do_accept_message(
-        portal, code=incoming.code, message_id=incoming.message_id, to=incoming.to, body=incoming.body,
+    _pk, state, created = sending.accept_from_handler(
+        target, code=incoming.code, message_id=incoming.message_id, to=incoming.to, body=incoming.body,
         bindings=incoming.bindings, author_user_id=incoming.author_user_id, origin=incoming.origin,
-        meta=incoming.meta, account=account)
-    return JsonResponse({"ok": True, "message_id": message.message_id, "state": message.state,
-                         "duplicate": not created})
+        meta=incoming.meta)
+    return JsonResponse({"ok": True, "message_id": incoming.message_id, "state": state, "duplicate": not created})

@@ -17,6 +17,8 @@ EXPECTED = {
     "messageservice.delivery.poll_account": "sms",
     "messageservice.delivery.dispatch_status_pushes": "sms",
     "messageservice.delivery.push_portal_statuses": "sms",
+    "messageservice.delivery.poll_accounts": "sms",
+    "messageservice.delivery.push_statuses": "sms",
     "messageservice.tasks.sweep_stale_claims": "sms",
     "messageservice.tasks.redispatch_lost_messages": "sms",
     # Lifecycle: an installer or a staff member waits.
