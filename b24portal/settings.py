@@ -167,7 +167,7 @@ SMS_ADMIN_COUNT_CAP = env.int("SMS_ADMIN_COUNT_CAP", default=10_000)
 
 # --- Django-------------------------------------------------------------------------------------
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "console.apps.ConsoleAdminConfig",  # django.contrib.admin whose home is the dashboard
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -182,6 +182,7 @@ INSTALLED_APPS = [
     "installs",
     "messageservice",
     "placements",
+    "console",
 ]
 
 MIDDLEWARE = [
