@@ -227,6 +227,16 @@ def test_the_app_page_for_an_administrator(b24, fake_portal, installed_portal, s
     frame.locator("#chart rect.bar-delivered").first.wait_for()
     assert frame.locator("#chart rect.bar").count() == 3
     assert "CRM_LEAD_LIST_MENU" in frame.locator("#bindings").inner_text()
+    # The carrier's declared credential fields are labelled inputs; a stored secret is never shown back.
+    frame.locator(f'#accounts tbody tr[data-id="{sms_account.pk}"] button.secondary').first.click()
+    api_id = frame.locator("#cred-api_id")
+    assert api_id.get_attribute("type") == "password" and api_id.input_value() == ""
+    assert api_id.get_attribute("placeholder") == "stored; leave blank to keep"
+    assert "API key (api_id)" in frame.locator("#account-credentials").inner_text()
+    frame.locator("#account-carrier").select_option("twilio")
+    assert frame.locator("#cred-account_sid").get_attribute("type") == "text"
+    assert frame.locator("#cred-auth_token").get_attribute("type") == "password"
+    frame.locator("#account-reset").click()
     # Add a provider through the page (frame token → our API → messageservice).
     frame.locator("#account-carrier").select_option("sandbox")
     frame.locator("#account-code").fill("demo")
