@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from b24portal.charts import daily_series, stacked_bars_svg
 from messageservice.models import Message, ProviderAccount
-from messageservice.status import CHART_COLOURS, CHART_LABELS, CHART_ORDER
+from messageservice.status import CHART_COLOURS, CHART_LABELS, CHART_ORDER, display_status
 from oauth.models import RestCallDaily
 from placements.models import Binding
 from tenants.models import InstallRun, Portal
@@ -125,9 +125,10 @@ def attention_queues() -> list[Queue]:
 
 def sms_chart(days: int = CHART_DAYS) -> Any:
     since = timezone.now() - timedelta(days=days)
-    rows = (Message.objects.filter(created_at__gte=since).annotate(day=TruncDate("created_at"))
-            .values("day", "status").annotate(n=Count("id")).order_by())
-    return stacked_bars_svg(daily_series(rows, key="status", value="n", days=days),
+    rows = [{**row, "shown": display_status(row["status"], row["state"])}
+            for row in (Message.objects.filter(created_at__gte=since).annotate(day=TruncDate("created_at"))
+                        .values("day", "status", "state").annotate(n=Count("id")).order_by())]
+    return stacked_bars_svg(daily_series(rows, key="shown", value="n", days=days),
                             title=f"SMS per day by delivery status ({days} days)", colours=CHART_COLOURS,
                             order=CHART_ORDER, labels=CHART_LABELS)
 
