@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from celery import Celery
 
@@ -16,8 +17,26 @@ app.autodiscover_tasks()
 app.autodiscover_tasks(related_name="delivery")
 
 
-def add_periodic(name: str, task: str, seconds: float, **options: object) -> None:
-    """Register a beat entry (django-celery-beat syncs it into its tables on start)."""
+@dataclass(frozen=True)
+class Periodic:
+    """What a beat entry does, in a sentence for staff, and whether staff may pause it in admin (its schedule
+    is set by the code and settings: beat writes it back on every start, so it is read-only in admin)."""
+
+    name: str
+    task: str
+    description: str
+    staff_may_pause: bool = False
+
+
+#: every entry registered through add_periodic, by name (the admin of periodic tasks reads it)
+PERIODIC: dict[str, Periodic] = {}
+
+
+def add_periodic(name: str, task: str, seconds: float, *, description: str, staff_may_pause: bool = False,
+                 **options: object) -> None:
+    """Register a beat entry (django-celery-beat syncs it, description included, into its tables on start)."""
     from django.conf import settings
 
-    settings.CELERY_BEAT_SCHEDULE[name] = {"task": task, "schedule": seconds, "options": options}
+    PERIODIC[name] = Periodic(name, task, description, staff_may_pause)
+    settings.CELERY_BEAT_SCHEDULE[name] = {"task": task, "schedule": seconds, "options": options,
+                                           "description": description}

@@ -49,7 +49,8 @@ def stacked_bars_svg(days: Sequence[ChartDay], *, title: str, colours: Mapping[s
     left, bottom, legend_h = 50, 30, 22 * ((len(keys) + 5) // 6 or 1)
     plot_h = height - bottom - 10
     bar_w = (width - left - 10) / max(len(days), 1)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + legend_h}" role="img" '
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + legend_h}" '
+             f'viewBox="0 0 {width} {height + legend_h}" role="img" '
              f'aria-label="{escape(title)}" class="b24-chart" font-family="sans-serif" font-size="11">',
              f"<title>{escape(title)}</title>"]
     for fraction in (0, 0.5, 1):

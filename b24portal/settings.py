@@ -164,10 +164,14 @@ SMS_PUSH_BATCHES_PER_RUN = env.int("SMS_PUSH_BATCHES_PER_RUN", default=20)
 SMS_PUSH_MAX_ATTEMPTS = env.int("SMS_PUSH_MAX_ATTEMPTS", default=5)
 # Admin message list: above this many matching rows a filtered list shows "N+" instead of counting.
 SMS_ADMIN_COUNT_CAP = env.int("SMS_ADMIN_COUNT_CAP", default=10_000)
+# GET /metrics (Prometheus): allowed with `Authorization: Bearer <METRICS_TOKEN>` or from an address in
+# METRICS_ALLOWED_IPS (addresses or networks, comma-separated). Neither set: the endpoint refuses everyone.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
 
 # --- Django-------------------------------------------------------------------------------------
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "console.apps.ConsoleAdminConfig",  # django.contrib.admin whose home is the dashboard
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -182,6 +186,7 @@ INSTALLED_APPS = [
     "installs",
     "messageservice",
     "placements",
+    "console",
 ]
 
 MIDDLEWARE = [

@@ -15,4 +15,5 @@ urlpatterns = [
     path("b24/", include("installs.urls")),
     path("b24/messageservice/", include("messageservice.urls")),
     path("b24/", include("placements.urls")),
+    path("", include("console.urls")),  # /metrics
 ]

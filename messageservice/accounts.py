@@ -175,3 +175,24 @@ def do_send_test_sms(portal: Portal, account: ProviderAccount, *, to: str, actor
         journal(portal, JournalEntry.Kind.STAFF, f"test SMS to {mask_phone(e164)} via {account.code} queued",
                 actor=actor, details={"message": message.pk, "account": account.pk})
     return message
+
+
+def describe_test_result(message: Message) -> tuple[str, bool]:
+    """What the carrier answered to a (test) message, in words, and whether that answer is final (False:
+    still queued or waiting to retry; ask again later)."""
+    label = dict(CARRIERS).get(message.carrier, (message.carrier, ""))[0]
+    said = f" The carrier said: “{message.carrier_status}”." if message.carrier_status else ""
+    if message.state == Message.State.FAILED:
+        return f"{label} refused the message: {message.last_error or 'no reason given'}.", True
+    if message.state == Message.State.NEEDS_REVIEW:
+        return (f"Unknown whether {label} accepted the message ({message.last_error or 'no answer'}); check with "
+                "the carrier before sending again.", True)
+    if message.state == Message.State.CANCELLED:
+        return "The message was cancelled before it was sent.", True
+    if message.state == Message.State.HANDED_TO_CARRIER:
+        status = message.get_status_display().lower() if message.status else "no status yet"
+        cost = f" Cost: {message.cost}." if message.cost else ""
+        return f"{label} accepted the message (delivery status: {status}).{said}{cost}", True
+    if message.last_error:
+        return f"Not sent yet: {message.last_error}. It will be tried again.", False
+    return f"Queued; waiting for {label}'s answer.", False

@@ -27,7 +27,7 @@ from tenants.journal import Actor
 from tenants.models import Portal
 
 from . import accounts, staff
-from .carriers import CARRIER_CHOICES
+from .carriers import CARRIER_CHOICES, CredentialField, carrier_class
 from .models import Message, PhoneConsent, ProviderAccount
 from .phones import InvalidPhoneNumber, mask_phone, normalize_phone
 from .stats import delivery_stats
@@ -46,13 +46,15 @@ def _actor(request: HttpRequest) -> Actor:
 # -- provider accounts ----------------------------------------------------------------------------------
 
 
-class ProviderAccountForm(forms.ModelForm):
-    """Credentials are write-only: a JSON object of new values; blank keeps the stored ones."""
+def credential_input(kind: str, name: str) -> str:
+    """The form field of one carrier's credential (every carrier's inputs are on the form; the selected
+    carrier's are used)."""
+    return f"cred_{kind}_{name}"
 
-    new_credentials = forms.JSONField(
-        required=False, label=_("Credentials"), widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-        help_text=_('JSON, e.g. {"api_id": "..."}. Leave empty to keep the stored credentials; stored values '
-                    "are never shown."))
+
+class ProviderAccountForm(forms.ModelForm):
+    """Credentials are labelled inputs declared by each carrier (`Carrier.credential_fields`): a secret is a
+    password input never filled with the stored value (blank keeps it); validated with the carrier's rules."""
 
     base_url = forms.URLField(required=False, max_length=300, assume_scheme="https",
                               help_text=_("Carrier API base URL override (http or https)"))
@@ -60,6 +62,28 @@ class ProviderAccountForm(forms.ModelForm):
     class Meta:
         model = ProviderAccount
         fields = ("portal", "carrier", "code", "name", "sender", "base_url", "options", "is_active")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        stored = dict(self.instance.credentials or {}) if self.instance.pk else {}
+        same_carrier = self.instance.pk is not None
+        for kind, _label in CARRIER_CHOICES:
+            for field in carrier_class(kind).credential_fields:
+                if not (same_carrier and self.instance.carrier == kind and stored.get(field.name)):
+                    continue
+                form_field = self.fields[credential_input(kind, field.name)]
+                if field.secret:
+                    form_field.help_text = f"{_('Stored; leave blank to keep.')} {field.hint}".strip()
+                else:
+                    form_field.initial = stored[field.name]
+
+    def entered_credentials(self, kind: str) -> dict[str, str] | None:
+        """The selected carrier's inputs; None when nothing was typed (keep what is stored)."""
+        if kind not in dict(CARRIER_CHOICES):
+            return None
+        typed = {field.name: str(self.cleaned_data.get(credential_input(kind, field.name)) or "")
+                 for field in carrier_class(kind).credential_fields}
+        return typed if any(typed.values()) else None
 
     def clean(self) -> dict[str, Any]:
         super().clean()
@@ -69,15 +93,46 @@ class ProviderAccountForm(forms.ModelForm):
             return cleaned
         data = {name: cleaned.get(name) for name in ("carrier", "code", "name", "sender", "base_url", "options",
                                                      "is_active") if name in cleaned}
-        data["credentials"] = cleaned.get("new_credentials") or None
+        kind = str(cleaned.get("carrier") or "")
+        data["credentials"] = self.entered_credentials(kind)
+        if data["credentials"] is None and self.instance.pk and self.instance.carrier != kind:
+            data["credentials"] = {}  # a new carrier: the old one's credentials do not apply
         try:
             self.service_data = data
             accounts.clean_account_data(portal, data, self.instance if self.instance.pk else None)
         except ValidationError as exc:
             for name, errors in exc.message_dict.items():
-                self.add_error("new_credentials" if name == "credentials" else
-                               (name if name in self.fields else None), errors)
+                if name == "credentials":
+                    self._credential_errors(kind, errors)
+                else:
+                    self.add_error(name if name in self.fields else None, errors)
         return cleaned
+
+    def _credential_errors(self, kind: str, errors: list[str]) -> None:
+        names = carrier_class(kind).credential_names() if kind in dict(CARRIER_CHOICES) else []
+        for error in errors:
+            target = next((credential_input(kind, n) for n in names if error.startswith(n)), None)
+            self.add_error(target, error)
+
+
+def _credential_form_field(field: CredentialField) -> forms.CharField:
+    widget: forms.Widget = (forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
+                            if field.secret else forms.TextInput())
+    return forms.CharField(label=field.label, required=False, max_length=field.max_length, widget=widget,
+                           help_text=field.hint, strip=True)
+
+
+# The carriers' declared inputs are fields of the form class (admin checks its fieldsets against them).
+for _kind, _label in CARRIER_CHOICES:
+    for _field in carrier_class(_kind).credential_fields:
+        ProviderAccountForm.base_fields[credential_input(_kind, _field.name)] = _credential_form_field(_field)
+        ProviderAccountForm.declared_fields[credential_input(_kind, _field.name)] = _credential_form_field(_field)
+
+
+def _plain_fields(kind: str) -> set[str]:
+    if kind not in dict(CARRIER_CHOICES):
+        return set()
+    return {field.name for field in carrier_class(kind).credential_fields if not field.secret}
 
 
 class SendTestSmsForm(forms.Form):
@@ -112,7 +167,7 @@ class ProviderAccountAdmin(admin.ModelAdmin):
                        "registration_error", "registered_at", "created_at", "updated_at")
     fieldsets = (
         (None, {"fields": ("portal", "carrier", "code", "name", "sender", "base_url", "options", "is_active")}),
-        (_("Credentials"), {"fields": ("credentials_masked", "new_credentials")}),
+        (_("Credentials"), {"fields": ("credentials_masked",)}),
         (_("Bitrix24 sender"), {"fields": ("registration_state", "registered_code", "registered_handler_masked",
                                            "registration_error", "registered_at")}),
         (_("Record"), {"fields": ("created_at", "updated_at")}),
@@ -120,8 +175,21 @@ class ProviderAccountAdmin(admin.ModelAdmin):
     actions = ["send_test_sms", "reregister_sender", "deactivate"]
     show_full_result_count = False
 
+    class Media:
+        js = ("messageservice/carrier_fields.js",)
+
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # messages refer to it; deactivate instead
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        """One fieldset of labelled credential inputs per carrier (the page shows the selected carrier's)."""
+        per_carrier = [
+            (_("Credentials: %(carrier)s") % {"carrier": label},
+             {"fields": [credential_input(kind, f.name) for f in carrier_class(kind).credential_fields]
+              or [], "classes": ("carrier-credentials", f"carrier-{kind}")})
+            for kind, label in CARRIER_CHOICES if carrier_class(kind).credential_fields]
+        base = list(self.fieldsets)
+        return [*base[:2], *per_carrier, *base[2:]]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         return (*self.readonly_fields, "portal") if obj is not None else self.readonly_fields
@@ -136,7 +204,9 @@ class ProviderAccountAdmin(admin.ModelAdmin):
         creds = obj.credentials or {}
         if not creds:
             return "—"
-        return format_html_join(", ", "{}: {}", ((key, mask(str(value))) for key, value in sorted(creds.items())))
+        plain = _plain_fields(obj.carrier)  # declared and not secret; anything else is masked
+        return format_html_join(", ", "{}: {}", ((key, str(value) if key in plain else mask(str(value)))
+                                                 for key, value in sorted(creds.items())))
 
     @admin.display(description=_("sender in Bitrix24"), ordering="registration_state")
     def registration_badge(self, obj: ProviderAccount) -> str:
@@ -164,10 +234,10 @@ class ProviderAccountAdmin(admin.ModelAdmin):
                     continue
                 sent += 1
                 message.refresh_from_db()
-                self.message_user(request, f"{account.code}: test SMS {message.message_id} is "
-                                           f"{message.get_state_display().lower()}"
-                                           + (f" ({message.last_error})" if message.last_error else ""),
-                                  messages.SUCCESS if message.state != Message.State.FAILED else messages.WARNING)
+                text, _final = accounts.describe_test_result(message)
+                ok = message.state not in (Message.State.FAILED, Message.State.NEEDS_REVIEW)
+                self.message_user(request, f"{account.code}: test SMS {message.message_id}: {text}",
+                                  messages.SUCCESS if ok else messages.WARNING)
             return None
         return TemplateResponse(request, "messageservice/admin/send_test_sms.html", {
             **self.admin_site.each_context(request), "title": _("Send a test SMS"), "form": form,

@@ -25,8 +25,14 @@ from rest_framework.views import APIView
 from tenants.journal import Actor
 from tenants.models import Portal
 
-from .accounts import accounts_for, do_deactivate_account, do_save_account, do_send_test_sms
-from .carriers import CARRIER_CHOICES
+from .accounts import (
+    accounts_for,
+    describe_test_result,
+    do_deactivate_account,
+    do_save_account,
+    do_send_test_sms,
+)
+from .carriers import CARRIER_CHOICES, CARRIERS, carrier_class
 from .models import Message, ProviderAccount
 from .sending import messages_by_author
 from .stats import daily_status_counts
@@ -78,14 +84,22 @@ class AccountSerializer(serializers.ModelSerializer):
     """Credentials are write-only: only their key names are shown back."""
 
     credential_keys = serializers.SerializerMethodField()
+    credential_values = serializers.SerializerMethodField()
 
     class Meta:
         model = ProviderAccount
         fields = ("id", "carrier", "code", "name", "sender", "is_active", "registration_state",
-                  "registration_error", "credential_keys")
+                  "registration_error", "credential_keys", "credential_values")
 
     def get_credential_keys(self, account: ProviderAccount) -> list[str]:
         return sorted((account.credentials or {}).keys())
+
+    def get_credential_values(self, account: ProviderAccount) -> dict[str, str]:
+        """The stored values of the carrier's non-secret fields (e.g. a login); secrets never leave."""
+        if account.carrier not in CARRIERS:
+            return {}
+        plain = [f.name for f in carrier_class(account.carrier).credential_fields if not f.secret]
+        return {name: str(account.credentials[name]) for name in plain if (account.credentials or {}).get(name)}
 
 
 class AccountCreateSerializer(serializers.Serializer):
@@ -116,7 +130,9 @@ class AccountListView(PortalUserAPIMixin, APIView):
 
     def get(self, request: Request) -> Response:
         return Response({"accounts": AccountSerializer(self.get_queryset(), many=True).data,
-                         "carriers": [{"kind": kind, "label": label} for kind, label in CARRIER_CHOICES]})
+                         "carriers": [{"kind": kind, "label": label,
+                                       "fields": [f.as_dict() for f in carrier_class(kind).credential_fields]}
+                                      for kind, label in CARRIER_CHOICES]})
 
     def post(self, request: Request) -> Response:
         form = AccountCreateSerializer(data=request.data)
@@ -158,6 +174,11 @@ class AccountDeactivateView(PortalUserAPIMixin, APIView):
         return Response(AccountSerializer(account).data)
 
 
+def test_result(message: Message) -> dict[str, Any]:
+    text, final = describe_test_result(message)
+    return {**MessageSerializer(message).data, "result": text, "final": final}
+
+
 class AccountTestView(AccountDeactivateView):
     def post(self, request: Request, pk: int) -> Response:
         account = self.get_queryset().filter(pk=pk).first()
@@ -169,7 +190,17 @@ class AccountTestView(AccountDeactivateView):
             message = do_send_test_sms(self.portal, account, to=form.validated_data["to"], actor=self.actor)
         except ValidationError as exc:
             return validation_response(exc)
-        return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
+        message.refresh_from_db()
+        return Response(test_result(message), status=status.HTTP_201_CREATED)
+
+    def get(self, request: Request, pk: int) -> Response:
+        """The carrier's answer to one test message of this account (`?message=<id>`), in words."""
+        raw = str(request.query_params.get("message", ""))
+        message = (Message.objects.filter(portal=self.portal, account_id=pk, origin=Message.Origin.TEST,
+                                          pk=int(raw)).first() if raw.isdigit() else None)
+        if message is None:
+            raise NotFound("no such test message")
+        return Response(test_result(message))
 
 
 class StatsView(PortalUserAPIMixin, APIView):

@@ -17,9 +17,15 @@ class OAuthConfig(AppConfig):
         schedule.register_check("capabilities",
                                 lambda: timedelta(seconds=settings.B24_CAPABILITIES_CHECK_SECONDS))
         add_periodic("oauth-refresh-capabilities", "oauth.tasks.refresh_all_capabilities",
-                     settings.B24_DUE_CHECKS_TICK_SECONDS)
-        add_periodic("oauth-rollup-call-log", "oauth.tasks.rollup_call_log", 3600)
-        add_periodic("oauth-prune-call-log", "oauth.tasks.prune_call_log", 24 * 3600)
+                     settings.B24_DUE_CHECKS_TICK_SECONDS, staff_may_pause=True,
+                     description="Checks which scopes, methods and features each portal grants us, for the portals "
+                                 "whose check is due (B24_CAPABILITIES_CHECK_SECONDS).")
+        add_periodic("oauth-rollup-call-log", "oauth.tasks.rollup_call_log", 3600,
+                     description="Rolls the REST call log up into calls per portal, day, method and error "
+                                 "(the dashboard's REST chart and bursts read these).")
+        add_periodic("oauth-prune-call-log", "oauth.tasks.prune_call_log", 24 * 3600, staff_may_pause=True,
+                     description="Deletes raw REST call rows older than the retention period (the daily roll-ups "
+                                 "stay).")
 
         from celery.signals import task_postrun, task_prerun, worker_process_shutdown
 

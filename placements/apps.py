@@ -32,5 +32,8 @@ class PlacementsConfig(AppConfig):
         portal_purged.connect(forget_bindings_on_purge, dispatch_uid="placements-forget-bindings")
         schedule.register_check("bindings", lambda: timedelta(seconds=config.reconcile_seconds()))
         add_periodic("placements-reconcile-bindings", "placements.tasks.reconcile_all_bindings",
-                     settings.B24_DUE_CHECKS_TICK_SECONDS)
-        add_periodic("placements-redispatch-timeline-comments", "placements.tasks.redispatch_timeline_comments", 60)
+                     settings.B24_DUE_CHECKS_TICK_SECONDS, staff_may_pause=True,
+                     description="Checks each due portal's widgets and CRM fields in Bitrix24 and re-creates the "
+                                 "missing ones.")
+        add_periodic("placements-redispatch-timeline-comments", "placements.tasks.redispatch_timeline_comments", 60,
+                     description="Sends again the CRM timeline comments of widget sends whose task was lost.")

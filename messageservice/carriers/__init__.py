@@ -15,6 +15,7 @@ from typing import Any
 from .base import (
     Carrier,
     CarrierError,
+    CredentialField,
     SendOutcomeUnknown,
     SendResult,
     StatusResult,
@@ -63,6 +64,7 @@ __all__ = [
     "CARRIER_CHOICES",
     "Carrier",
     "CarrierError",
+    "CredentialField",
     "SendOutcomeUnknown",
     "SendResult",
     "StatusResult",

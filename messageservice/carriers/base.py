@@ -21,6 +21,7 @@ Error contract (what callers, e.g. a Celery task, rely on):
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -65,6 +66,41 @@ class ErrorRule:
     #: on send: the rejection says an identical request was accepted earlier (duplicate detection),
     #: so the message may already be on its way -> SendOutcomeUnknown, not a plain failure
     duplicate: bool = False
+
+
+@dataclass(frozen=True)
+class CredentialField:
+    """One field of a carrier account's `credentials`, declared on the carrier class: admin and the app page
+    render a labelled input from it (a password input when `secret`, whose stored value is never shown back:
+    blank keeps it), and `Carrier.check_credentials` validates with it."""
+
+    name: str
+    label: str
+    #: a password, token or key: never shown back, masked in admin
+    secret: bool = True
+    #: must be present (a carrier with alternatives, e.g. SMSC's login+password or apikey, says so in
+    #: `check_credentials` instead)
+    required: bool = True
+    #: what the value looks like, shown under the input
+    hint: str = ""
+    #: a full-match regular expression the value must satisfy, and the problem reported when it does not
+    pattern: str = ""
+    pattern_problem: str = ""
+    max_length: int = 500
+
+    def problems(self, value: str) -> list[str]:
+        if not value:
+            return [f"{self.name} is required"] if self.required else []
+        if len(value) > self.max_length:
+            return [f"{self.name} is longer than {self.max_length} characters"]
+        if self.pattern and not re.fullmatch(self.pattern, value):
+            return [self.pattern_problem or f"{self.name} has the wrong format"]
+        return []
+
+    def as_dict(self) -> dict[str, Any]:
+        """The declaration as JSON for the app page (no pattern: the server validates)."""
+        return {"name": self.name, "label": self.label, "secret": self.secret, "required": self.required,
+                "hint": self.hint, "max_length": self.max_length}
 
 
 TRANSIENT = ErrorRule(retryable=True)
@@ -233,8 +269,8 @@ class Carrier:
     status_min_interval: ClassVar[float] = 0.0
     #: carrier error code (as a string) -> how to treat it
     error_rules: ClassVar[Mapping[str, ErrorRule]] = {}
-    #: secret fields of `credentials`
-    credential_fields: ClassVar[list[str]] = []
+    #: the fields of `credentials` (labelled inputs in admin and on the app page; validation)
+    credential_fields: ClassVar[tuple[CredentialField, ...]] = ()
     #: keys of `options` this carrier reads, besides `timeout` (which every carrier honours)
     option_names: ClassVar[frozenset[str]] = frozenset()
 
@@ -260,11 +296,16 @@ class Carrier:
     @classmethod
     def check_credentials(cls, credentials: Mapping[str, Any]) -> list[str]:
         """Problems with `credentials`, as human-readable strings (empty list: looks usable)."""
-        return [
-            f"{name} is required"
-            for name in cls.credential_fields
-            if not str(credentials.get(name) or "").strip()
-        ]
+        return [problem for field in cls.credential_fields
+                for problem in field.problems(str(credentials.get(field.name) or "").strip())]
+
+    @classmethod
+    def credential_names(cls) -> list[str]:
+        return [field.name for field in cls.credential_fields]
+
+    @classmethod
+    def secret_names(cls) -> frozenset[str]:
+        return frozenset(field.name for field in cls.credential_fields if field.secret)
 
     # -- options -----------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ..status import DeliveryStatus
-from .base import Carrier, CarrierError, SendResult, StatusResult
+from .base import Carrier, CarrierError, CredentialField, SendResult, StatusResult
 
 S = DeliveryStatus
 
@@ -39,7 +39,7 @@ class SandboxCarrier(Carrier):
     default_base_url: ClassVar[str] = ""
     status_batch_size: ClassVar[int] = 1000
     status_map: ClassVar[dict[str, DeliveryStatus]] = STATUS_MAP
-    credential_fields: ClassVar[list[str]] = []
+    credential_fields: ClassVar[tuple[CredentialField, ...]] = ()  # nothing to configure
     option_names: ClassVar[frozenset[str]] = frozenset({"delivery_delay", "failure_rate"})
     #: option -> the range it must lie in
     option_ranges: ClassVar[dict[str, tuple[float, float]]] = {"delivery_delay": (0.0, 86400.0),

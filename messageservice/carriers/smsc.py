@@ -24,6 +24,7 @@ from ..status import DeliveryStatus
 from .base import (
     Carrier,
     CarrierError,
+    CredentialField,
     ErrorRule,
     SendOutcomeUnknown,
     SendResult,
@@ -99,7 +100,13 @@ class SmscCarrier(Carrier):
     # SMSC answers error 9 to more than one status request per minute (its FAQ on IP blocking).
     status_min_interval: ClassVar[float] = 60.0
     error_rules: ClassVar[dict[str, ErrorRule]] = ERROR_RULES
-    credential_fields: ClassVar[list[str]] = ["login", "password", "apikey"]
+    credential_fields: ClassVar[tuple[CredentialField, ...]] = (
+        CredentialField("login", "Login", secret=False, required=False, hint="Your smsc.ru login",
+                        max_length=100),
+        CredentialField("password", "Password", required=False, hint="The account's password (or use an API key)"),
+        CredentialField("apikey", "API key", required=False,
+                        hint="smsc.ru → Settings → API key; instead of login and password"),
+    )
 
     @classmethod
     def check_credentials(cls, credentials: Mapping[str, Any]) -> list[str]:

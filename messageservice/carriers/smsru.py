@@ -13,6 +13,7 @@ from ..status import DeliveryStatus
 from .base import (
     Carrier,
     CarrierError,
+    CredentialField,
     ErrorRule,
     SendOutcomeUnknown,
     SendResult,
@@ -97,7 +98,10 @@ class SmsRuCarrier(Carrier):
     status_map: ClassVar[dict[str, DeliveryStatus]] = STATUS_MAP
     not_found_codes: ClassVar[frozenset[str]] = frozenset({"-1"})
     error_rules: ClassVar[dict[str, ErrorRule]] = ERROR_RULES
-    credential_fields: ClassVar[list[str]] = ["api_id"]
+    credential_fields: ClassVar[tuple[CredentialField, ...]] = (
+        CredentialField("api_id", "API key (api_id)", hint="From sms.ru → Settings → API: a code such as "
+                        "1A2B3C4D-0000-1111-2222-333344445555", max_length=100),
+    )
     #: `test`: SMS.ru's test mode (the request is checked and priced, nothing is sent)
     option_names: ClassVar[frozenset[str]] = frozenset({"test"})
 

@@ -29,6 +29,7 @@ from ..status import DeliveryStatus
 from .base import (
     Carrier,
     CarrierError,
+    CredentialField,
     ErrorRule,
     SendOutcomeUnknown,
     SendResult,
@@ -134,7 +135,12 @@ class TwilioCarrier(Carrier):
     status_batch_size: ClassVar[int] = 1
     status_map: ClassVar[dict[str, DeliveryStatus]] = STATUS_MAP
     error_rules: ClassVar[dict[str, ErrorRule]] = ERROR_RULES
-    credential_fields: ClassVar[list[str]] = ["account_sid", "auth_token"]
+    credential_fields: ClassVar[tuple[CredentialField, ...]] = (
+        CredentialField("account_sid", "Account SID", secret=False, hint="AC followed by 32 hex digits "
+                        "(Twilio Console → Account info)", pattern=_ACCOUNT_SID.pattern,
+                        pattern_problem="account_sid must look like AC followed by 32 hex digits"),
+        CredentialField("auth_token", "Auth token", hint="32 hex digits, next to the Account SID"),
+    )
     option_names: ClassVar[frozenset[str]] = frozenset({"status_callback"})
 
     def __init__(
@@ -157,14 +163,6 @@ class TwilioCarrier(Carrier):
             # a non-empty mapping so the SDK does not read TWILIO_* (region, edge) from os.environ
             environment={"B24PORTAL": "1"},
         )
-
-    @classmethod
-    def check_credentials(cls, credentials: Mapping[str, Any]) -> list[str]:
-        problems = super().check_credentials(credentials)
-        sid = str(credentials.get("account_sid") or "").strip()
-        if sid and not _ACCOUNT_SID.match(sid):
-            problems.append("account_sid must look like AC followed by 32 hex digits")
-        return problems
 
     def _error(self, exc: TwilioRestException | TwilioServiceException, *, during_send: bool) -> CarrierError:
         response = self._http.last_response

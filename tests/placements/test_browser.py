@@ -227,6 +227,16 @@ def test_the_app_page_for_an_administrator(b24, fake_portal, installed_portal, s
     frame.locator("#chart rect.bar-delivered").first.wait_for()
     assert frame.locator("#chart rect.bar").count() == 3
     assert "CRM_LEAD_LIST_MENU" in frame.locator("#bindings").inner_text()
+    # The carrier's declared credential fields are labelled inputs; a stored secret is never shown back.
+    frame.locator(f'#accounts tbody tr[data-id="{sms_account.pk}"] button.secondary').first.click()
+    api_id = frame.locator("#cred-api_id")
+    assert api_id.get_attribute("type") == "password" and api_id.input_value() == ""
+    assert api_id.get_attribute("placeholder") == "stored; leave blank to keep"
+    assert "API key (api_id)" in frame.locator("#account-credentials").inner_text()
+    frame.locator("#account-carrier").select_option("twilio")
+    assert frame.locator("#cred-account_sid").get_attribute("type") == "text"
+    assert frame.locator("#cred-auth_token").get_attribute("type") == "password"
+    frame.locator("#account-reset").click()
     # Add a provider through the page (frame token → our API → messageservice).
     frame.locator("#account-carrier").select_option("sandbox")
     frame.locator("#account-code").fill("demo")
@@ -264,3 +274,55 @@ def test_a_forged_frame_is_refused(b24, fake_portal, installed_portal):
     assert "content-security-policy" not in response.headers
     assert b24.calls() == []  # no page of ours ran in the frame
     b24.screenshot("forged-frame", docs=False)
+
+
+def test_the_admin_dashboard_for_support_staff(browser, live_server):
+    """Support's first page after logging in: what needs attention, the 14-day charts, the top portals."""
+    from datetime import timedelta
+
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+
+    from oauth.models import RestCallDaily
+    from tests.console.conftest import make_account, make_messages
+    from tests.factories import PortalFactory
+
+    get_user_model().objects.create_superuser("support", "support@example.com", "pw-support-1")
+    today = timezone.now().date()
+    for i, carrier in enumerate(("smsru", "smsc", "twilio")):
+        portal = PortalFactory(domain=f"shop{i + 1}.bitrix24.ru")
+        account = make_account(portal, carrier=carrier)
+        for day in range(14):
+            make_messages(account, 3 + (day * (i + 2)) % 7, age=timedelta(days=day, hours=1))
+            make_messages(account, 1 + day % 3, status="sent", age=timedelta(days=day, hours=1))
+            make_messages(account, (day + 2 * i) % 2, status="undelivered", age=timedelta(days=day, hours=1))
+            make_messages(account, (day + i) % 3, state=Message.State.FAILED, status=None,
+                          last_error="[7] no route to the number", age=timedelta(days=day, hours=2))
+            RestCallDaily.objects.create(portal=portal, day=today - timedelta(days=day), method="crm.item.list",
+                                         calls=40 + 5 * day + 10 * i)
+            RestCallDaily.objects.create(portal=portal, day=today - timedelta(days=day), method="crm.item.get",
+                                         error_code="ACCESS_DENIED", calls=(day + i) % 4 * 3)
+        make_messages(account, 1, state=Message.State.NEEDS_REVIEW, status=None, last_error="read timeout")
+        RestCallDaily.objects.create(portal=portal, day=today, method="batch", error_code="QUERY_LIMIT_EXCEEDED",
+                                     calls=12 * (i + 1))
+    PortalFactory(status=Portal.Status.NEEDS_REINSTALL)
+
+    context = browser.new_context(viewport={"width": 1280, "height": 1380})
+    page = context.new_page()
+    try:
+        page.goto(f"{live_server.url}/admin/login/?next=/admin/")
+        page.fill("#id_username", "support")
+        page.fill("#id_password", "pw-support-1")
+        page.click("input[type=submit]")
+        page.locator("#console-dashboard").wait_for()
+        assert page.locator('[data-queue="Messages that need review"] .n').inner_text() == "3"
+        assert page.locator("#console-dashboard svg.b24-chart").count() == 2
+        assert "shop1.bitrix24.ru" in page.locator("#top-volume").inner_text()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / "dashboard.png"
+        page.screenshot(path=str(path))  # the dashboard; the model list continues below
+        if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+            DOCS.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, DOCS / "dashboard.png")
+    finally:
+        context.close()
