@@ -63,17 +63,11 @@ BASELINE_PREFIX = "/bench/baseline/"
 BASELINE_TABLE = "bench_baseline_message"
 
 
-def _baseline_view(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-    """The fair baseline: form → raw SELECT → INSERT (unique (portal, message_id)) → commit → apply_async."""
-    from urllib.parse import parse_qsl
-
+def _store_durably(key: str, form: Any) -> int | None:
+    """The durable work both baselines share: one raw indexed SELECT, one INSERT (unique (portal,
+    message_id)), commit. Returns the new row's id, or None for a repeated message_id."""
     from django.db import connection, transaction
 
-    from messageservice.tasks import send_message
-
-    key = environ["PATH_INFO"][len(BASELINE_PREFIX):].strip("/")
-    length = int(environ.get("CONTENT_LENGTH") or 0)
-    form = dict(parse_qsl(environ["wsgi.input"].read(length).decode()))
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT a.id, p.id FROM messageservice_provideraccount a JOIN tenants_portal p "
                        "ON p.id = a.portal_id WHERE p.handler_key = %s AND a.code = %s AND a.is_active",
@@ -84,9 +78,22 @@ def _baseline_view(environ: dict[str, Any], start_response: Any) -> list[bytes]:
                        "DO NOTHING RETURNING id",
                        [portal_id, account_id, form["message_id"], form["message_to"], form["message_body"]])
         row = cursor.fetchone()
-    if row is not None:
-        send_message.apply_async(args=[row[0]])
-    body = json.dumps({"ok": True, "message_id": form["message_id"], "duplicate": row is None}).encode()
+    return row[0] if row is not None else None
+
+
+def _baseline_view(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """The fair baseline: form → raw SELECT → INSERT (unique (portal, message_id)) → commit → apply_async."""
+    from urllib.parse import parse_qsl
+
+    from messageservice.tasks import send_message
+
+    key = environ["PATH_INFO"][len(BASELINE_PREFIX):].strip("/")
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    form = dict(parse_qsl(environ["wsgi.input"].read(length).decode()))
+    row_id = _store_durably(key, form)
+    if row_id is not None:
+        send_message.apply_async(args=[row_id])
+    body = json.dumps({"ok": True, "message_id": form["message_id"], "duplicate": row_id is None}).encode()
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]
 
@@ -95,25 +102,15 @@ def baseline_view(request: Any, key: str) -> Any:
     """The fair baseline as the issue defines it: the simplest Django view doing the same durable work —
     read the form, one raw indexed SELECT, one INSERT (unique (portal, message_id)), commit, one
     Celery `apply_async` — through the project's own middleware stack."""
-    from django.db import connection, transaction
     from django.http import JsonResponse
 
     from messageservice.tasks import send_message
 
     form = request.POST
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT a.id, p.id FROM messageservice_provideraccount a JOIN tenants_portal p "
-                       "ON p.id = a.portal_id WHERE p.handler_key = %s AND a.code = %s AND a.is_active",
-                       [key, form["code"]])
-        account_id, portal_id = cursor.fetchone()
-        cursor.execute(f"INSERT INTO {BASELINE_TABLE} (portal_id, account_id, message_id, recipient, body, "  # noqa: S608 (constant)
-                       "created_at) VALUES (%s, %s, %s, %s, %s, now()) ON CONFLICT (portal_id, message_id) "
-                       "DO NOTHING RETURNING id",
-                       [portal_id, account_id, form["message_id"], form["message_to"], form["message_body"]])
-        row = cursor.fetchone()
-    if row is not None:
-        send_message.apply_async(args=[row[0]])
-    return JsonResponse({"ok": True, "message_id": form["message_id"], "duplicate": row is None})
+    row_id = _store_durably(key, form)
+    if row_id is not None:
+        send_message.apply_async(args=[row_id])
+    return JsonResponse({"ok": True, "message_id": form["message_id"], "duplicate": row_id is None})
 
 
 def _urlpatterns() -> list[Any]:
