@@ -46,8 +46,7 @@ def prove_administrator(*, member_id: str, domain: str, rest_endpoint: str, gran
     if earlier and earlier.get("member_id") == member_id and earlier.get("domain") == domain:
         return AdminProof(app_info=earlier["app_info"], user=earlier["user"], grant=None,
                           rest_endpoint=earlier["rest_endpoint"])
-    try:
-        proofs.refuse_if_failed_before(token)
+    with proofs.proving(token):
         app_info = proofs.app_info_from_server(token)
         proofs.take_proof_permit(domain, portal)
         user = proofs.user_and_admin(rest_endpoint, token)
@@ -69,10 +68,6 @@ def prove_administrator(*, member_id: str, domain: str, rest_endpoint: str, gran
         proven_domain = domain_of_endpoint(client_endpoint) if client_endpoint else domain
         if proven_domain != domain or not is_allowed_domain(proven_domain):
             raise proofs.ProofFailed("the token belongs to a portal on another domain")
-    except proofs.ProofFailed as exc:
-        if exc.status == 403:
-            proofs.remember_failure(token, exc.reason)
-        raise Rejected(exc.reason, exc.status) from None
     # The OAuth server names the endpoint (https where the portal is https), whatever PROTOCOL said.
     endpoint = client_endpoint if client_endpoint else rest_endpoint
     proofs.remember_success(token, {"member_id": member_id, "domain": domain, "app_info": app_info,
@@ -166,13 +161,8 @@ def handle_event(event: AppEvent) -> dict[str, Any]:
 
 
 def _server_app_info(access_token: str) -> dict[str, Any]:
-    try:
-        proofs.refuse_if_failed_before(access_token)
+    with proofs.proving(access_token):
         return proofs.app_info_from_server(access_token)
-    except proofs.ProofFailed as exc:
-        if exc.status == 403:
-            proofs.remember_failure(access_token, exc.reason)
-        raise Rejected(exc.reason, exc.status) from None
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -18,12 +18,15 @@ proof is remembered for `B24_FAILED_PROOF_TTL` seconds (under a hash of the toke
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
 
+from b24portal.intake import Rejected
 from tenants.models import Portal
 
 from . import ratelimit
@@ -36,13 +39,11 @@ PROVEN_PREFIX = "b24:proof-ok:"
 PROOF_TIMEOUT = (5.0, 15.0)
 
 
-class ProofFailed(Exception):
-    """The token does not prove what was claimed. `status` is the HTTP status to answer with."""
+class ProofFailed(Rejected):
+    """The token does not prove what was claimed: answered like any rejected input (403 unless said)."""
 
     def __init__(self, reason: str, status: int = 403) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
+        super().__init__(reason, status)
 
 
 class RefreshSpent(ProofFailed):
@@ -74,6 +75,19 @@ def refuse_if_failed_before(access_token: str) -> None:
 
 def remember_failure(access_token: str, reason: str) -> None:
     cache.set(_token_key(access_token), reason, timeout=settings.B24_FAILED_PROOF_TTL)
+
+
+@contextmanager
+def proving(access_token: str) -> Iterator[None]:
+    """Around one token's proof: a token that failed lately is refused at once, and a proof that fails
+    with 403 (not a transient 429/502) is remembered for `B24_FAILED_PROOF_TTL`."""
+    refuse_if_failed_before(access_token)
+    try:
+        yield
+    except ProofFailed as exc:
+        if exc.status == 403:
+            remember_failure(access_token, exc.reason)
+        raise
 
 
 def remember_success(access_token: str, claims: dict[str, Any]) -> None:

@@ -182,15 +182,10 @@ def prove_user_token(portal: Portal, domain: str, access_token: str) -> tuple[in
     """The frame's token: live and of this application (app.info through the OAuth server, which costs the
     portal nothing), then user.current + user.admin against the portal within its proof budget. Returns
     (Bitrix24 user id, is admin). A failed proof is remembered briefly and refused without asking again."""
-    try:
-        proofs.refuse_if_failed_before(access_token)
+    with proofs.proving(access_token):
         proofs.app_info_from_server(access_token)
         proofs.take_proof_permit(domain, portal)
         proof = proofs.user_and_admin(portal.rest_endpoint, access_token)
-    except proofs.ProofFailed as exc:
-        if exc.status == 403:
-            proofs.remember_failure(access_token, exc.reason)
-        raise Rejected(exc.reason, exc.status) from None
     if proof.user_id <= 0:
         raise Rejected("user.current did not name a user", 403)
     return proof.user_id, proof.is_admin
