@@ -185,9 +185,9 @@ def do_app_update(portal: Portal, *, application_token: str, version: int | None
         portal.save()
         user_id = int(user.get("ID") or 0)
         if grant is not None and user_id:
-            has_service = portal.tokens.filter(is_service=True).exists()
-            store_tokens(portal, grant, user_id=user_id, is_service=not has_service or
-                         portal.tokens.filter(is_service=True, user_id=user_id).exists())
+            # The updater's pair becomes the service token unless another user's already is.
+            another_is_service = portal.tokens.filter(is_service=True).exclude(user_id=user_id).exists()
+            store_tokens(portal, grant, user_id=user_id, is_service=not another_is_service)
         journal(portal, JournalEntry.Kind.EVENT, f"app updated to version {portal.installed_version}",
                 actor=Actor.BITRIX24, details={"version": version})
         if portal.status in (Status.DELETED,):

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from celery import Task, shared_task
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from b24portal.dispatch import publish
@@ -18,14 +17,14 @@ from oauth.client import PortalClient
 from oauth.errors import B24Error
 from oauth.retry import portal_task, retry_if_worth_it
 from tenants.actions import do_record_app_info
-from tenants.journal import Actor, journal
+from tenants.journal import journal, staff_actor
 from tenants.models import InstallRun, InstallStepResult, JournalEntry, Portal
 
 from . import runs
 from .steps import StepFailed, get_install_step
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import User
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +76,7 @@ def _fail_step(result: InstallStepResult, message: str) -> None:
 
 @shared_task(name="tenants.tasks.cleanup_stale_installs")
 def cleanup_stale_installs() -> int:
-    redispatch_stuck_install_runs()  # a run that was never dispatched is dispatched, not cleaned up
+    # A run that was never dispatched is skipped here (runs.never_started) and left to the beat sweeper.
     return runs.do_cleanup_stale_installs()
 
 
@@ -98,13 +97,8 @@ def redispatch_stuck_install_runs() -> int:
     return dispatched
 
 
-def _staff(staff_user_id: int | None) -> tuple[User | None, Actor]:
-    staff_user = get_user_model().objects.filter(pk=staff_user_id).first() if staff_user_id else None
-    return staff_user, Actor.staff(staff_user) if staff_user else Actor.SYSTEM
-
-
 def _verify_failed(exc: B24Error, portal_id: int, staff_user_id: int | None = None) -> str:
-    staff_user, actor = _staff(staff_user_id)
+    staff_user, actor = staff_actor(staff_user_id)
     journal(Portal.objects.get(pk=portal_id), JournalEntry.Kind.REST,
             f"verify failed: {exc.code} {exc.description}", level="error", staff_user=staff_user, actor=actor)
     return exc.code
@@ -114,7 +108,7 @@ def _verify_failed(exc: B24Error, portal_id: int, staff_user_id: int | None = No
 def verify_portal(self: Task, portal_id: int, staff_user_id: int | None = None) -> str:
     """"Verify now": app.info with the service token, stored and journaled."""
     portal = Portal.objects.get(pk=portal_id)
-    staff_user, actor = _staff(staff_user_id)
+    staff_user, actor = staff_actor(staff_user_id)
     with log_context(member_id=portal.member_id):
         info = PortalClient(portal).call("app.info")
         do_record_app_info(portal, info, staff_user=staff_user, actor=actor)

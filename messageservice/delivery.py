@@ -47,6 +47,7 @@ from oauth.errors import B24AuthError, B24Error
 from oauth.retry import retry_delay, retry_if_worth_it
 from tenants.journal import journal
 from tenants.models import JournalEntry, Portal
+from tenants.schedule import chunks
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +69,6 @@ def _reschedule(pks: Iterable[int], when: datetime) -> None:
 
 
 # -- poll ------------------------------------------------------------------------------------------------
-def _chunks(ids: Sequence[int], size: int) -> Iterable[list[int]]:
-    for start in range(0, len(ids), size):
-        yield list(ids[start:start + size])
-
-
 @shared_task
 def dispatch_status_polls() -> int:
     """Beat: the provider accounts with due messages (through the partial index sms_msg_poll_due, with a
@@ -81,7 +77,7 @@ def dispatch_status_polls() -> int:
     now = timezone.now()
     account_ids = list(Message.objects.filter(next_poll_at__lte=now).order_by()
                        .values_list("account_id", flat=True).distinct()[:DISPATCH_LIMIT])
-    for chunk in _chunks(account_ids, DISPATCH_CHUNK):
+    for chunk in chunks(account_ids, DISPATCH_CHUNK):
         poll_accounts.delay(chunk)
     return len(account_ids)
 
@@ -228,7 +224,7 @@ def dispatch_status_pushes() -> int:
     `DISPATCH_CHUNK` portals per task; returns how many portals. Each portal is claimed in the chunk task
     (`sms:push:<id>`), so overlapping ticks or chunks never push one portal twice."""
     portal_ids = due_push_portals(DISPATCH_LIMIT)
-    for chunk in _chunks(portal_ids, DISPATCH_CHUNK):
+    for chunk in chunks(portal_ids, DISPATCH_CHUNK):
         push_statuses.delay(chunk)
     return len(portal_ids)
 

@@ -18,7 +18,7 @@ from oauth.client import PortalClient, retry_delay
 from oauth.errors import B24Error
 from oauth.periodic import dispatch_due, run_for_each
 from oauth.retry import retry_if_worth_it
-from tenants.journal import journal
+from tenants.journal import journal, staff_actor
 from tenants.models import JournalEntry, Portal
 
 from . import actions
@@ -26,7 +26,7 @@ from .crm import ENTITIES
 from .models import Binding, TimelineComment
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import User
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -66,17 +66,11 @@ def reconcile_portal_bindings(self: Task, portal_id: int) -> str:
         return report.summary()
 
 
-def _staff(staff_user_id: int | None) -> User | None:
-    from django.contrib.auth import get_user_model
-
-    return get_user_model().objects.filter(pk=staff_user_id).first() if staff_user_id else None
-
-
 @shared_task
 def rebind_binding(binding_id: int, staff_user_id: int | None = None) -> str:
     binding = Binding.objects.select_related("portal").get(pk=binding_id)
     try:
-        return actions.do_rebind(binding, staff_user=_staff(staff_user_id)).summary()
+        return actions.do_rebind(binding, staff_user=staff_actor(staff_user_id)[0]).summary()
     except B24Error as exc:
         journal(binding.portal, JournalEntry.Kind.BINDING, f"rebind {binding.code} failed: {exc.code}",
                 level="error")
@@ -86,14 +80,14 @@ def rebind_binding(binding_id: int, staff_user_id: int | None = None) -> str:
 @shared_task
 def unbind_binding(binding_id: int, staff_user_id: int | None = None) -> str:
     binding = Binding.objects.select_related("portal").get(pk=binding_id)
-    return actions.do_unbind(binding, staff_user=_staff(staff_user_id))
+    return actions.do_unbind(binding, staff_user=staff_actor(staff_user_id)[0])
 
 
 @shared_task
 def add_consent_fields(portal_id: int, staff_user_id: int | None = None) -> str:
     portal = Portal.objects.get(pk=portal_id)
     try:
-        return actions.do_add_consent_fields(portal, staff_user=_staff(staff_user_id)).summary()
+        return actions.do_add_consent_fields(portal, staff_user=staff_actor(staff_user_id)[0]).summary()
     except B24Error as exc:
         journal(portal, JournalEntry.Kind.BINDING, f"adding the consent fields failed: {exc.code}", level="error")
         return exc.code

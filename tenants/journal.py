@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from django.contrib.auth import get_user_model
+
 from b24portal.logging import redact_value
 
 from .models import JournalEntry, Portal
@@ -47,6 +49,12 @@ class Actor:
 
 Actor.SYSTEM = Actor("system")
 Actor.BITRIX24 = Actor("bitrix24")
+
+
+def staff_actor(staff_user_id: int | None) -> tuple[User | None, Actor]:
+    """The staff user a queued staff action names (by id: tasks carry ids), and the actor to journal."""
+    staff_user = get_user_model().objects.filter(pk=staff_user_id).first() if staff_user_id else None
+    return staff_user, (Actor.staff(staff_user) if staff_user else Actor.SYSTEM)
 
 
 def journal(portal: Portal, kind: str, message: str, *, level: str = "info",
