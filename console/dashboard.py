@@ -147,7 +147,7 @@ def rest_chart(days: int = CHART_DAYS) -> Any:
 def top_portals(days: int = CHART_DAYS, limit: int = TOP_PORTALS) -> dict[str, list[dict[str, Any]]]:
     """Portals by SMS volume and by failure rate over the window (one grouped query + one for domains)."""
     since = timezone.now() - timedelta(days=days)
-    failed = Q(state=Message.State.FAILED) | Q(status__in=["failed", "undelivered"])
+    failed = Message.failed_send_q()
     rows = list(Message.objects.filter(created_at__gte=since).values("portal_id")
                 .annotate(total=Count("id"), failed=Count("id", filter=failed)).order_by())
     for row in rows:

@@ -80,7 +80,7 @@ class ServiceCollector(Collector):
             totals = per_carrier.setdefault(row["carrier"], [0, 0])
             if row["state"] in (Message.State.HANDED_TO_CARRIER, Message.State.FAILED):
                 totals[0] += row["n"]
-            if row["state"] == Message.State.FAILED or row["status"] in ("failed", "undelivered"):
+            if Message.is_failed_send(row["state"], row["status"]):
                 totals[1] += row["n"]
         for (state, status), n in sorted(by_state.items()):
             messages.add_metric([state, status], n)

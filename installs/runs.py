@@ -8,7 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from oauth.tokens import purge_tokens
@@ -43,11 +43,20 @@ def do_finish_install_run(run: InstallRun, *, succeeded: bool) -> None:
             journal(portal, JournalEntry.Kind.INSTALL_STEP, f"install steps succeeded ({run.trigger})")
 
 
+def _stuck_before(now: Any = None) -> Any:
+    return (now or timezone.now()) - timedelta(seconds=settings.B24_INSTALL_REDISPATCH_AFTER_SECONDS)
+
+
+def stuck_runs(now: Any = None) -> QuerySet[InstallRun]:
+    """Pending runs that made no progress for B24_INSTALL_REDISPATCH_AFTER_SECONDS: their task was lost (the
+    broker was down when they were dispatched) and they may be dispatched again."""
+    return InstallRun.objects.filter(status=InstallRun.Status.PENDING,  # index install_run_pending
+                                     progress_at__lt=_stuck_before(now))
+
+
 def is_stuck(run: InstallRun, now: Any = None) -> bool:
-    """A pending run that made no progress for B24_INSTALL_REDISPATCH_AFTER_SECONDS: its task was lost
-    (the broker was down when it was dispatched) and it may be dispatched again."""
-    late = (now or timezone.now()) - timedelta(seconds=settings.B24_INSTALL_REDISPATCH_AFTER_SECONDS)
-    return run.status == InstallRun.Status.PENDING and run.progress_at < late
+    """`stuck_runs` for a run already in hand."""
+    return run.status == InstallRun.Status.PENDING and run.progress_at < _stuck_before(now)
 
 
 def never_started(run: InstallRun) -> bool:
@@ -58,9 +67,7 @@ def never_started(run: InstallRun) -> bool:
 def claim_for_redispatch(run: InstallRun, now: Any = None) -> bool:
     """Move a stuck run's clock forward; True for the one caller that may dispatch it again."""
     now = now or timezone.now()
-    late = now - timedelta(seconds=settings.B24_INSTALL_REDISPATCH_AFTER_SECONDS)
-    return bool(InstallRun.objects.filter(pk=run.pk, status=InstallRun.Status.PENDING, progress_at__lt=late)
-                .update(progress_at=now))
+    return bool(stuck_runs(now).filter(pk=run.pk).update(progress_at=now))
 
 
 def do_cleanup_stale_installs(now: Any = None) -> int:

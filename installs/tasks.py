@@ -4,11 +4,9 @@ queued before an upgrade is still found by the workers."""
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from celery import Task, shared_task
-from django.conf import settings
 from django.utils import timezone
 
 from b24portal.dispatch import publish
@@ -84,9 +82,7 @@ def cleanup_stale_installs() -> int:
 def redispatch_stuck_install_runs() -> int:
     """Beat: pending install runs with no progress for B24_INSTALL_REDISPATCH_AFTER_SECONDS lost their task
     (broker down at commit): dispatch them again, once per claim. Runs of uninstalled portals stay."""
-    late = timezone.now() - timedelta(seconds=settings.B24_INSTALL_REDISPATCH_AFTER_SECONDS)
-    stuck = (InstallRun.objects.filter(status=InstallRun.Status.PENDING, progress_at__lt=late)  # install_run_pending
-             .exclude(portal__status=Portal.Status.DELETED).order_by("progress_at")[:500])
+    stuck = runs.stuck_runs().exclude(portal__status=Portal.Status.DELETED).order_by("progress_at")[:500]
     dispatched = 0
     for run in list(stuck):
         if not runs.claim_for_redispatch(run):

@@ -27,7 +27,7 @@ from b24portal.crypto import EncryptedJSONField
 from tenants.models import Portal
 
 from .carriers import CARRIER_CHOICES, Carrier, get_carrier
-from .status import RANK, DeliveryStatus, behind, display_status
+from .status import RANK, UNSUCCESSFUL, DeliveryStatus, behind, display_status
 
 #: Bitrix24's rule for a sender CODE: a-z A-Z 0-9 . - _
 #: (bitrix24/b24restdocs api-reference/messageservice/messageservice-sender-add.md)
@@ -218,6 +218,16 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message_id} ({self.state})"
+
+    @staticmethod
+    def is_failed_send(state: str, status: str | None) -> bool:
+        """A send that failed with us or at the carrier (dashboard and metrics count the same thing)."""
+        return state == Message.State.FAILED or status in UNSUCCESSFUL
+
+    @staticmethod
+    def failed_send_q() -> Q:
+        """`is_failed_send` as a filter."""
+        return Q(state=Message.State.FAILED) | Q(status__in=sorted(UNSUCCESSFUL))
 
     @property
     def known_to_bitrix24(self) -> bool:

@@ -39,6 +39,9 @@ FINAL: frozenset[DeliveryStatus] = frozenset(
     {DeliveryStatus.DELIVERED, DeliveryStatus.UNDELIVERED, DeliveryStatus.FAILED}
 )
 
+#: final statuses that mean the recipient did not get the message
+UNSUCCESSFUL: frozenset[DeliveryStatus] = frozenset({DeliveryStatus.UNDELIVERED, DeliveryStatus.FAILED})
+
 #: progress order; final states share the top rank, so one final state never replaces another
 RANK: Mapping[DeliveryStatus, int] = {
     DeliveryStatus.QUEUED: 0,
