@@ -9,10 +9,12 @@ owning app finds the row and dispatches it again once the broker is back.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from celery import Task
 from django.db import transaction
+from django.db.models import QuerySet
 
 logger = logging.getLogger(__name__)
 
@@ -43,3 +45,19 @@ def dispatch_on_commit(task: Task, *args: Any, **kwargs: Any) -> None:
 
     publish_after_commit.__qualname__ = f"publish_after_commit[{task.name}]"
     transaction.on_commit(publish_after_commit, robust=not task.app.conf.task_always_eager)
+
+
+def redispatch_late(due: QuerySet[Any], clock_field: str, task: Task, *, now: datetime,
+                    limit: int = 1000) -> int:
+    """The sweepers' loop: dispatch `task(pk)` again for the rows of `due` (work whose task was lost),
+    oldest `clock_field` first. Each row is claimed by moving its clock to `now` through `due` itself (a
+    conditional UPDATE, so a second sweeper skips it); the loop stops while the broker is still down, and
+    the rows claimed so far come round again after their grace period. Returns how many were dispatched."""
+    dispatched = 0
+    for pk in list(due.order_by(clock_field).values_list("pk", flat=True)[:limit]):
+        if not due.filter(pk=pk).update(**{clock_field: now}):
+            continue  # another sweeper took it
+        if not publish(task, pk):
+            break
+        dispatched += 1
+    return dispatched

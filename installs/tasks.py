@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from celery import Task, shared_task
 from django.utils import timezone
 
-from b24portal.dispatch import publish
+from b24portal.dispatch import redispatch_late
 from b24portal.logging import log_context
 from oauth.client import PortalClient
 from oauth.errors import B24Error
@@ -82,15 +82,9 @@ def cleanup_stale_installs() -> int:
 def redispatch_stuck_install_runs() -> int:
     """Beat: pending install runs with no progress for B24_INSTALL_REDISPATCH_AFTER_SECONDS lost their task
     (broker down at commit): dispatch them again, once per claim. Runs of uninstalled portals stay."""
-    stuck = runs.stuck_runs().exclude(portal__status=Portal.Status.DELETED).order_by("progress_at")[:500]
-    dispatched = 0
-    for run in list(stuck):
-        if not runs.claim_for_redispatch(run):
-            continue
-        if not publish(run_install_steps, run.pk):
-            break  # the broker is still down: the next beat tries again
-        dispatched += 1
-    return dispatched
+    now = timezone.now()
+    stuck = runs.stuck_runs(now).exclude(portal__status=Portal.Status.DELETED)
+    return redispatch_late(stuck, "progress_at", run_install_steps, now=now, limit=500)
 
 
 def _verify_failed(exc: B24Error, portal_id: int, staff_user_id: int | None = None) -> str:

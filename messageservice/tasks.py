@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
-from b24portal.dispatch import publish
+from b24portal.dispatch import redispatch_late
 from b24portal.logging import log_context
 from installs.steps import StepFailed
 from oauth.client import PortalClient
@@ -177,19 +177,9 @@ def redispatch_lost_messages() -> int:
     late = now - timedelta(seconds=settings.SMS_REDISPATCH_AFTER_SECONDS)
     # Index sms_msg_waiting. `next_attempt_at` is set at accept time (and by a retry to its due time), so a
     # message waits at least the grace period before it counts as lost.
-    pks = list(Message.objects.filter(state__in=Message.SENDABLE, next_attempt_at__lt=late)
-               .order_by("next_attempt_at").values_list("pk", flat=True)[:1000])
-    dispatched = 0
-    for pk in pks:
-        # The claim: only one sweeper moves the row's clock forward and dispatches it; the send task's own
-        # claim (accepted/retrying -> sending) makes a late original task harmless.
-        if not Message.objects.filter(pk=pk, state__in=Message.SENDABLE, next_attempt_at__lt=late).update(
-                next_attempt_at=now):
-            continue
-        if not publish(send_message, pk):
-            break  # the broker is still down: the rows claimed so far come round again after the grace period
-        dispatched += 1
-    return dispatched
+    # The send task's own claim (accepted/retrying -> sending) makes a late original task harmless.
+    due = Message.objects.filter(state__in=Message.SENDABLE, next_attempt_at__lt=late)
+    return redispatch_late(due, "next_attempt_at", send_message, now=now)
 
 
 # -- senders --------------------------------------------------------------------------------------------

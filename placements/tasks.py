@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
-from b24portal.dispatch import publish
+from b24portal.dispatch import redispatch_late
 from b24portal.logging import log_context
 from oauth.client import PortalClient, retry_delay
 from oauth.errors import B24Error
@@ -149,14 +149,7 @@ def redispatch_timeline_comments() -> int:
              last_error="the worker stopped while adding it; not repeated (it may be in the timeline already)")
     late = now - timedelta(seconds=settings.TIMELINE_REDISPATCH_AFTER_SECONDS)
     due = TimelineComment.objects.filter(state=TimelineComment.State.PENDING, next_attempt_at__lt=late)
-    dispatched = 0
-    for pk in list(due.order_by("next_attempt_at").values_list("pk", flat=True)[:1000]):
-        if not due.filter(pk=pk).update(next_attempt_at=now):
-            continue  # another sweeper took it
-        if not publish(send_timeline_comment, pk):
-            break  # the broker is still down: try again on the next beat
-        dispatched += 1
-    return dispatched
+    return redispatch_late(due, "next_attempt_at", send_timeline_comment, now=now)
 
 
 @shared_task(bind=True, max_retries=5, acks_late=True)
