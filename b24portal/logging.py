@@ -43,11 +43,15 @@ _HANDLER_KEY_RE = re.compile(
     rf"(?i)(?P<prefix>b24{_SEP}messageservice{_SEP})(?P<key>(?:(?!%2F|\\/)[^/?#\s\"'&<>])+)"
 )
 REDACTED_KEY = "<redacted>"
+# A records API key (records.keys: "b24p_" + 43 URL-safe characters) wherever it appears, e.g. after
+# "Authorization: Bearer", where the key-value rule above masks only the scheme word.
+_API_KEY_RE = re.compile(r"\bb24p_[A-Za-z0-9_-]{16,}")
 
 
 def redact(text: str) -> str:
     """Mask every value that follows a secret-looking key, and the key of every SMS handler path."""
     text = _HANDLER_KEY_RE.sub(lambda m: f"{m.group('prefix')}{REDACTED_KEY}", text)
+    text = _API_KEY_RE.sub(f"b24p_{REDACTED}", text)
     return _SECRET_VALUE_RE.sub(lambda m: f"{m.group('key')}{m.group('sep')}{REDACTED}", text)
 
 

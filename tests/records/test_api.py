@@ -9,6 +9,7 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
+from b24portal.logging import redact
 from records.keys import do_create_api_key, do_revoke_api_keys
 from records.models import ApiKey, Record, SyncJob
 from tests.records.conftest import IVAN
@@ -160,3 +161,9 @@ def test_the_records_api_is_in_the_openapi_schema(api_key: tuple[ApiKey, str]):
     text = response.content.decode()
     assert "/api/v1/records/" in text and "/api/v1/jobs/{job_id}/" in text
     assert schema is None or "ApiKey" in schema["components"]["securitySchemes"]
+
+
+def test_an_api_key_is_never_written_to_the_logs(api_key: tuple[ApiKey, str]):
+    raw = api_key[1]
+    for text in (f"Authorization: Bearer {raw}", f'{{"HTTP_AUTHORIZATION": "Bearer {raw}"}}', f"key={raw}"):
+        assert raw not in redact(text)
