@@ -200,16 +200,18 @@ def do_accept_job(portal: Portal, *, action: str, external_id: str, fields: Mapp
     try:
         with transaction.atomic():
             if action == SyncJob.Action.CREATE:
-                record, made = Record.objects.get_or_create(
-                    portal=portal, external_id=external_id,
-                    defaults={"reply_queue": reply_queue, "api_key": api_key, "stage": ""})
+                # One round trip: insert the record, or (it exists) point its replies at this job's destinations.
+                record = Record(portal=portal, external_id=external_id, reply_queue=reply_queue, api_key=api_key,
+                                created_at=now)
+                Record.objects.bulk_create([record], update_conflicts=True, unique_fields=["portal", "external_id"],
+                                           update_fields=["reply_queue", "api_key"])
             else:
                 found = Record.objects.filter(portal=portal, external_id=external_id).first()
                 if found is None:
                     raise UnknownRecord(external_id)
-                record, made = found, False
-            if not made and (record.reply_queue != reply_queue or record.api_key_id != (api_key.pk if api_key else None)):
-                Record.objects.filter(pk=record.pk).update(reply_queue=reply_queue, api_key=api_key)
+                record = found
+                if record.reply_queue != reply_queue or record.api_key_id != (api_key.pk if api_key else None):
+                    Record.objects.filter(pk=record.pk).update(reply_queue=reply_queue, api_key=api_key)
             job = SyncJob.objects.create(
                 portal=portal, record=record, action=action, payload=payload, reply_user=user,
                 idempotency_key=key, source=source, reply_queue=reply_queue, api_key=api_key,
