@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from oauth import ratelimit
 from oauth.client import PortalClient
 from oauth.models import PortalToken
 from records import applying, tasks
@@ -297,3 +298,17 @@ def test_a_portal_without_a_service_token_fails_its_jobs_with_the_reason(install
     run_apply(installed_portal)
     job = SyncJob.objects.get()
     assert job.state == "failed" and "NO_SERVICE_TOKEN" in job.last_error
+
+
+def test_a_full_limiter_puts_the_jobs_back_without_counting_an_attempt(installed_portal: Any,
+                                                                       fake_portal: FakePortal,
+                                                                       django_capture_on_commit_callbacks: Any):
+    accept_quietly(django_capture_on_commit_callbacks, installed_portal,
+                   *[("create", str(n), person(n)) for n in range(3)])
+    ratelimit.penalize(installed_portal, 600)  # the portal's shared bucket is full for ten minutes
+    before = fake_portal.count(in_batch=False)
+    run_apply(installed_portal)
+    assert fake_portal.count(in_batch=False) == before  # nothing was sent
+    for job in SyncJob.objects.all():
+        assert job.state == "pending" and job.attempts == 0 and "RATE_LIMIT_WAIT" in job.last_error
+        assert job.next_attempt_at > timezone.now() + timedelta(minutes=5)
