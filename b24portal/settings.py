@@ -187,6 +187,7 @@ INSTALLED_APPS = [
     "messageservice",
     "placements",
     "console",
+    "signin",
 ]
 
 MIDDLEWARE = [
@@ -264,6 +265,10 @@ Path(STATIC_ROOT).mkdir(parents=True, exist_ok=True)  # filled by collectstatic 
 WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=DEBUG)
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# The session cookie serves only our own site (sign-in, cabinet): first-party, Lax. Frame pages never use it
+# (they carry a signed frame token instead), so no SameSite=None cookie is needed for Bitrix24's iframes.
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 X_FRAME_OPTIONS = "DENY"

@@ -16,4 +16,5 @@ urlpatterns = [
     path("b24/messageservice/", include("messageservice.urls")),
     path("b24/", include("placements.urls")),
     path("", include("console.urls")),  # /metrics
+    path("", include("signin.urls")),  # /, sign in with Bitrix24, sign out
 ]

@@ -63,6 +63,7 @@ Method handlers (``portal.register_method``) receive ``(portal, params, ctx)`` a
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import re
 import secrets
@@ -78,7 +79,7 @@ from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .clock import Clock
 from .phpquery import build_php_query, flatten_php, parse_php_pairs, parse_php_query
@@ -713,6 +714,9 @@ class FakeBitrix24Cloud:
         self._access: dict[str, _AccessToken] = {}
         self._refresh: dict[str, _RefreshToken] = {}
         self._codes: dict[str, _AuthCode] = {}
+        # The redirect URI of each application's card (client_id -> URI): where /oauth/authorize/ sends the
+        # user back (spec §2: set in the app settings, not in the request).
+        self.redirect_uris: dict[str, str] = {}
         self._extra_methods: dict[str, _MethodSpec] = {}
         self._closed = False
         self._server = _Server(self._handle_http, self._on_crash)
@@ -1075,6 +1079,8 @@ class FakePortal:
         self.on_uninstall: list[Callable[[FakePortal], None]] = []  # extension hooks (e.g. drop placements)
         self.on_update: list[Callable[[FakePortal], None]] = []
         self.former_domains: list[str] = []
+        # The user logged in to this portal in the browser (its /oauth/authorize/ page); None: not logged in.
+        self.browser_user: int | None = None
         self._methods: dict[str, _MethodSpec] = {**_BUILTIN_METHODS, **cloud._extra_methods}
         self._failures: dict[str, list[_InjectedFailure]] = {}
         self._latency: dict[str, float] = {}
@@ -1698,6 +1704,8 @@ class FakePortal:
             self.requests.append(record)
 
     def _handle_http(self, request: _HttpRequest, server: _Server) -> _HttpResponse:
+        if request.path.rstrip("/") == "/oauth/authorize" and server is self._server:
+            return self._authorize(request)
         match = _REST_PATH.match(request.path)
         if match is None:
             return _json_response(404, {"error": "NOT_FOUND", "error_description": "Not found"})
@@ -1761,6 +1769,53 @@ class FakePortal:
             body["total"] = outcome.total
         body["time"] = outcome.time
         return _json_response(200, body)
+
+    def _authorize(self, request: _HttpRequest) -> _HttpResponse:
+        """The portal's ``/oauth/authorize/`` page (spec §2): GET shows "Allow" / "Deny" to the logged-in
+        :attr:`browser_user`; the POSTed decision redirects to the app card's redirect URI with ``code,
+        state, domain, member_id, scope, server_domain`` (or ``error=access_denied``). An unknown
+        ``client_id``, an app without a redirect URI or not installed here: 400; nobody logged in: 401."""
+
+        def page(status: int, title: str, body: str) -> _HttpResponse:
+            text = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+                    f"<body><h1>{html.escape(title)}</h1>{body}</body></html>")
+            return _HttpResponse(status, text.encode(), "text/html; charset=utf-8")
+
+        try:
+            params = _decode_params(request)
+        except B24Error:
+            return page(400, "Bad request", "")
+        client_id = str(params.get("client_id") or "")
+        state = str(params.get("state") or "")
+        with self.lock:
+            app = self.cloud._find_app(client_id)
+            redirect_uri = self.cloud.redirect_uris.get(client_id) if app else None
+            ours = client_id == self.cloud.client_id
+            installed = not self.uninstalled if ours else client_id in self.other_apps
+            user_id = self.browser_user
+        if app is None:
+            return page(400, "Unknown application", "<p id='error'>No application with this client_id.</p>")
+        if not redirect_uri or not installed:
+            return page(400, "Application unavailable", "<p id='error'>The application is not installed.</p>")
+        if user_id is None:
+            return page(401, "Log in to Bitrix24", "<p id='login-required'>Log in to continue.</p>")
+        if request.verb != "POST":
+            hidden = (f"<input type='hidden' name='client_id' value='{html.escape(client_id)}'>"
+                      f"<input type='hidden' name='state' value='{html.escape(state)}'>")
+            return page(200, "Allow access?", (
+                f"<p>The application <b>{html.escape(client_id)}</b> asks to act as user {user_id}.</p>"
+                f"<form method='post' action='/oauth/authorize/'>{hidden}"
+                "<button id='allow' name='decision' value='allow'>Allow</button>"
+                "<button id='deny' name='decision' value='deny'>Deny</button></form>"))
+        if params.get("decision") == "allow":
+            code = self.issue_auth_code(user_id, app_code=client_id)
+            with self.lock:
+                answer = {"code": code, "state": state, "domain": self.domain, "member_id": self.member_id,
+                          "scope": ",".join(self.scopes), "server_domain": OAUTH_DOMAIN}
+        else:
+            answer = {"error": "access_denied", "error_description": "The user denied access", "state": state}
+        location = redirect_uri + ("&" if "?" in redirect_uri else "?") + urlencode(answer)
+        return _HttpResponse(302, b"", "text/html; charset=utf-8", {"Location": location})
 
     def _bucket_take(self) -> bool:
         """Leaky bucket (spec §3): +1 per HTTP request, drains at rate/s, refuses above burst. Lock held."""
