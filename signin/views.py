@@ -1,7 +1,7 @@
 """Our own site's pages outside Bitrix24: the home page with "Sign in with Bitrix24", the redirect URI,
 sign-out. Thin: the flow is in `flow.py`. None of these pages may be framed (X-Frame-Options: DENY and
-CSP frame-ancestors 'none'), none is cached, and none leaks its URL (the callback's carries a code) in a
-Referer."""
+CSP frame-ancestors 'none'), none is cached, and none sends its URL (the callback's carries a code) to
+another site in a Referer."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def not_framed(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]
             }, status=exc.status)
         response["Content-Security-Policy"] = "frame-ancestors 'none'"
         response["Cache-Control"] = "no-store"
-        response["Referrer-Policy"] = "no-referrer"
+        response["Referrer-Policy"] = "same-origin"  # no-referrer would make the form POSTs send Origin: null (CSRF)
         return response
 
     return xframe_options_deny(wrapper)
