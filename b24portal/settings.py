@@ -126,6 +126,9 @@ B24_DUE_CHECKS_PER_TICK = env.int("B24_DUE_CHECKS_PER_TICK", default=2000)
 B24_DUE_CHECKS_PER_TASK = env.int("B24_DUE_CHECKS_PER_TASK", default=50)
 B24_CAPABILITIES_CHECK_SECONDS = env.int("B24_CAPABILITIES_CHECK_SECONDS", default=86400)
 B24_BINDINGS_RECONCILE_SECONDS = env.int("B24_BINDINGS_RECONCILE_SECONDS", default=86400)
+# A service token not refreshed for this many days is refreshed by the daily keep-alive check (spec §2: an
+# unused refresh token dies; 180 days in the docs, some portals behaved like 28).
+B24_TOKEN_KEEPALIVE_DAYS = env.int("B24_TOKEN_KEEPALIVE_DAYS", default=20)
 # Lifetime of the signed token a verified frame page uses for its API calls.
 B24_FRAME_TOKEN_MAX_AGE = env.int("B24_FRAME_TOKEN_MAX_AGE", default=3600)
 
@@ -360,6 +363,8 @@ CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {
         "oauth.tasks.check_capabilities",
         "oauth.tasks.check_capabilities_chunk",
         "oauth.tasks.rollup_call_log",
+        "oauth.tasks.keep_tokens_alive",
+        "oauth.tasks.keep_tokens_alive_chunk",
         "oauth.tasks.prune_call_log",
         "tenants.tasks.cleanup_stale_installs",
         "placements.tasks.redispatch_timeline_comments",

@@ -44,6 +44,8 @@ EXPECTED = {
     "oauth.tasks.check_capabilities_chunk": "maintenance",
     "oauth.tasks.rollup_call_log": "maintenance",
     "oauth.tasks.prune_call_log": "maintenance",
+    "oauth.tasks.keep_tokens_alive": "maintenance",
+    "oauth.tasks.keep_tokens_alive_chunk": "maintenance",
     "tenants.tasks.cleanup_stale_installs": "maintenance",
 }
 
