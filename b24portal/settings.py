@@ -129,6 +129,8 @@ B24_BINDINGS_RECONCILE_SECONDS = env.int("B24_BINDINGS_RECONCILE_SECONDS", defau
 # A service token not refreshed for this many days is refreshed by the daily keep-alive check (spec §2: an
 # unused refresh token dies; 180 days in the docs, some portals behaved like 28).
 B24_TOKEN_KEEPALIVE_DAYS = env.int("B24_TOKEN_KEEPALIVE_DAYS", default=20)
+# Work parked on 401 METHOD_CONFIRM_WAITING fails when no administrator decided within this many hours.
+B24_METHOD_CONFIRM_TIMEOUT_HOURS = env.int("B24_METHOD_CONFIRM_TIMEOUT_HOURS", default=72)
 # Lifetime of the signed token a verified frame page uses for its API calls.
 B24_FRAME_TOKEN_MAX_AGE = env.int("B24_FRAME_TOKEN_MAX_AGE", default=3600)
 
@@ -365,6 +367,7 @@ CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {
         "oauth.tasks.rollup_call_log",
         "oauth.tasks.keep_tokens_alive",
         "oauth.tasks.keep_tokens_alive_chunk",
+        "oauth.tasks.expire_parked_calls",
         "oauth.tasks.prune_call_log",
         "tenants.tasks.cleanup_stale_installs",
         "placements.tasks.redispatch_timeline_comments",

@@ -21,7 +21,7 @@ from b24portal.dispatch import dispatch_on_commit
 from tenants.models import Portal
 
 from . import calllog
-from .models import PortalCapabilities, PortalToken, RestCall, RestCallDaily
+from .models import ParkedCall, PortalCapabilities, PortalToken, RestCall, RestCallDaily
 from .tasks import check_capabilities
 
 if TYPE_CHECKING:
@@ -36,6 +36,21 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(ParkedCall)
+class ParkedCallAdmin(ReadOnlyAdmin):
+    """Work waiting for a portal administrator to confirm a REST method (oauth.confirmation): what waits, since
+    when, and how it ended. Only a hash of the access token is kept."""
+
+    list_display = ("parked_at", "portal", "method", "task_name", "state", "decided_at", "reason")
+    list_filter = ("state", "method")
+    search_fields = ("portal__domain", "portal__member_id", "method", "task_name")
+    list_select_related = ("portal",)
+    raw_id_fields = ("portal",)
+    date_hierarchy = "parked_at"
+    fields = ("portal", "method", "task_name", "args", "kwargs", "state", "reason", "parked_at", "decided_at")
+    readonly_fields = fields
 
 
 @admin.register(PortalToken)

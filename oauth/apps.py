@@ -28,6 +28,9 @@ class OAuthConfig(AppConfig):
                      description="Refreshes the service token of portals that would otherwise leave it unused for "
                                  "longer than B24_TOKEN_KEEPALIVE_DAYS (each portal checked once a day, spread over "
                                  "the day).")
+        add_periodic("oauth-expire-parked-calls", "oauth.tasks.expire_parked_calls", 3600,
+                     description="Fails the calls that waited for an administrator to confirm a REST method longer "
+                                 "than B24_METHOD_CONFIRM_TIMEOUT_HOURS.")
         add_periodic("oauth-rollup-call-log", "oauth.tasks.rollup_call_log", 3600,
                      description="Rolls the REST call log up into calls per portal, day, method and error "
                                  "(the dashboard's REST chart and bursts read these).")

@@ -16,6 +16,7 @@ instead of blocking a worker.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -39,6 +40,7 @@ from . import tokens as token_store
 from .errors import (
     B24BadResponse,
     B24Error,
+    B24MethodConfirmWaiting,
     B24OperationLimit,
     B24PortalMoved,
     B24RateLimited,
@@ -277,11 +279,17 @@ class PortalClient:
               commands: Mapping[str, str] | None = None) -> Envelope:
         token = self._load_token()
         try:
-            return self._send_guarded(method, params, token.access_token, commands)
-        except B24TokenExpired:
-            # Exactly one refresh and one repeat; a second expired_token is an error, not a loop.
-            self._token = token_store.refresh_token(token.pk, used_access_token=token.access_token)
-            return self._send_guarded(method, params, self._token.access_token, commands)
+            try:
+                return self._send_guarded(method, params, token.access_token, commands)
+            except B24TokenExpired:
+                # Exactly one refresh and one repeat; a second expired_token is an error, not a loop.
+                token = self._token = token_store.refresh_token(token.pk, used_access_token=token.access_token)
+                return self._send_guarded(method, params, token.access_token, commands)
+        except B24MethodConfirmWaiting as exc:
+            # The administrator's confirmation will be for this very access token (spec §7).
+            exc.token_hash = hashlib.sha256(token.access_token.encode()).hexdigest()
+            exc.portal_id = self.portal.pk
+            raise
 
     def _sleep_or_raise(self, exc: B24RetryLater) -> None:
         wait = float(exc.retry_after or 0.0)

@@ -13,7 +13,7 @@ from b24portal.logging import log_context
 from tenants.journal import journal
 from tenants.models import JournalEntry, Portal
 
-from . import calllog, keepalive
+from . import calllog, confirmation, keepalive
 from .capabilities import check_portal, do_record_capabilities
 from .client import PortalClient
 from .errors import B24Error
@@ -74,6 +74,12 @@ def keep_tokens_alive_chunk(portal_ids: list[int]) -> dict[str, int]:
                 level="warning")
 
     return run_for_each(keepalive.TOKEN_KEEPALIVE, portal_ids, keepalive.keep_alive, give_up)
+
+
+@shared_task
+def expire_parked_calls() -> int:
+    """Hourly: calls that waited for a method confirmation longer than B24_METHOD_CONFIRM_TIMEOUT_HOURS fail."""
+    return confirmation.do_expire()
 
 
 @shared_task

@@ -46,6 +46,7 @@ EXPECTED = {
     "oauth.tasks.prune_call_log": "maintenance",
     "oauth.tasks.keep_tokens_alive": "maintenance",
     "oauth.tasks.keep_tokens_alive_chunk": "maintenance",
+    "oauth.tasks.expire_parked_calls": "maintenance",
     "tenants.tasks.cleanup_stale_installs": "maintenance",
 }
 

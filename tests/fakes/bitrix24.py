@@ -1081,6 +1081,8 @@ class FakePortal:
         self.former_domains: list[str] = []
         # The user logged in to this portal in the browser (its /oauth/authorize/ page); None: not logged in.
         self.browser_user: int | None = None
+        # Methods an administrator must confirm (spec §7), per access token: method -> waiting/granted/denied.
+        self.confirm_methods: dict[str, dict[str, set[str]]] = {}
         self._methods: dict[str, _MethodSpec] = {**_BUILTIN_METHODS, **cloud._extra_methods}
         self._failures: dict[str, list[_InjectedFailure]] = {}
         self._latency: dict[str, float] = {}
@@ -1239,6 +1241,28 @@ class FakePortal:
         ``locked=False`` runs the handler outside the state lock (for handlers that do network I/O)."""
         with self.lock:
             self._methods[name.lower()] = _MethodSpec(handler, scope=scope, locked=locked)
+
+    def require_confirmation(self, method: str) -> None:
+        """``method`` needs an administrator's confirmation (spec §7): every access token gets 401
+        ``METHOD_CONFIRM_WAITING`` until :meth:`decide_method`; a new token (after a refresh) waits again."""
+        with self.lock:
+            self.confirm_methods.setdefault(method.lower(), {"waiting": set(), "granted": set(), "denied": set()})
+
+    def decide_method(self, method: str, confirmed: bool) -> list[tuple[str, int | str]]:
+        """The administrator decides for every token waiting on ``method``: those tokens are granted (or get
+        403 ``METHOD_CONFIRM_DENIED``) and ``ONAPPMETHODCONFIRM`` (``data[TOKEN]``, ``data[METHOD]``,
+        ``data[CONFIRMED]``) is delivered to the bound handler once per token."""
+        with self.lock:
+            gate = self.confirm_methods[method.lower()]
+            tokens = sorted(gate["waiting"])
+            gate["waiting"].clear()
+            gate["granted" if confirmed else "denied"].update(tokens)
+            language = self.language
+        outcomes: list[tuple[str, int | str]] = []
+        for token in tokens:
+            data = {"TOKEN": token, "METHOD": method, "CONFIRMED": "1" if confirmed else "0", "LANGUAGE_ID": language}
+            outcomes += self.deliver_event("ONAPPMETHODCONFIRM", data, with_tokens=False)
+        return outcomes
 
     def method_spec(self, name: str) -> _MethodSpec | None:
         with self.lock:
@@ -1870,6 +1894,13 @@ class FakePortal:
                 "The request requires higher privileges than provided by the access token",
                 403,
             )
+        gate = self.confirm_methods.get(method)
+        if gate is not None:  # spec §7: the grant (or refusal) belongs to the access token
+            if ctx.token in gate["denied"]:
+                raise B24Error("METHOD_CONFIRM_DENIED", "Method call denied", 403)
+            if ctx.token not in gate["granted"]:
+                gate["waiting"].add(ctx.token)
+                raise B24Error("METHOD_CONFIRM_WAITING", "Waiting for confirmation", 401)
         if method != "batch" and self._operating_state(method)[0] > self.operating_limit:
             # spec §3: once the sum passed the limit, the NEXT call of that method gets 429; others still work
             raise B24Error("OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.", 429)
