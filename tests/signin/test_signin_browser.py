@@ -5,6 +5,7 @@ with a session that carries the user's frame token. Sign-out ends it."""
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +16,7 @@ from django.contrib.sessions.backends.db import SessionStore
 from oauth.models import PortalToken
 from placements.frames import read_frame_token
 from signin import flow
-from tests.placements.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from tests.placements.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, DOCS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -57,7 +58,11 @@ def session_of(page: Any) -> dict[str, Any]:
 
 def screenshot(page: Any, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    if name == "signin-home" and os.environ.get("UPDATE_SCREENSHOTS") == "1":  # the README tour's copy
+        DOCS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DOCS / f"{name}.png")
 
 
 def test_a_user_signs_in_with_bitrix24_in_a_real_browser_and_signs_out(page, live_server, installed_portal,
