@@ -353,6 +353,7 @@ CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {
         "placements.tasks.add_consent_fields",
         "placements.tasks.add_timeline_comment",
         "placements.tasks.send_timeline_comment",
+        "oauth.confirmation.resume_parked_call",
     )},
     **{name: {"queue": "maintenance"} for name in (
         "messageservice.tasks.reconcile_all_senders",
@@ -368,6 +369,7 @@ CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {
         "oauth.tasks.keep_tokens_alive",
         "oauth.tasks.keep_tokens_alive_chunk",
         "oauth.tasks.expire_parked_calls",
+        "oauth.tasks.redispatch_confirmed_calls",
         "oauth.tasks.prune_call_log",
         "tenants.tasks.cleanup_stale_installs",
         "placements.tasks.redispatch_timeline_comments",

@@ -31,6 +31,8 @@ class OAuthConfig(AppConfig):
         add_periodic("oauth-expire-parked-calls", "oauth.tasks.expire_parked_calls", 3600,
                      description="Fails the calls that waited for an administrator to confirm a REST method longer "
                                  "than B24_METHOD_CONFIRM_TIMEOUT_HOURS.")
+        add_periodic("oauth-redispatch-confirmed-calls", "oauth.tasks.redispatch_confirmed_calls", 60,
+                     description="Dispatches again the confirmed calls whose resume was lost (broker down).")
         add_periodic("oauth-rollup-call-log", "oauth.tasks.rollup_call_log", 3600,
                      description="Rolls the REST call log up into calls per portal, day, method and error "
                                  "(the dashboard's REST chart and bursts read these).")

@@ -15,12 +15,12 @@ import hashlib
 import logging
 from datetime import datetime, timedelta
 
-from celery import Task, current_app
+from celery import Task, current_app, shared_task
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from b24portal.dispatch import dispatch_on_commit
+from b24portal.dispatch import dispatch_on_commit, publish, redispatch_late
 from tenants.journal import Actor, journal
 from tenants.models import JournalEntry, Portal
 
@@ -30,6 +30,8 @@ from .models import ParkedCall
 logger = logging.getLogger(__name__)
 
 State = ParkedCall.State
+# A confirmed call whose resume was not dispatched within this time (broker down) is dispatched again.
+REDISPATCH_AFTER = timedelta(minutes=2)
 
 
 def token_hash(access_token: str) -> str:
@@ -76,9 +78,9 @@ def do_decide(portal: Portal, *, method: str, access_token: str | None, confirme
             if confirmed and task is None:
                 _fail(call, f"confirmed, but the task {call.task_name} no longer exists", now)
             elif confirmed and task is not None:
-                call.state, call.decided_at, call.reason = State.RESUMED, now, "confirmed by an administrator"
+                call.state, call.decided_at, call.reason = State.CONFIRMED, now, "confirmed by an administrator"
                 call.save(update_fields=["state", "decided_at", "reason"])
-                dispatch_on_commit(task, *call.args, **call.kwargs)
+                dispatch_on_commit(resume_parked_call, call.pk)
             else:
                 _fail(call, f"an administrator of the portal denied the app the method {method}", now)
         if parked:
@@ -88,6 +90,31 @@ def do_decide(portal: Portal, *, method: str, access_token: str | None, confirme
                     level=JournalEntry.Level.INFO if confirmed else JournalEntry.Level.ERROR, actor=Actor.BITRIX24,
                     details={"method": method, "confirmed": confirmed, "calls": [c.pk for c in parked]})
     return len(parked)
+
+
+@shared_task
+def resume_parked_call(parked_id: int) -> str:
+    """Dispatch a confirmed call's own task again with its arguments; only then is it `resumed`."""
+    call = ParkedCall.objects.filter(pk=parked_id, state=State.CONFIRMED).first()
+    if call is None:
+        return "not owed"
+    task = current_app.tasks.get(call.task_name)
+    if task is None:
+        _fail(call, f"confirmed, but the task {call.task_name} no longer exists", timezone.now())
+        return "failed"
+    if not ParkedCall.objects.filter(pk=call.pk, state=State.CONFIRMED).update(state=State.RESUMED):
+        return "not owed"  # another resume took it
+    if not publish(task, *call.args, **call.kwargs):
+        ParkedCall.objects.filter(pk=call.pk).update(state=State.CONFIRMED)  # the sweeper tries again
+        return "not dispatched"
+    return "resumed"
+
+
+def redispatch_confirmed(now: datetime | None = None) -> int:
+    """Sweeper: confirmed calls whose resume was lost (broker down at commit) are dispatched again."""
+    now = now or timezone.now()
+    owed = ParkedCall.objects.filter(state=State.CONFIRMED, decided_at__lt=now - REDISPATCH_AFTER)
+    return redispatch_late(owed, "decided_at", resume_parked_call, now=now, limit=500)
 
 
 def do_expire(now: datetime | None = None) -> int:

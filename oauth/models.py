@@ -155,12 +155,14 @@ class PortalCapabilities(models.Model):
 class ParkedCall(models.Model):
     """Work that waits for a portal administrator to confirm a REST method for this application (spec §7:
     the call was answered 401 METHOD_CONFIRM_WAITING). Not a failure and not retried: ONAPPMETHODCONFIRM
-    resumes it (CONFIRMED=1: the task is dispatched again with its arguments) or fails it (0); one never
+    resumes it (CONFIRMED=1: `confirmed` until its task is dispatched again with its arguments, then
+    `resumed`; a sweeper dispatches a `confirmed` one whose dispatch was lost) or fails it (0); one never
     decided fails after B24_METHOD_CONFIRM_TIMEOUT_HOURS. The grant is tied to the access token the call
     used, kept here only as a hash."""
 
     class State(models.TextChoices):
         WAITING = "waiting", "Waiting for an administrator"
+        CONFIRMED = "confirmed", "Confirmed, to be resumed"  # owed: its task is dispatched (and swept) again
         RESUMED = "resumed", "Confirmed, resumed"
         FAILED = "failed", "Failed"
 

@@ -83,6 +83,12 @@ def expire_parked_calls() -> int:
 
 
 @shared_task
+def redispatch_confirmed_calls() -> int:
+    """Every minute: confirmed calls whose resume was never dispatched (broker down) are dispatched again."""
+    return confirmation.redispatch_confirmed()
+
+
+@shared_task
 def rollup_call_log() -> int:
     """Hourly: rebuild today's and yesterday's roll-ups so charts are current."""
     today = timezone.localdate()

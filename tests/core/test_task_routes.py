@@ -47,6 +47,8 @@ EXPECTED = {
     "oauth.tasks.keep_tokens_alive": "maintenance",
     "oauth.tasks.keep_tokens_alive_chunk": "maintenance",
     "oauth.tasks.expire_parked_calls": "maintenance",
+    "oauth.tasks.redispatch_confirmed_calls": "maintenance",
+    "oauth.confirmation.resume_parked_call": "lifecycle",
     "tenants.tasks.cleanup_stale_installs": "maintenance",
 }
 

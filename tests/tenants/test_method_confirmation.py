@@ -22,7 +22,7 @@ from installs.tasks import verify_portal
 from oauth.errors import B24MethodConfirmDenied, error_from_envelope
 from oauth.models import ParkedCall, PortalToken
 from oauth.retry import PARKED
-from oauth.tasks import expire_parked_calls
+from oauth.tasks import expire_parked_calls, redispatch_confirmed_calls
 from tenants.models import JournalEntry, Portal
 from tests.conftest import post_event
 from tests.fakes.bitrix24 import FakePortal
@@ -203,3 +203,21 @@ def test_a_refreshed_token_must_be_confirmed_again(live_portal: tuple[Portal, Fa
     second = ParkedCall.objects.get(portal=portal, state=ParkedCall.State.WAITING)
     assert second.pk != first.pk and second.token_hash != first.token_hash
     assert second.token_hash == service_token_hash(portal)
+
+
+@pytest.mark.django_db
+def test_a_confirmed_call_whose_resume_was_lost_is_dispatched_again_by_the_sweeper(
+        installed_portal: Portal, fake_portal: FakePortal) -> None:
+    owed = ParkedCall.objects.create(portal=installed_portal, method=METHOD, task_name=TASK,
+                                     args=[installed_portal.pk], token_hash="0" * 64,
+                                     state=ParkedCall.State.CONFIRMED,
+                                     decided_at=timezone.now() - timedelta(seconds=30))
+    assert redispatch_confirmed_calls.delay().get() == 0  # within its grace: the first dispatch may still come
+    ParkedCall.objects.filter(pk=owed.pk).update(decided_at=timezone.now() - timedelta(minutes=5))
+
+    assert redispatch_confirmed_calls.delay().get() == 1
+
+    owed.refresh_from_db()
+    assert owed.state == ParkedCall.State.RESUMED
+    assert fake_portal.count(METHOD, status=200) == 1  # verify_portal ran with its arguments
+    assert redispatch_confirmed_calls.delay().get() == 0
