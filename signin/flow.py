@@ -35,6 +35,7 @@ from b24portal.intake import MEMBER_ID_RE, TOKEN_RE, Rejected, text_field
 from oauth.errors import B24Error, B24PaymentRequired, B24TokensRevoked
 from oauth.models import PortalToken
 from oauth.tokens import TokenGrant, request_oauth, store_tokens
+from placements import config
 from placements.frames import issue_frame_token, prove_user_token, ui_language
 from tenants.models import Portal
 
@@ -188,8 +189,10 @@ def do_store_user_tokens(portal: Portal, grant: TokenGrant, user_id: int, is_adm
 
 
 def open_session(session: SessionBase, signed_in: SignedIn) -> None:
-    """A new session key (no fixation), the frame token the cabinet reads, and who is signed in."""
+    """A new session key (no fixation), the frame token the cabinet reads, and who is signed in. The session
+    lives as long as that frame token: once it lapses the user signs in again (and is proven again)."""
     session.cycle_key()
+    session.set_expiry(config.frame_token_max_age())
     session[FRAME_TOKEN_KEY] = issue_frame_token(signed_in.portal, signed_in.user_id, signed_in.is_admin,
                                                  signed_in.lang)
     session[SIGNED_IN_KEY] = {"portal": signed_in.portal.pk, "domain": signed_in.portal.domain,

@@ -69,6 +69,7 @@ def test_a_user_signs_in_and_the_session_carries_their_frame_token(
     assert code_exchanges(b24_cloud) >= 1
     cookie = response.cookies[settings.SESSION_COOKIE_NAME]
     assert cookie["samesite"] == "Lax" and cookie["secure"] and cookie["httponly"]
+    assert client.session.get_expiry_age() == settings.B24_FRAME_TOKEN_MAX_AGE  # dies with the frame token
 
 
 def test_an_administrator_is_proven_by_user_admin_and_the_installers_service_token_stays(
