@@ -18,9 +18,10 @@ from django.utils.translation import gettext_lazy as _
 
 from b24portal.crypto import mask
 from b24portal.dispatch import dispatch_on_commit
+from tenants.journal import Actor
 from tenants.models import Portal
 
-from . import calllog
+from . import calllog, confirmation
 from .models import ParkedCall, PortalCapabilities, PortalToken, RestCall, RestCallDaily
 from .tasks import check_capabilities
 
@@ -51,6 +52,12 @@ class ParkedCallAdmin(ReadOnlyAdmin):
     date_hierarchy = "parked_at"
     fields = ("portal", "method", "task_name", "args", "kwargs", "state", "reason", "parked_at", "decided_at")
     readonly_fields = fields
+    actions = ["give_up"]
+
+    @admin.action(description=_("Give up on the selected waiting calls (fail them)"))
+    def give_up(self, request: HttpRequest, queryset: QuerySet[ParkedCall]) -> None:
+        failed = confirmation.do_fail_by_staff(queryset, Actor.staff(request.user))
+        self.message_user(request, f"{failed} waiting call(s) failed", messages.SUCCESS)
 
 
 @admin.register(PortalToken)

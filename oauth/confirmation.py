@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from celery import Task, current_app, shared_task
@@ -132,6 +133,21 @@ def do_expire(now: datetime | None = None) -> int:
                     level=JournalEntry.Level.ERROR, details={"method": call.method, "parked_call": call.pk})
             expired += 1
     return expired
+
+
+def do_fail_by_staff(calls: Iterable[ParkedCall], actor: Actor) -> int:
+    """Staff give up on waiting calls (e.g. the customer will not use the feature that needs the method)."""
+    now = timezone.now()
+    failed = 0
+    with transaction.atomic():
+        for call in (ParkedCall.objects.select_for_update().select_related("portal")
+                     .filter(pk__in=[c.pk for c in calls], state=State.WAITING)):
+            _fail(call, f"given up by {actor}", now)
+            journal(call.portal, JournalEntry.Kind.STAFF,
+                    f"{call.task_name} waiting for {call.method}: given up by staff.", actor=actor,
+                    details={"parked_call": call.pk})
+            failed += 1
+    return failed
 
 
 def _fail(call: ParkedCall, reason: str, now: datetime) -> None:
