@@ -7,7 +7,7 @@ Tokens: only masked values and expiry, never a secret. Lists select their portal
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet, Sum
@@ -26,6 +26,7 @@ from .models import ParkedCall, PortalCapabilities, PortalToken, RestCall, RestC
 from .tasks import check_capabilities
 
 if TYPE_CHECKING:
+    from django.contrib.auth.models import User
     from django_stubs_ext import StrOrPromise
 
 CHART_DAYS = 30
@@ -56,7 +57,7 @@ class ParkedCallAdmin(ReadOnlyAdmin):
 
     @admin.action(description=_("Give up on the selected waiting calls (fail them)"))
     def give_up(self, request: HttpRequest, queryset: QuerySet[ParkedCall]) -> None:
-        failed = confirmation.do_fail_by_staff(queryset, Actor.staff(request.user))
+        failed = confirmation.do_fail_by_staff(queryset, Actor.staff(cast("User", request.user)))
         self.message_user(request, f"{failed} waiting call(s) failed", messages.SUCCESS)
 
 
