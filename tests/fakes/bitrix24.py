@@ -603,7 +603,10 @@ def _m_method_get(portal: FakePortal, params: dict[str, Any], ctx: CallContext) 
     spec = portal.method_spec(name)
     existing = spec is not None
     unavailable = {m.lower() for m in portal.unavailable_methods}
-    available = existing and name not in unavailable and (spec.scope is None or spec.scope in portal.scopes)
+    granted = ctx.webhook_scopes if ctx.webhook_scopes is not None else portal.scopes
+    available = existing and name not in unavailable and (spec.scope is None or spec.scope in granted)
+    if available and ctx.via_webhook:  # a webhook cannot call what needs an application context
+        available = name not in APP_CONTEXT_METHODS and spec.scope not in APP_CONTEXT_SCOPES
     return {"isExisting": existing, "isAvailable": available}
 
 
