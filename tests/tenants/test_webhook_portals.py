@@ -14,6 +14,7 @@ from b24portal.intake import Rejected
 from installs.actions import do_start_install_run
 from installs.intake import AppEvent
 from installs.lifecycle import handle_event
+from installs.tasks import verify_portal
 from installs.webhooks import AppContextRequired
 from messageservice.accounts import clean_account_data
 from messageservice.models import Message
@@ -228,3 +229,9 @@ def test_the_sms_handler_never_matches_a_webhook_portal(client, fake_portal):
     payload = send_from_bitrix24(fake_portal, "sms", "+79001234567", "hi", with_auth=False, check_registered=False)
     response = client.post(f"/b24/messageservice/{portal.handler_key}/", payload)
     assert response.status_code == 404 and not Message.objects.exists()
+
+
+def test_verify_now_does_not_call_app_info_for_a_webhook_portal(fake_portal):
+    portal, _ = connect_webhook_portal(fake_portal)
+    assert verify_portal.delay(portal.pk).get().startswith("skipped")
+    assert fake_portal.count("app.info") == 0
