@@ -10,8 +10,10 @@ from django.db.models import QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, path, reverse
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_post_parameters
 
 from b24portal.crypto import mask
 from oauth.models import WebhookCredential
@@ -116,6 +118,7 @@ class PortalAdmin(admin.ModelAdmin):
         add_webhook = self.admin_site.admin_view(self.add_webhook_view)
         return [path("add-webhook/", add_webhook, name="tenants_portal_add_webhook"), *super().get_urls()]
 
+    @method_decorator(sensitive_post_parameters("url"))  # error reports never show the webhook's secret
     def add_webhook_view(self, request: HttpRequest) -> HttpResponse:
         """Add (or re-connect) a portal by its incoming-webhook URL: proven before anything is stored."""
         if not self.has_change_permission(request):
@@ -182,7 +185,10 @@ class PortalAdmin(admin.ModelAdmin):
     def status_badge(self, obj: Portal) -> str:
         colors = {"active": "#2b8a3e", "new": "#1971c2", "blocked": "#e8590c", "needs_reinstall": "#c92a2a",
                   "deleted": "#868e96"}
-        return format_html('<b style="color:{}">{}</b>', colors.get(obj.status, "#333"), obj.get_status_display())
+        label: StrOrPromise = obj.get_status_display()
+        if obj.is_webhook and obj.status == Portal.Status.NEEDS_REINSTALL:
+            label = _("Needs a new webhook URL")  # Bitrix24 refused the webhook: staff paste its new URL
+        return format_html('<b style="color:{}">{}</b>', colors.get(obj.status, "#333"), label)
 
     @admin.display(description=_("last problem"), ordering="last_problem_at")
     def last_problem_short(self, obj: Portal) -> str:

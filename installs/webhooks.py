@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -48,6 +49,13 @@ def app_portal_for_domain(domain: str) -> Portal | None:
             .exclude(status=Portal.Status.DELETED).first())
 
 
+def webhook_portal_for_domain(domain: str) -> Portal | None:
+    """The webhook portal now on this domain, or first added on it (a portal renamed since keeps its
+    member_id `webhook:<first domain>`)."""
+    return (Portal.objects.filter(connection=Portal.Connection.WEBHOOK)
+            .filter(Q(domain=domain) | Q(member_id=webhook_member_id(domain))).order_by("pk").first())
+
+
 def do_connect_webhook_portal(address: WebhookAddress, proof: WebhookProof, *, staff_user: User) -> Portal:
     """Store (or update) the webhook portal of this domain with its proven webhook; it is active at once.
     A portal whose webhook was refused becomes active again with the new URL."""
@@ -56,16 +64,17 @@ def do_connect_webhook_portal(address: WebhookAddress, proof: WebhookProof, *, s
     with transaction.atomic():
         if app_portal_for_domain(address.domain) is not None:
             raise WebhookRefused(f"{address.domain} is already connected as an installed app", 409)
+        existing = webhook_portal_for_domain(address.domain)
         portal, created = Portal.objects.select_for_update().get_or_create(
-            member_id=webhook_member_id(address.domain),
+            member_id=existing.member_id if existing else webhook_member_id(address.domain),
             defaults={"domain": address.domain, "rest_endpoint": address.rest_endpoint,
                       "connection": Portal.Connection.WEBHOOK, "status": Portal.Status.ACTIVE,
                       "install_started_at": now, "installed_at": now},
         )
-        portal.rest_endpoint = address.rest_endpoint
+        portal.domain, portal.rest_endpoint = address.domain, address.rest_endpoint
         portal.installed_by_user_id = address.user_id
         portal.installed_by_name = proof.user_name
-        portal.save(update_fields=["rest_endpoint", "installed_by_user_id", "installed_by_name", "updated_at"])
+        portal.save(update_fields=["domain", "rest_endpoint", "installed_by_user_id", "installed_by_name", "updated_at"])
         previous = WebhookCredential.objects.filter(portal=portal).values_list("user_id", flat=True).first()
         WebhookCredential.objects.update_or_create(portal=portal, defaults={
             "user_id": address.user_id, "secret": address.secret, "user_name": proof.user_name,
@@ -108,8 +117,7 @@ class WebhookPortalForm(forms.Form):
             address = parse_webhook_url(self.cleaned_data["url"])
             if app_portal_for_domain(address.domain) is not None:
                 raise WebhookRefused(f"{address.domain} is already connected as an installed app", 409)
-            existing = Portal.objects.filter(member_id=webhook_member_id(address.domain)).first()
-            self.proof = prove_webhook(address, existing)
+            self.proof = prove_webhook(address, webhook_portal_for_domain(address.domain))
         except Rejected as exc:
             raise forms.ValidationError(exc.reason, code="webhook") from None
         self.address = address

@@ -164,3 +164,14 @@ def test_the_webhook_secret_never_reaches_a_log_line(fake_portal, debug_log_stre
     output = debug_log_stream.getvalue()
     assert "/rest/1/<redacted>/profile.json" in output  # urllib3's request line, masked
     assert secret_of(url) not in output
+
+
+def test_a_renamed_portal_is_followed_through_its_webhook_and_keeps_its_member_id(fake_portal, webhook_portal):
+    portal, _url = webhook_portal
+    member_id, old_domain = portal.member_id, portal.domain
+    fake_portal.move_domain()
+    assert PortalClient(portal).call("profile")["ID"] == "3"
+    portal.refresh_from_db()
+    assert portal.domain == fake_portal.domain != old_domain and portal.member_id == member_id
+    assert portal.rest_endpoint == fake_portal.client_endpoint
+    assert fake_portal.count(status=302) == 1  # the old address answered once; the new one served the call

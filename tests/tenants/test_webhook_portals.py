@@ -18,7 +18,7 @@ from installs.tasks import verify_portal
 from installs.webhooks import AppContextRequired
 from messageservice.accounts import clean_account_data
 from messageservice.models import Message
-from oauth.models import WebhookCredential
+from oauth.models import PortalCapabilities, WebhookCredential
 from tenants import schedule
 from tenants.journal import Actor
 from tenants.models import InstallRun, JournalEntry, Portal, PortalCheck, webhook_member_id
@@ -235,3 +235,27 @@ def test_verify_now_does_not_call_app_info_for_a_webhook_portal(fake_portal):
     portal, _ = connect_webhook_portal(fake_portal)
     assert verify_portal.delay(portal.pk).get().startswith("skipped")
     assert fake_portal.count("app.info") == 0
+
+
+def test_a_new_webhook_portal_has_its_capabilities_checked_once_stored(staff_client, fake_portal,
+                                                                       django_capture_on_commit_callbacks):
+    url = fake_portal.add_webhook(1, ["crm"])
+    with django_capture_on_commit_callbacks(execute=True):
+        assert staff_client.post(ADD_URL, {"url": url}).status_code == 302
+    caps = PortalCapabilities.objects.get(portal__connection=Portal.Connection.WEBHOOK)
+    assert caps.ok and caps.scopes == ["crm"] and caps.checked_at is not None
+
+
+def test_re_adding_a_renamed_webhook_portal_updates_it_instead_of_adding_another(staff_client, fake_portal):
+    portal, _ = connect_webhook_portal(fake_portal)
+    fake_portal.move_domain()
+    Portal.objects.filter(pk=portal.pk).update(domain=fake_portal.domain, rest_endpoint=fake_portal.client_endpoint)
+    new_url = fake_portal.add_webhook(1, ["crm"])
+    assert staff_client.post(ADD_URL, {"url": new_url}).status_code == 302
+    assert list(Portal.objects.values_list("pk", "member_id")) == [(portal.pk, portal.member_id)]
+
+
+def test_a_refused_webhook_portal_says_it_needs_a_new_url_in_the_list(staff_client, fake_portal):
+    portal, _ = connect_webhook_portal(fake_portal)
+    Portal.objects.filter(pk=portal.pk).update(status=Portal.Status.NEEDS_REINSTALL)
+    assert "Needs a new webhook URL" in staff_client.get("/admin/tenants/portal/").content.decode()
