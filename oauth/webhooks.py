@@ -92,8 +92,8 @@ def prove_webhook(address: WebhookAddress, portal: Portal | None = None) -> Webh
         response = post_method(address.endpoint, "batch", {"halt": 0, "cmd": methods}, None,
                                timeout=PROOF_TIMEOUT, suffix=".json")
         if response.is_redirect:
-            raise WebhookRefused("the portal answered with a redirect: it was renamed; use the URL with its "
-                                 "new address", 409)
+            raise WebhookRefused("the address answered with a redirect (a renamed or unknown portal); use the "
+                                 "webhook URL with the portal's current address", 409)
         batch = split_batch(parse_answer(response, "batch", safe=True).result, methods)
     except B24TransportError as exc:
         raise WebhookRefused(f"the portal could not be reached ({exc.description}); try again", 502) from None

@@ -56,6 +56,13 @@ Trust (what an app must verify before it lets a token change a portal; spec §1-
   ``status``, ``error`` (e.g. ``"NO_AUTH_FOUND"``), ``token`` or ``in_batch``. ``cloud.server_endpoint``
   is the auth server: it spends no portal permit (its calls are in ``cloud.oauth_requests``).
 
+Incoming webhooks (``local-integrations/local-webhooks.md``): ``url = portal.add_webhook(user_id, scopes)``
+gives ``<base_url>/rest/<user>/<secret>/``; ``<url><method>[.json]`` runs as that user within those scopes
+(no ``auth``; ``scope`` answers them, ``profile`` says who and ``ADMIN``), takes a permit like any request,
+and batches work. A wrong secret or user id (or ``portal.delete_webhook(url)``) is 401 ``INVALID_CREDENTIALS``;
+a method outside the scopes is 403 ``insufficient_scope``; app-context methods are 403 ``WRONG_AUTH_TYPE``
+(``messageservice.*``: ``ACCESS_DENIED`` "Application context required").
+
 Method handlers (``portal.register_method``) receive ``(portal, params, ctx)`` and return the ``result``
 (or a :class:`Paged` for list methods), or raise :class:`B24Error`.
 """
