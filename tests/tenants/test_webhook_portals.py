@@ -259,3 +259,12 @@ def test_a_refused_webhook_portal_says_it_needs_a_new_url_in_the_list(staff_clie
     portal, _ = connect_webhook_portal(fake_portal)
     Portal.objects.filter(pk=portal.pk).update(status=Portal.Status.NEEDS_REINSTALL)
     assert "Needs a new webhook URL" in staff_client.get("/admin/tenants/portal/").content.decode()
+
+
+def test_the_add_form_is_for_staff_who_may_change_portals(client, staff_client, fake_portal):
+    assert 'name="url"' in staff_client.get(ADD_URL).content.decode()
+    helpdesk = get_user_model().objects.create_user("helpdesk", "h@example.com", "pw", is_staff=True)
+    client.force_login(helpdesk)  # staff, but without the permission to change portals
+    url = fake_portal.add_webhook(1, ["crm"])
+    assert client.post(ADD_URL, {"url": url}).status_code == 403
+    assert nothing_stored() and fake_portal.count("batch") == 0
