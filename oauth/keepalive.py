@@ -49,6 +49,8 @@ def keep_alive(portal: Portal, now: datetime | None = None) -> str:
 
 def schedule_unscheduled(limit: int) -> int:
     """Active portals installed before this check existed get their first (spread) due time."""
-    ids = list(Portal.objects.filter(status=Portal.Status.ACTIVE).exclude(checks__kind=TOKEN_KEEPALIVE)
+    # Webhook-connected portals have no OAuth tokens to keep alive.
+    ids = list(Portal.objects.filter(status=Portal.Status.ACTIVE, connection=Portal.Connection.APP)
+               .exclude(checks__kind=TOKEN_KEEPALIVE)
                .values_list("pk", flat=True)[:limit])
     return schedule.ensure_scheduled(ids, [TOKEN_KEEPALIVE], KEEPALIVE_INTERVAL) if ids else 0

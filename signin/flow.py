@@ -95,7 +95,8 @@ def portal_for_address(address: Any) -> Portal:
     domain = normalize_address(address)
     if not is_allowed_domain(domain):
         raise SigninRefused(f"{domain} is not a Bitrix24 portal this service works with.", 403)
-    portal = Portal.objects.filter(domain=domain).first()
+    # A webhook-connected portal has no app installed: nobody can sign in to it with OAuth.
+    portal = Portal.objects.filter(domain=domain, connection=Portal.Connection.APP).first()
     if portal is None:
         raise SigninRefused(f"The b24portal app is not installed on {domain}.", 404, install_hint=True)
     if not portal.is_operational:
@@ -155,7 +156,7 @@ def complete(session: SessionBase, query: QueryDict) -> SignedIn:
     member_id = text_field(query, "member_id", pattern=MEMBER_ID_RE)
     if domain != saved_state["domain"]:
         raise SigninRefused("Bitrix24 answered for another portal than the one you asked to sign in to.", 403)
-    portal = Portal.objects.filter(pk=saved_state["portal"], domain=domain).first()
+    portal = Portal.objects.filter(pk=saved_state["portal"], domain=domain, connection=Portal.Connection.APP).first()
     if portal is None or portal.member_id != member_id or not portal.is_operational:
         raise SigninRefused(f"The b24portal app is not installed on {domain}.", 403, install_hint=True)
 

@@ -246,3 +246,11 @@ def test_malformed_or_foreign_callback_parameters_are_refused_before_any_exchang
 def test_a_callback_without_any_sign_in_started_is_refused(client: Client, db: Any) -> None:
     assert_refused(come_back(client, {"code": "a" * 40, "state": "s" * 40, "domain": "x.bitrix24.com",
                                       "member_id": "a" * 32}), 403, "not started in this browser")
+
+
+def test_a_webhook_connected_portal_cannot_be_signed_in_to(client: Client, db: Any) -> None:
+    from tests.factories import PortalFactory
+
+    PortalFactory(domain="hooks.bitrix24.com", connection=Portal.Connection.WEBHOOK)
+
+    assert_refused(client.post("/signin/", {"portal": "hooks.bitrix24.com"}), 404, "not installed")

@@ -8,8 +8,8 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('oauth', '0003_rest_call_count'),
-        ('tenants', '0006_installrun_progress_at'),
+        ('oauth', '0004_webhook_credential'),
+        ('tenants', '0007_portal_connection'),
     ]
 
     operations = [
