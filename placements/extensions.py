@@ -1,0 +1,47 @@
+"""Places where apps above this one add to the framed pages without this app importing them: the send form of
+the list-menu slider (e.g. the cabinet's SMS-template picker) and the app's main page (e.g. the cabinet link).
+
+An app registers a callable in its AppConfig.ready(); each page render asks every callable for a
+`PageAddon` (a template to include and its context) or None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .crm import CrmItem
+    from .frames import FrameContext
+
+
+@dataclass(frozen=True)
+class PageAddon:
+    template: str
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+SliderAddon = Callable[["FrameContext", "CrmItem", str], "PageAddon | None"]  # (frame, item, item-bound token)
+AppPageAddon = Callable[["FrameContext"], "PageAddon | None"]
+
+_slider_addons: dict[str, SliderAddon] = {}
+_app_page_addons: dict[str, AppPageAddon] = {}
+
+
+def register_slider_addon(name: str, addon: SliderAddon) -> None:
+    _slider_addons[name] = addon
+
+
+def register_app_page_addon(name: str, addon: AppPageAddon) -> None:
+    _app_page_addons[name] = addon
+
+
+def slider_addons(context: FrameContext, item: CrmItem, item_token: str) -> list[PageAddon]:
+    found = (addon(context, item, item_token) for addon in _slider_addons.values())
+    return [addon for addon in found if addon is not None]
+
+
+def app_page_addons(context: FrameContext) -> list[PageAddon]:
+    found = (addon(context) for addon in _app_page_addons.values())
+    return [addon for addon in found if addon is not None]
