@@ -187,6 +187,7 @@ INSTALLED_APPS = [
     "messageservice",
     "placements",
     "console",
+    "cabinet",
 ]
 
 MIDDLEWARE = [

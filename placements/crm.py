@@ -118,6 +118,11 @@ def _get(client: PortalClient, entity: CrmEntity, item_id: int) -> dict[str, Any
     return data
 
 
+def load_fields(client: PortalClient, entity: CrmEntity, item_id: int) -> dict[str, Any]:
+    """One item's raw fields with the client's (the user's) rights. Raises ItemUnavailable or B24Error."""
+    return _get(client, entity, item_id)
+
+
 def load_item(client: PortalClient, entity: CrmEntity, item_id: int) -> CrmItem:
     """The item and its phones, with the client's (the user's) rights. Raises ItemUnavailable or B24Error."""
     data = _get(client, entity, item_id)
