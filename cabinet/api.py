@@ -121,10 +121,10 @@ class TemplateFillView(TemplateAPIMixin):
     (default: the first). A token not bound to an item is a 403."""
 
     def get(self, request: Request, pk: int) -> Response:
+        template = self.template(pk)  # a foreign id is a 404 whatever the token
         scope = self.principal.item
         if scope is None or scope[0] not in ENTITIES:
             raise PermissionDenied("templates are filled in from a CRM item's SMS slider")
-        template = self.template(pk)
         form = FillSerializer(data=request.query_params)
         form.is_valid(raise_exception=True)
         client = PortalClient(self.portal, user_id=self.principal.user_id)
