@@ -73,15 +73,13 @@ def my_messages(request: HttpRequest, visit: Visit) -> HttpResponse:
     delivery history; three queries whatever the page size (count, page with its account, CRM links)."""
     rows = messages_by_author(visit.portal, visit.user_id).select_related("account").prefetch_related("crm_links")
     page = Paginator(rows, MESSAGES_PER_PAGE).get_page(_page_number(request))
-    for message in page.object_list:
-        message.crm_items = [  # type: ignore[attr-defined]
-            {"entity": OWNER_TYPES[link.owner_type_id].code, "id": link.owner_id,
-             "url": f"{visit.portal.origin}/crm/{OWNER_TYPES[link.owner_type_id].code.lower()}/details/"
-                    f"{link.owner_id}/"}
-            for link in message.crm_links.all() if link.owner_type_id in OWNER_TYPES]
+    lines = [{"message": message, "crm_items": [
+        {"entity": OWNER_TYPES[link.owner_type_id].code, "id": link.owner_id,
+         "url": f"{visit.portal.origin}/crm/{OWNER_TYPES[link.owner_type_id].code.lower()}/details/{link.owner_id}/"}
+        for link in message.crm_links.all() if link.owner_type_id in OWNER_TYPES]} for message in page.object_list]
     base = reverse("cabinet-home")
     return _page(request, visit, "cabinet/messages.html", {
-        "page": page,
+        "page": page, "lines": lines,
         "prev_url": f"{base}?page={page.previous_page_number()}" if page.has_previous() else "",
         "next_url": f"{base}?page={page.next_page_number()}" if page.has_next() else "",
     }, tab="messages")
@@ -102,10 +100,10 @@ def templates(request: HttpRequest, visit: Visit) -> HttpResponse:
     """The user's templates and the portal's; POST action=save adds one (portal-wide: administrators only,
     by the principal's proven admin flag; a `portal_wide` field from anyone else is a 403)."""
     if request.method == "POST" and request.POST.get("action") == "save":
-        form = {"name": request.POST.get("name", ""), "body": request.POST.get("body", ""),
-                "portal_wide": request.POST.get("scope") == "portal"}
+        portal_wide = request.POST.get("scope") == "portal"
+        form = {"name": request.POST.get("name", ""), "body": request.POST.get("body", ""), "portal_wide": portal_wide}
         try:
-            do_save_template(visit.principal, name=form["name"], body=form["body"], portal_wide=form["portal_wide"])
+            do_save_template(visit.principal, name=form["name"], body=form["body"], portal_wide=portal_wide)
         except TemplateForbidden as exc:
             return _notice(request, visit, exc.reason, status=403, tab="templates")
         except ValidationError as exc:
