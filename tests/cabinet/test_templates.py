@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from cabinet.models import SmsTemplate
+from tests.conftest import post_event
 from tests.fakes import b24_placements
 from tests.placements.conftest import api, frame_token, post_frame
 
@@ -257,3 +258,16 @@ def test_a_template_is_edited_and_deleted_in_a_frame(client, member, make_templa
 
     assert saved.status_code == 200 and "Template saved." in saved.content.decode() and mine.body == "Bye {first_name}"
     assert deleted.status_code == 200 and not SmsTemplate.objects.exists()
+
+
+# -- uninstall --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("clean", "kept"), [(True, 0), (False, 2)])
+def test_a_clean_uninstall_deletes_the_portals_templates_and_a_plain_one_keeps_them(client, installed_portal,
+                                                                                  fake_portal, make_template,
+                                                                                  clean, kept):
+    make_template(installed_portal, None, "Shared")
+    make_template(installed_portal, 5, "Personal")
+
+    assert post_event(client, fake_portal.onappuninstall(clean=clean)).status_code == 200
+
+    assert SmsTemplate.objects.filter(portal=installed_portal).count() == kept
