@@ -181,3 +181,18 @@ def test_the_slider_offers_the_users_and_the_portals_templates(client, installed
     assert 'id="template-picker"' in body
     assert f'<option value="{shared.pk}">Shared one (portal)</option>' in body
     assert f'<option value="{mine.pk}">My one</option>' in body and "The admin" not in body
+
+
+def test_the_templates_page_costs_the_same_queries_for_one_or_many_templates(member, make_template):
+    browser = signed_in(member.portal, member.user_id)
+    make_template(member.portal, None, "Shared 0")
+    browser.get("/cabinet/templates/")
+    with CaptureQueriesContext(connection) as one:
+        browser.get("/cabinet/templates/")
+    for i in range(10):
+        make_template(member.portal, None if i % 2 else member.user_id, f"Template {i}")
+    with CaptureQueriesContext(connection) as many:
+        body = browser.get("/cabinet/templates/").content.decode()
+
+    assert body.count("<tr data-id=") == 11
+    assert len(many.captured_queries) == len(one.captured_queries)
