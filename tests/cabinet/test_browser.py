@@ -18,14 +18,14 @@ from cabinet.models import SmsTemplate
 from messageservice.models import Message, MessageCrmLink
 from placements.frames import issue_frame_token
 from tests.fakes import b24_placements
+from tests.placements import test_browser as placements_browser  # skips this module too without Chromium
 from tests.placements.conftest import APP_URL, LIST_MENU_URL, frame_request
-from tests.placements.test_browser import (  # noqa: F401  (fixtures)
-    ARTIFACTS,
-    DOCS,
-    _sync_playwright_and_django,
-    b24,
-    browser,
-)
+
+ARTIFACTS, DOCS = placements_browser.ARTIFACTS, placements_browser.DOCS
+# The browser fixtures of the widget tests, used here as they are.
+_sync_playwright_and_django = placements_browser._sync_playwright_and_django
+browser = placements_browser.browser
+b24 = placements_browser.b24
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
