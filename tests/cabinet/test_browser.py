@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import os
 import shutil
+from importlib import import_module
 from typing import Any
 
 import pytest
 from django.conf import settings
-from django.contrib.sessions.backends.db import SessionStore
 
 from cabinet.access import SESSION_KEY
 from cabinet.models import SmsTemplate
@@ -110,7 +110,7 @@ def test_the_signed_in_cabinet_on_our_own_site(browser, live_server, installed_p
     SmsTemplate.objects.create(portal=installed_portal, owner_user_id=1, name="Call me back",
                                body="{name} ({company}), please call me back.", created_by_user_id=1,
                                updated_by_user_id=1)
-    session = SessionStore()
+    session = import_module(settings.SESSION_ENGINE).SessionStore()
     session[SESSION_KEY] = issue_frame_token(installed_portal, 1, True, "en")
     session.save()
     context = browser.new_context(viewport={"width": 1100, "height": 640})

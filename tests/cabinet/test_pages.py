@@ -196,3 +196,32 @@ def test_the_templates_page_costs_the_same_queries_for_one_or_many_templates(mem
 
     assert body.count("<tr data-id=") == 11
     assert len(many.captured_queries) == len(one.captured_queries)
+
+
+def test_malformed_cabinet_input_is_a_4xx_or_ignored_never_a_500(client, owner, member, settings):
+    admin = signed_in(owner.portal, owner.user_id, is_admin=True)
+    settings.B24_MAX_BODY_BYTES = 2000
+
+    assert signed_in(member.portal, member.user_id).get("/cabinet/?page=-3&page=x").status_code == 200
+    assert admin.post("/cabinet/portal/", {"action": "deactivate", "account": "9" * 40}).status_code == 404
+    assert admin.post("/cabinet/portal/", {"action": "deactivate", "account": "-1"}).status_code == 404
+    assert admin.post("/cabinet/templates/", data=b'{"action": "save"}', content_type="application/json").status_code == 200
+    assert framed_post(client, "/cabinet/", "x" * 3000).status_code == 413  # over the body limit
+    assert framed_post(client, "/cabinet/", "").status_code == 401
+    assert client.put("/cabinet/").status_code == 405
+
+
+def test_a_demoted_administrator_loses_the_portal_page_and_portal_wide_edits(client, installed_portal, fake_portal,
+                                                                             make_template, settings):
+    """Signed in, the session's token goes through the frames' admin re-proof (user.admin, own token)."""
+    fake_portal.add_user(5, is_admin=True)
+    frame_token(post_frame(client, APP_URL, fake_portal, user_id=5, is_admin=True))  # their token pair is kept
+    shared = make_template(installed_portal, None, "Shared")
+    browser = signed_in(installed_portal, 5, is_admin=True)
+    assert browser.get("/cabinet/portal/").status_code == 200
+
+    fake_portal.set_admin(5, False)
+    settings.B24_ADMIN_PROOF_SECONDS = -1  # every admin claim is now older than the proof window
+
+    assert browser.get("/cabinet/portal/").status_code == 403
+    assert browser.post(f"/cabinet/templates/{shared.pk}/", {"action": "delete"}).status_code == 403
