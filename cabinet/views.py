@@ -18,6 +18,7 @@ from messageservice.accounts import accounts_for, do_deactivate_account
 from messageservice.sending import messages_by_author
 from messageservice.stats import delivery_stats
 from placements import config as placements_config
+from placements import extensions
 from placements.crm import ENTITIES
 from tenants.journal import Actor
 
@@ -154,7 +155,7 @@ def _portal_page(request: HttpRequest, visit: Visit, *, note: str = "") -> HttpR
     accounts = list(accounts_for(visit.portal, active_only=False).order_by("-is_active", "name"))
     return _page(request, visit, "cabinet/portal.html", {
         "accounts": accounts, "stats": delivery_stats(days=STATS_DAYS, portal_id=visit.portal.pk),
-        "stats_days": STATS_DAYS, "note": note,
+        "stats_days": STATS_DAYS, "note": note, "sections": extensions.portal_sections(visit.principal),
         "deep_link_example": placements_config.deep_link(visit.portal, {"entity": "DEAL", "id": "1"}),
     }, tab="portal")
 

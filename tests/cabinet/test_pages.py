@@ -225,3 +225,20 @@ def test_a_demoted_administrator_loses_the_portal_page_and_portal_wide_edits(cli
 
     assert browser.get("/cabinet/portal/").status_code == 403
     assert browser.post(f"/cabinet/templates/{shared.pk}/", {"action": "delete"}).status_code == 403
+
+
+def test_a_sibling_app_plugs_its_card_into_the_portal_page_in_place_of_the_placeholder(owner, monkeypatch, tmp_path,
+                                                                                      settings):
+    from placements import extensions
+
+    (tmp_path / "records_card.html").write_text('<section class="card" id="api-keys">keys of {{ addon.portal }}'
+                                                '</section>')
+    settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [*settings.TEMPLATES[0]["DIRS"], tmp_path]}]
+    monkeypatch.setattr(extensions, "_portal_sections", {})
+    extensions.register_portal_section(
+        "records", lambda principal: extensions.PageAddon("records_card.html", {"portal": principal.portal.domain}))
+
+    body = signed_in(owner.portal, owner.user_id, is_admin=True).get("/cabinet/portal/").content.decode()
+
+    assert f'<section class="card" id="api-keys">keys of {owner.portal.domain}</section>' in body
+    assert 'id="api-keys-and-sync-jobs"' not in body
