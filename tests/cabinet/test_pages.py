@@ -242,3 +242,9 @@ def test_a_sibling_app_plugs_its_card_into_the_portal_page_in_place_of_the_place
 
     assert f'<section class="card" id="api-keys">keys of {owner.portal.domain}</section>' in body
     assert 'id="api-keys-and-sync-jobs"' not in body
+
+
+def test_another_users_app_page_leads_into_their_cabinet_without_the_portal_page(client, member, fake_portal):
+    page = post_frame(client, APP_URL, fake_portal, user_id=member.user_id, is_admin=False).content.decode()
+
+    assert 'id="open-cabinet"' in page and 'id="open-templates"' in page and 'id="open-portal"' not in page
