@@ -195,6 +195,7 @@ INSTALLED_APPS = [
     "placements",
     "console",
     "signin",
+    "cabinet",
 ]
 
 MIDDLEWARE = [
