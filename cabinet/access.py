@@ -27,11 +27,11 @@ from django.utils import translation
 from django.views.decorators.csrf import csrf_exempt
 
 from b24portal.intake import Rejected, frame_response, read_form
-from placements.frames import FramePrincipal, read_frame_token
+from placements.frames import SESSION_FRAME_TOKEN_KEY, FramePrincipal, read_frame_token
 
 logger = logging.getLogger(__name__)
 
-SESSION_KEY = "b24portal.frame_token"  # written by the sign-in (its contract with this app)
+SESSION_KEY = SESSION_FRAME_TOKEN_KEY  # written by the sign-in
 FRAME_FIELD = "frame_token"
 MAX_TOKEN_CHARS = 2048
 

@@ -55,6 +55,9 @@ from . import config
 logger = logging.getLogger(__name__)
 
 FRAME_TOKEN_SALT = "placements.frame-token"
+# Where a first-party session (signed in on our own site) keeps its frame token: the sign-in writes it, the
+# cabinet reads it with read_frame_token, so both ways in obey the same install-generation and admin rules.
+SESSION_FRAME_TOKEN_KEY = "b24portal.frame_token"
 PROOF_CACHE_PREFIX = "placements:frame-proof:"
 ADMIN_CLAIM_PREFIX = "placements:admin-claim:"
 SUPPORTED_LANGS = ("en", "ru")

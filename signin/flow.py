@@ -36,15 +36,15 @@ from oauth.errors import B24Error, B24PaymentRequired, B24TokensRevoked
 from oauth.models import PortalToken
 from oauth.tokens import TokenGrant, request_oauth, store_tokens
 from placements import config
-from placements.frames import issue_frame_token, prove_user_token, ui_language
+from placements.frames import SESSION_FRAME_TOKEN_KEY, issue_frame_token, prove_user_token, ui_language
 from tenants.models import Portal
 
 logger = logging.getLogger(__name__)
 
-# The session keys. FRAME_TOKEN_KEY is the contract with the cabinet: it reads it with
+# The session keys. FRAME_TOKEN_KEY is shared with the cabinet (placements.frames.SESSION_FRAME_TOKEN_KEY): it reads it with
 # placements.frames.read_frame_token, exactly like a token a verified frame hands out.
 STATE_KEY = "b24portal.signin_state"
-FRAME_TOKEN_KEY = "b24portal.frame_token"
+FRAME_TOKEN_KEY = SESSION_FRAME_TOKEN_KEY
 SIGNED_IN_KEY = "b24portal.signed_in"
 # How long a user may spend on the portal's authorize page (log in, decide) before the state lapses.
 STATE_MAX_AGE = 600
