@@ -1,0 +1,364 @@
+"""AMQP intake (RabbitMQ through kombu) and the `amqp` reply deliverer.
+
+Intake. Staff bind queues to portals in admin (`AmqpBinding`). `manage.py consume_records` (the
+`IntakeConsumer`) consumes every enabled binding's queue and reads the message format of the home-made
+"Bitrix service" it replaces, unchanged:
+
+    {"pattern": "user_created" | "user_updated" | "user_moved",
+     "data": {"action": "create_card" | "update_card" | "move_card",
+              "user": {"id": 123, "full_name": "...", "phone": "...", "stage": "NEW"},
+              "replyQueue": "bitrix.responses"}}
+
+`user.id` is the record's external id. A message is acked only after its job is stored (`do_accept_job`
+has committed): a consumer that dies before the ack leaves the message unacked, RabbitMQ delivers it again,
+and the idempotency key (the message's `message_id` property, else a hash of its body) finds the job stored
+the first time. A message we refuse (not JSON, not that format, or a record the intake refuses) is
+published to the dead-letter exchange with the reason in the `x-b24portal-reason` header (publisher
+confirms: the copy is on the broker before the original is acked), and, when it names a `replyQueue`, an
+error reply goes there (`{"status": "error", "reason": ..., "user": {...}}`) as the old service answered.
+Anything else (the database is down, ...) puts the message back for a later try.
+
+Replies. The `amqp` deliverer (registered with `records.replies.register_deliverer`) publishes a reply's
+body to its queue: persistent, `message_id` = the reply's delivery id (a receiver can drop duplicates),
+through the default exchange, with publisher confirms.
+
+The consumer has a connection for consuming and another for publishing (dead letters, error replies), so a
+publish waiting for its confirm never runs a delivery's callback inside another's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections
+from django.db.models import F
+from django.utils import timezone
+from kombu import Connection, Consumer, Exchange, Producer, Queue
+from kombu.message import Message
+
+from b24portal.inputs import InputRejected, parse_json_limited
+from b24portal.intake import Rejected
+from b24portal.logging import log_context
+
+from .channels import AmqpBinding
+from .intake import FIELDS, InvalidRecord, do_accept_job
+from .models import Reply, SyncJob
+from .replies import DeliveryError
+
+logger = logging.getLogger(__name__)
+
+# The message format's vocabulary (as data): pattern → the action it carries → our job action.
+PATTERN_ACTIONS = {"user_created": "create_card", "user_updated": "update_card", "user_moved": "move_card"}
+JOB_ACTIONS = {"create_card": SyncJob.Action.CREATE, "update_card": SyncJob.Action.UPDATE,
+               "move_card": SyncJob.Action.MOVE}
+REASON_HEADER = "x-b24portal-reason"
+QUEUE_HEADER = "x-b24portal-queue"
+MAX_QUEUE_NAME = 255  # AMQP short string
+CONNECT_TIMEOUT = 10
+PUBLISH_RETRIES = 3
+
+
+class Malformed(Exception):
+    """The message is refused; `reason` says why (the dead letter's header, the error reply's reason)."""
+
+    def __init__(self, reason: str, *, user: Any = None, reply_queue: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason[:500]
+        self.user = user if isinstance(user, dict) else {}
+        self.reply_queue = reply_queue
+
+
+@dataclass(frozen=True)
+class IntakeMessage:
+    action: str  # our SyncJob action
+    reply_action: str  # create_card / update_card / move_card
+    external_id: str
+    fields: dict[str, Any]
+    user: dict[str, Any]  # as sent: what the replies show
+    reply_queue: str
+
+
+def parse_message(body: bytes) -> IntakeMessage:
+    """Read one message of the format above; Malformed (with the reply queue when it is known) otherwise."""
+    try:
+        message = parse_json_limited(body, what="message")
+    except InputRejected as exc:
+        raise Malformed(exc.reason) from None
+    if not isinstance(message, dict):
+        raise Malformed("the message must be a JSON object")
+    data = message.get("data")
+    if not isinstance(data, dict):
+        raise Malformed("data must be an object")
+    reply_queue = data.get("replyQueue", "")
+    if reply_queue is None:
+        reply_queue = ""
+    if not isinstance(reply_queue, str) or len(reply_queue) > MAX_QUEUE_NAME or "\x00" in reply_queue:
+        raise Malformed(f"replyQueue must be a queue name (at most {MAX_QUEUE_NAME} characters)")
+    reply_queue = reply_queue.strip()
+    user = data.get("user")
+    pattern = message.get("pattern")
+    if not isinstance(pattern, str) or pattern not in PATTERN_ACTIONS:
+        raise Malformed(f"pattern must be one of {', '.join(PATTERN_ACTIONS)}", user=user, reply_queue=reply_queue)
+    action = data.get("action", PATTERN_ACTIONS[pattern])
+    if action != PATTERN_ACTIONS[pattern]:
+        raise Malformed(f"action {str(action)[:40]!r} does not go with pattern {pattern} "
+                        f"(expected {PATTERN_ACTIONS[pattern]})", user=user, reply_queue=reply_queue)
+    if not isinstance(user, dict):
+        raise Malformed("data.user must be an object", reply_queue=reply_queue)
+    external_id = user.get("id")
+    if isinstance(external_id, bool) or not isinstance(external_id, str | int) or str(external_id).strip() == "":
+        raise Malformed("data.user.id is required (a string or an integer)", user=user, reply_queue=reply_queue)
+    # The record's fields are what the API knows of the user object; other keys (the sender's own) only
+    # travel back in the replies. A move carries the stage alone.
+    names = ("stage",) if JOB_ACTIONS[action] == SyncJob.Action.MOVE else FIELDS
+    fields = {name: user[name] for name in names if name in user and user[name] is not None}
+    return IntakeMessage(action=JOB_ACTIONS[action], reply_action=action, external_id=str(external_id).strip(),
+                         fields=fields, user=user, reply_queue=reply_queue)
+
+
+def idempotency_key(message: Message) -> str:
+    """Stable per message: its `message_id` property when the sender sets one, else the body's hash (so a
+    redelivery, or the same message published twice, is one job)."""
+    message_id = (message.properties or {}).get("message_id")
+    if isinstance(message_id, str) and message_id.strip() and len(message_id) <= 150 \
+            and message_id.isascii() and message_id.isprintable() and " " not in message_id:
+        return f"amqp:{message_id.strip()}"
+    return "sha256:" + hashlib.sha256(bytes(message.body or b"")).hexdigest()
+
+
+def reason_of(exc: Rejected) -> str:
+    """An intake refusal in the old service's words: "Missing phone number", "stage: unknown stage ..."."""
+    if isinstance(exc, InvalidRecord):
+        parts = []
+        for name, problems in exc.field_errors.items():
+            for problem in problems:
+                parts.append(problem if problem[:1].isupper() or name == "non_field_errors" else f"{name}: {problem}")
+        return "; ".join(parts)
+    return str(exc)
+
+
+def error_reply(reason: str, user: Mapping[str, Any]) -> dict[str, Any]:
+    return {"status": "error", "reason": reason, "user": dict(user)}
+
+
+# -- publishing ---------------------------------------------------------------------------------------
+
+
+def amqp_connection(url: str | None = None) -> Connection:
+    """A connection with publisher confirms: a publish returns once the broker has the message."""
+    return Connection(url or settings.AMQP_URL, connect_timeout=CONNECT_TIMEOUT, heartbeat=0,
+                      transport_options={"confirm_publish": True})
+
+
+def dead_letter_exchange() -> Exchange:
+    return Exchange(settings.AMQP_DEAD_LETTER_QUEUE, type="fanout", durable=True)
+
+
+def dead_letter_queue() -> Queue:
+    return Queue(settings.AMQP_DEAD_LETTER_QUEUE, exchange=dead_letter_exchange(), durable=True)
+
+
+def declare_dead_letters(channel: Any) -> None:
+    """The DLX (fanout) and the DLQ bound to it; idempotent."""
+    dead_letter_queue().bind(channel).declare()
+
+
+def _ensure_reply_queue(connection: Connection, queue: str) -> None:
+    """A reply queue that does not exist yet is declared durable, so a reply is not dropped unroutable; an
+    existing queue is left as its owner declared it (a passive check first)."""
+    channel = connection.channel()
+    try:
+        channel.queue_declare(queue=queue, passive=True)
+    except connection.channel_errors:
+        channel = connection.channel()  # the failed passive declare closed that channel
+        channel.queue_declare(queue=queue, durable=True, auto_delete=False)
+    finally:
+        try:
+            channel.close()
+        except Exception:  # noqa: BLE001 - already closed by the broker
+            pass
+
+
+def publish_json(connection: Connection, queue: str, body: Mapping[str, Any], *, message_id: str = "",
+                 headers: Mapping[str, Any] | None = None) -> None:
+    """Publish one persistent JSON message to a queue through the default exchange (confirmed)."""
+    _ensure_reply_queue(connection, queue)
+    producer = Producer(connection.default_channel)
+    properties = {"message_id": message_id} if message_id else {}
+    producer.publish(json.dumps(body, ensure_ascii=False).encode(), exchange="", routing_key=queue,
+                     delivery_mode=2, content_type="application/json", content_encoding="utf-8",
+                     headers=dict(headers or {}), retry=True, retry_policy={"max_retries": PUBLISH_RETRIES},
+                     **properties)
+
+
+def publish_dead_letter(connection: Connection, message: Message, *, queue: str, reason: str) -> None:
+    """The refused message, body and properties unchanged, to the DLX with the reason and its queue."""
+    properties = message.properties or {}
+    headers = {**(message.headers or {}), REASON_HEADER: reason[:500], QUEUE_HEADER: queue}
+    producer = Producer(connection.default_channel, exchange=dead_letter_exchange())
+    extra = {k: properties[k] for k in ("message_id", "correlation_id", "reply_to", "timestamp", "type", "app_id")
+             if properties.get(k) is not None}
+    producer.publish(bytes(message.body or b""), routing_key=queue, delivery_mode=2,
+                     content_type=message.content_type or "application/octet-stream",
+                     content_encoding=message.content_encoding or "binary", headers=headers,
+                     retry=True, retry_policy={"max_retries": PUBLISH_RETRIES}, declare=[dead_letter_queue()],
+                     **extra)
+
+
+def deliver_reply(reply: Reply) -> None:
+    """The `amqp` deliverer: the reply's body to its queue, with the delivery id as `message_id`. A broker
+    that cannot be reached or refuses the publish is worth another try later (DeliveryError retryable)."""
+    if not settings.AMQP_URL:
+        raise DeliveryError("AMQP_URL is not set: AMQP replies cannot be delivered", retryable=True)
+    try:
+        with amqp_connection() as connection:
+            connection.ensure_connection(max_retries=1)
+            publish_json(connection, reply.target, reply.body, message_id=str(reply.delivery_id))
+    except (OSError, *Connection("amqp://").connection_errors, *Connection("amqp://").channel_errors) as exc:
+        raise DeliveryError(f"reply queue {reply.target!r} not reached: {type(exc).__name__}: "
+                            f"{str(exc)[:150]}", retryable=True) from None
+
+
+# -- the consumer -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    acked: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    requeued: int = 0
+
+
+class IntakeConsumer:
+    """Consumes the enabled bindings' queues until `stop()` says so; reloads the bindings every
+    `reload_seconds` (staff bind, unbind or disable a queue without a restart). `after_store(job)` runs after
+    a job is stored and before the ack (tests use it to kill the consumer there)."""
+
+    def __init__(self, url: str | None = None, *, prefetch: int = 20, reload_seconds: float = 30.0,
+                 poll_seconds: float = 1.0, after_store: Callable[[SyncJob], None] | None = None) -> None:
+        self.url = url or settings.AMQP_URL
+        self.prefetch = prefetch
+        self.reload_seconds = reload_seconds
+        self.poll_seconds = poll_seconds
+        self.after_store = after_store
+        self.outcome = Outcome()
+        self._bindings: dict[str, tuple[int, int]] = {}  # queue → (binding id, portal id)
+
+    def run(self, stop: Callable[[], bool] = lambda: False, *, reconnect_seconds: float = 5.0) -> Outcome:
+        lost = (OSError, *Connection(self.url).connection_errors)
+        while not stop():
+            try:
+                with amqp_connection(self.url) as consuming, amqp_connection(self.url) as publishing:
+                    self._serve(consuming, publishing, stop)
+            except lost as exc:
+                logger.warning("AMQP connection lost, reconnecting", extra={"error": type(exc).__name__})
+                if stop():
+                    break
+                time.sleep(reconnect_seconds)
+        return self.outcome
+
+    def _load_bindings(self) -> dict[str, tuple[int, int]]:
+        close_old_connections()
+        rows = AmqpBinding.objects.filter(enabled=True, portal__status="active").values_list(
+            "queue", "pk", "portal_id")
+        return {queue: (pk, portal_id) for queue, pk, portal_id in rows}
+
+    def _serve(self, consuming: Connection, publishing: Connection, stop: Callable[[], bool]) -> None:
+        consuming.ensure_connection(max_retries=3)
+        publishing.ensure_connection(max_retries=3)
+        declare_dead_letters(publishing.default_channel)
+        while not stop():
+            self._bindings = self._load_bindings()
+            channel = consuming.channel()
+            channel.basic_qos(prefetch_size=0, prefetch_count=self.prefetch, a_global=False)
+            consumers = []
+            for queue in sorted(self._bindings):
+                consumer = Consumer(channel, queues=[Queue(queue, durable=True, auto_delete=False)],
+                                    on_message=self._on_message_for(queue, publishing), accept=[])
+                consumer.consume()
+                consumers.append(consumer)
+            reload_at = time.monotonic() + self.reload_seconds
+            try:
+                while not stop() and time.monotonic() < reload_at:
+                    try:
+                        consuming.drain_events(timeout=self.poll_seconds)
+                    except socket.timeout:
+                        pass
+            finally:
+                for consumer in consumers:
+                    consumer.cancel()
+                channel.close()  # unacked deliveries of this channel go back to their queues
+
+    def _on_message_for(self, queue: str, publishing: Connection) -> Callable[[Message], None]:
+        def on_message(message: Message) -> None:
+            self.handle(queue, message, publishing)
+        return on_message
+
+    def handle(self, queue: str, message: Message, publishing: Connection) -> None:
+        binding = self._bindings.get(queue)
+        if binding is None:  # unbound since the consumer started: leave it for whoever reads it now
+            message.requeue()
+            self.outcome.requeued += 1
+            return
+        binding_id, portal_id = binding
+        try:
+            self._handle(binding_id, portal_id, queue, message, publishing)
+        except (DatabaseError, *publishing.connection_errors, *publishing.channel_errors, OSError) as exc:
+            # Not the message's fault: it goes back to the queue and is read again later.
+            logger.warning("AMQP message put back", extra={"queue": queue, "error": type(exc).__name__})
+            close_old_connections()
+            message.requeue()
+            self.outcome.requeued += 1
+            time.sleep(min(self.poll_seconds, 1.0))
+
+    def _handle(self, binding_id: int, portal_id: int, queue: str, message: Message, publishing: Connection) -> None:
+        close_old_connections()
+        binding = AmqpBinding.objects.select_related("portal").get(pk=binding_id)
+        portal = binding.portal
+        with log_context(member_id=portal.member_id):
+            try:
+                parsed = parse_message(bytes(message.body or b""))
+            except Malformed as exc:
+                self._refuse(binding_id, queue, message, publishing, exc.reason, exc.user, exc.reply_queue)
+                return
+            try:
+                job, created = do_accept_job(
+                    portal, action=parsed.action, external_id=parsed.external_id, fields=parsed.fields,
+                    idempotency_key=idempotency_key(message), source=SyncJob.Source.AMQP,
+                    reply_queue=parsed.reply_queue, reply_user=parsed.user)
+            except Rejected as exc:  # the intake refused the record (invalid fields, unknown record)
+                self._refuse(binding_id, queue, message, publishing, reason_of(exc), parsed.user,
+                             parsed.reply_queue)
+                return
+            if self.after_store is not None:
+                self.after_store(job)
+            message.ack()
+            self.outcome.acked += 1
+            if created:
+                self.outcome.accepted += 1
+            else:
+                self.outcome.duplicates += 1
+            AmqpBinding.objects.filter(pk=binding_id).update(
+                accepted_count=F("accepted_count") + int(created), last_message_at=timezone.now())
+
+    def _refuse(self, binding_id: int, queue: str, message: Message, publishing: Connection, reason: str,
+                user: Mapping[str, Any], reply_queue: str) -> None:
+        publish_dead_letter(publishing, message, queue=queue, reason=reason)
+        if reply_queue:
+            publish_json(publishing, reply_queue, error_reply(reason, user))
+        message.ack()
+        self.outcome.acked += 1
+        self.outcome.dead_lettered += 1
+        logger.info("AMQP message dead-lettered", extra={"queue": queue, "reason": reason[:200]})
+        AmqpBinding.objects.filter(pk=binding_id).update(
+            rejected_count=F("rejected_count") + 1, last_message_at=timezone.now(), last_rejection=reason[:500])
