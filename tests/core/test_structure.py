@@ -13,7 +13,7 @@ import grimp
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("b24portal", "tenants", "oauth", "installs", "messageservice", "placements", "console")
+PACKAGES = ("b24portal", "tenants", "oauth", "installs", "messageservice", "records", "placements", "console")
 
 
 def test_import_contract_holds() -> None:
