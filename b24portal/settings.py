@@ -191,6 +191,15 @@ RECORDS_CALLBACK_TIMEOUT = env.float("RECORDS_CALLBACK_TIMEOUT", default=10.0)
 RECORDS_THROTTLE = env.str("RECORDS_THROTTLE", default="1200/min")
 RECORDS_CORS_ALLOWED_ORIGINS = env.list("RECORDS_CORS_ALLOWED_ORIGINS", default=[])
 
+# --- AMQP intake and offline events (records/amqp.py, records/offline.py) ---------------------------------
+# The RabbitMQ that external systems publish records to (amqp://user:password@host:5672/vhost). Empty: the AMQP
+# intake is off (`make run` does not start `consume_records`, AMQP replies cannot be delivered).
+AMQP_URL = env.str("AMQP_URL", default="")
+# Refused messages are published to this exchange (fanout) and queue, with the reason in x-b24portal-reason.
+AMQP_DEAD_LETTER_QUEUE = env.str("AMQP_DEAD_LETTER_QUEUE", default="b24portal.records.dead-letter")
+# How often each bound portal's offline CRM events are read (changes made in Bitrix24 flow back).
+RECORDS_OFFLINE_POLL_SECONDS = env.int("RECORDS_OFFLINE_POLL_SECONDS", default=60)
+
 # --- Django-------------------------------------------------------------------------------------
 INSTALLED_APPS = [
     "console.apps.ConsoleAdminConfig",  # django.contrib.admin whose home is the dashboard
@@ -394,6 +403,8 @@ CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {
         "installs.tasks.redispatch_stuck_install_runs",
         "records.tasks.redispatch_lost_jobs",
         "records.replies.redispatch_replies",
+        "records.offline.poll_offline_events",
+        "records.offline.poll_offline_events_chunk",
     )},
 }
 

@@ -31,17 +31,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from amqp.exceptions import AMQPError, ChannelError
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 from django.db.models import F
 from django.utils import timezone
 from kombu import Connection, Consumer, Exchange, Producer, Queue
+from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.message import Message
 
 from b24portal.inputs import InputRejected, parse_json_limited
@@ -64,6 +65,9 @@ QUEUE_HEADER = "x-b24portal-queue"
 MAX_QUEUE_NAME = 255  # AMQP short string
 CONNECT_TIMEOUT = 10
 PUBLISH_RETRIES = 3
+# What a broker that is down, unreachable or refusing raises (kombu wraps some in its OperationalError).
+AMQP_ERRORS: tuple[type[BaseException], ...] = (OSError, AMQPError, KombuOperationalError)
+RETRY_LATER_ERRORS: tuple[type[BaseException], ...] = (DatabaseError, *AMQP_ERRORS)
 
 
 class Malformed(Exception):
@@ -124,6 +128,11 @@ def parse_message(body: bytes) -> IntakeMessage:
                          fields=fields, user=user, reply_queue=reply_queue)
 
 
+def message_body(message: Message) -> bytes:
+    body = message.body
+    return bytes(body) if isinstance(body, bytes | bytearray) else str(body or "").encode()
+
+
 def idempotency_key(message: Message) -> str:
     """Stable per message: its `message_id` property when the sender sets one, else the body's hash (so a
     redelivery, or the same message published twice, is one job)."""
@@ -131,7 +140,7 @@ def idempotency_key(message: Message) -> str:
     if isinstance(message_id, str) and message_id.strip() and len(message_id) <= 150 \
             and message_id.isascii() and message_id.isprintable() and " " not in message_id:
         return f"amqp:{message_id.strip()}"
-    return "sha256:" + hashlib.sha256(bytes(message.body or b"")).hexdigest()
+    return "sha256:" + hashlib.sha256(message_body(message)).hexdigest()
 
 
 def reason_of(exc: Rejected) -> str:
@@ -174,17 +183,17 @@ def declare_dead_letters(channel: Any) -> None:
 def _ensure_reply_queue(connection: Connection, queue: str) -> None:
     """A reply queue that does not exist yet is declared durable, so a reply is not dropped unroutable; an
     existing queue is left as its owner declared it (a passive check first)."""
-    channel = connection.channel()
+    channel: Any = connection.channel()
     try:
         channel.queue_declare(queue=queue, passive=True)
-    except connection.channel_errors:
+    except ChannelError:
         channel = connection.channel()  # the failed passive declare closed that channel
         channel.queue_declare(queue=queue, durable=True, auto_delete=False)
     finally:
         try:
             channel.close()
-        except Exception:  # noqa: BLE001 - already closed by the broker
-            pass
+        except AMQP_ERRORS:
+            logger.debug("reply-queue check channel already closed")
 
 
 def publish_json(connection: Connection, queue: str, body: Mapping[str, Any], *, message_id: str = "",
@@ -192,7 +201,7 @@ def publish_json(connection: Connection, queue: str, body: Mapping[str, Any], *,
     """Publish one persistent JSON message to a queue through the default exchange (confirmed)."""
     _ensure_reply_queue(connection, queue)
     producer = Producer(connection.default_channel)
-    properties = {"message_id": message_id} if message_id else {}
+    properties: dict[str, Any] = {"message_id": message_id} if message_id else {}
     producer.publish(json.dumps(body, ensure_ascii=False).encode(), exchange="", routing_key=queue,
                      delivery_mode=2, content_type="application/json", content_encoding="utf-8",
                      headers=dict(headers or {}), retry=True, retry_policy={"max_retries": PUBLISH_RETRIES},
@@ -204,9 +213,9 @@ def publish_dead_letter(connection: Connection, message: Message, *, queue: str,
     properties = message.properties or {}
     headers = {**(message.headers or {}), REASON_HEADER: reason[:500], QUEUE_HEADER: queue}
     producer = Producer(connection.default_channel, exchange=dead_letter_exchange())
-    extra = {k: properties[k] for k in ("message_id", "correlation_id", "reply_to", "timestamp", "type", "app_id")
+    extra: dict[str, Any] = {k: properties[k] for k in ("message_id", "correlation_id", "reply_to", "timestamp", "type", "app_id")
              if properties.get(k) is not None}
-    producer.publish(bytes(message.body or b""), routing_key=queue, delivery_mode=2,
+    producer.publish(message_body(message), routing_key=queue, delivery_mode=2,
                      content_type=message.content_type or "application/octet-stream",
                      content_encoding=message.content_encoding or "binary", headers=headers,
                      retry=True, retry_policy={"max_retries": PUBLISH_RETRIES}, declare=[dead_letter_queue()],
@@ -222,7 +231,7 @@ def deliver_reply(reply: Reply) -> None:
         with amqp_connection() as connection:
             connection.ensure_connection(max_retries=1)
             publish_json(connection, reply.target, reply.body, message_id=str(reply.delivery_id))
-    except (OSError, *Connection("amqp://").connection_errors, *Connection("amqp://").channel_errors) as exc:
+    except AMQP_ERRORS as exc:
         raise DeliveryError(f"reply queue {reply.target!r} not reached: {type(exc).__name__}: "
                             f"{str(exc)[:150]}", retryable=True) from None
 
@@ -255,12 +264,11 @@ class IntakeConsumer:
         self._bindings: dict[str, tuple[int, int]] = {}  # queue → (binding id, portal id)
 
     def run(self, stop: Callable[[], bool] = lambda: False, *, reconnect_seconds: float = 5.0) -> Outcome:
-        lost = (OSError, *Connection(self.url).connection_errors)
         while not stop():
             try:
                 with amqp_connection(self.url) as consuming, amqp_connection(self.url) as publishing:
                     self._serve(consuming, publishing, stop)
-            except lost as exc:
+            except AMQP_ERRORS as exc:
                 logger.warning("AMQP connection lost, reconnecting", extra={"error": type(exc).__name__})
                 if stop():
                     break
@@ -279,7 +287,7 @@ class IntakeConsumer:
         declare_dead_letters(publishing.default_channel)
         while not stop():
             self._bindings = self._load_bindings()
-            channel = consuming.channel()
+            channel: Any = consuming.channel()
             channel.basic_qos(prefetch_size=0, prefetch_count=self.prefetch, a_global=False)
             consumers = []
             for queue in sorted(self._bindings):
@@ -292,7 +300,7 @@ class IntakeConsumer:
                 while not stop() and time.monotonic() < reload_at:
                     try:
                         consuming.drain_events(timeout=self.poll_seconds)
-                    except socket.timeout:
+                    except TimeoutError:
                         pass
             finally:
                 for consumer in consumers:
@@ -313,7 +321,7 @@ class IntakeConsumer:
         binding_id, portal_id = binding
         try:
             self._handle(binding_id, portal_id, queue, message, publishing)
-        except (DatabaseError, *publishing.connection_errors, *publishing.channel_errors, OSError) as exc:
+        except RETRY_LATER_ERRORS as exc:
             # Not the message's fault: it goes back to the queue and is read again later.
             logger.warning("AMQP message put back", extra={"queue": queue, "error": type(exc).__name__})
             close_old_connections()
@@ -327,7 +335,7 @@ class IntakeConsumer:
         portal = binding.portal
         with log_context(member_id=portal.member_id):
             try:
-                parsed = parse_message(bytes(message.body or b""))
+                parsed = parse_message(message_body(message))
             except Malformed as exc:
                 self._refuse(binding_id, queue, message, publishing, exc.reason, exc.user, exc.reply_queue)
                 return

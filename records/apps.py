@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.conf import settings
 
 
 class RecordsConfig(AppConfig):
@@ -10,8 +11,11 @@ class RecordsConfig(AppConfig):
     def ready(self) -> None:
         from b24portal.celery import add_periodic
         from oauth import capabilities
+        from tenants import schedule
 
-        from . import replies  # noqa: F401  (registers the http deliverer)
+        # replies registers the http deliverer; admin_channels the AMQP / offline-feed admin; offline the
+        # install step and its tasks; amqp the amqp deliverer (below).
+        from . import admin_channels, amqp, offline, replies  # noqa: F401
 
         capabilities.require_methods("crm.lead.add", "crm.lead.update", "crm.lead.list", "crm.status.list",
                                      scope="crm", app="records")
@@ -21,3 +25,10 @@ class RecordsConfig(AppConfig):
         add_periodic("records-redispatch-replies", "records.replies.redispatch_replies", 60,
                      description="Delivers again the records replies (callbacks, reply queues) whose task was "
                                  "lost or whose worker died.")
+        replies.register_deliverer("amqp", amqp.deliver_reply)
+        capabilities.require_methods("crm.lead.get", scope="crm", app="records")
+        schedule.register_check(offline.OFFLINE_CHECK, offline.poll_interval)
+        add_periodic("records-poll-offline-events", "records.offline.poll_offline_events",
+                     settings.B24_DUE_CHECKS_TICK_SECONDS, staff_may_pause=True,
+                     description="Reads the offline CRM events of each due portal and sends card_changed replies "
+                                 "for leads moved or edited in Bitrix24.")

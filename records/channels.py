@@ -68,3 +68,11 @@ class OfflineFeed(models.Model):
 
     def __str__(self) -> str:
         return f"offline events of portal {self.portal_id}: {self.status}"
+
+
+def own_write_params(portal_id: int) -> dict[str, str]:
+    """What our crm.lead.add/update calls carry so Bitrix24 does not record them as this portal's offline
+    events (`auth_connector`, when the feed is bound with one)."""
+    connector = OfflineFeed.objects.filter(portal_id=portal_id, status=OfflineFeed.Status.BOUND).values_list(
+        "auth_connector", flat=True).first()
+    return {"auth_connector": connector} if connector else {}

@@ -50,7 +50,7 @@ from tenants import schedule
 from tenants.journal import journal
 from tenants.models import Portal
 
-from .channels import OfflineFeed
+from .channels import OfflineFeed, own_write_params  # noqa: F401  (re-exported)
 from .models import Record, StageMapping, SyncJob
 from .replies import do_queue_replies
 
@@ -121,13 +121,6 @@ def bind_offline_events(portal: Portal, client: PortalClient) -> str:
                                                                   "by their state)"))
     return f"offline events {'bound ' + ', '.join(missing) if missing else 'already bound'}" + \
         (f" (auth_connector {connector})" if connector else " (without auth_connector)")
-
-
-def own_write_params(portal: Portal) -> dict[str, str]:
-    """What our crm.lead.add/update calls must carry so Bitrix24 does not record them as offline events."""
-    connector = OfflineFeed.objects.filter(portal=portal, status=OfflineFeed.Status.BOUND).values_list(
-        "auth_connector", flat=True).first()
-    return {"auth_connector": connector} if connector else {}
 
 
 # -- comparing a lead with our last write -------------------------------------------------------------
@@ -280,7 +273,7 @@ def process_events(portal: Portal, client: PortalClient, events: Iterable[Mappin
                                       state__in=[SyncJob.State.PENDING, SyncJob.State.RUNNING])
                .values_list("record__lead_id", flat=True))
     updates = [lid for e in events if str(e.get("EVENT_NAME", "")).upper() == "ONCRMLEADUPDATE"
-               and (lid := _lead_id(e)) in records and lid not in busy]
+               and (lid := _lead_id(e)) is not None and lid in records and lid not in busy]
     found, gone, read_failed = _read_leads(client, updates)
     clear: list[str] = []
     errors: list[str] = []
@@ -308,7 +301,7 @@ def process_events(portal: Portal, client: PortalClient, events: Iterable[Mappin
             report.changes += int(sent)
             report.echoes += int(not sent)
             clear.append(event_id)
-        except Exception as exc:  # noqa: BLE001 - one bad event is marked, the others go on
+        except Exception as exc:  # one bad event is marked, the others go on
             if isinstance(exc, B24Error) and exc.retryable:
                 raise
             report.failed += 1
@@ -352,7 +345,7 @@ def poll_portal(portal: Portal, client: PortalClient | None = None) -> PollRepor
         OfflineFeed.objects.filter(pk=feed.pk).update(
             events_processed=F("events_processed") + len(clear), events_failed=F("events_failed") + len(errors),
             last_polled_at=timezone.now(), last_error=("; ".join(report.errors))[:500] if errors else "")
-        if len(events) < PAGE or report.deferred > before and not clear and not errors:
+        if len(events) < PAGE or (report.deferred > before and not clear and not errors):
             break  # all read, or only deferred ones are left (they would come back at once)
     else:
         report.more = True
