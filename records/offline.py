@@ -166,7 +166,7 @@ def _first_value(value: Any) -> str:
 
 def lead_user(record: Record, lead: Mapping[str, Any], stage: str) -> dict[str, Any]:
     """The record as the lead now has it, in the message vocabulary (what replies show as "user")."""
-    name = " ".join(str(lead.get(k) or "").strip() for k in ("NAME", "SECOND_NAME", "LAST_NAME")).strip()
+    name = " ".join(part for k in ("NAME", "SECOND_NAME", "LAST_NAME") if (part := str(lead.get(k) or "").strip()))
     user: dict[str, Any] = {"id": record.external_id, "full_name": name or str(lead.get("TITLE") or ""),
                             "phone": _first_value(lead.get("PHONE")), "stage": stage}
     email = _first_value(lead.get("EMAIL"))

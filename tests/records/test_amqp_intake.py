@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -21,7 +21,7 @@ from records.amqp import REASON_HEADER, IntakeConsumer, Malformed, deliver_reply
 from records.channels import AmqpBinding
 from records.models import Record, Reply, SyncJob
 from records.replies import DeliveryError
-from tests.amqp_harness import AMQP_TEST_URL, Rabbit, rabbit  # noqa: F401  (the fixture)
+from tests.amqp_harness import AMQP_TEST_URL, Rabbit
 from tests.fakes import b24_crm
 from tests.fakes.bitrix24 import FakePortal
 
@@ -35,11 +35,14 @@ class Killed(BaseException):
 
 
 @pytest.fixture
-def amqp(settings: Any, rabbit: Rabbit) -> Rabbit:
+def amqp(settings: Any) -> Iterator[Rabbit]:
+    """The real RabbitMQ; this test's dead-letter exchange and queue; everything deleted afterwards."""
+    rabbit = Rabbit(AMQP_TEST_URL)
     settings.AMQP_URL = AMQP_TEST_URL
     settings.AMQP_DEAD_LETTER_QUEUE = rabbit.name("dead-letter")
     rabbit.exchanges.append(settings.AMQP_DEAD_LETTER_QUEUE)
-    return rabbit
+    yield rabbit
+    rabbit.close()
 
 
 @pytest.fixture
