@@ -1,6 +1,6 @@
 """The real RabbitMQ for tests (127.0.0.1:5672, guest/guest; override with TEST_AMQP_URL).
 
-    def test_x(rabbit: Rabbit) -> None:             # import the fixture: `from tests.amqp_harness import rabbit`
+    rabbit = Rabbit(AMQP_TEST_URL)                  # in a fixture; rabbit.close() at teardown
         queue = rabbit.queue("intake")              # a unique, declared, durable queue, deleted at teardown
         rabbit.publish(queue, {"pattern": ...}, message_id="m1")
         message = rabbit.get(queue)                 # waits (bounded) for one message; None when none came
@@ -15,10 +15,8 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from kombu import Connection, Exchange, Queue
 from kombu.message import Message
 
@@ -98,10 +96,3 @@ class Rabbit:
                 Exchange(name).bind(channel).delete()
         finally:
             self.connection.release()
-
-
-@pytest.fixture
-def rabbit() -> Iterator[Rabbit]:
-    broker = Rabbit(AMQP_TEST_URL)
-    yield broker
-    broker.close()

@@ -36,6 +36,8 @@ EXPECTED = {
     "placements.tasks.redispatch_timeline_comments": "maintenance",
     "records.tasks.redispatch_lost_jobs": "maintenance",
     "records.replies.redispatch_replies": "maintenance",
+    "records.offline.poll_offline_events": "maintenance",
+    "records.offline.poll_offline_events_chunk": "maintenance",
     "installs.tasks.redispatch_stuck_install_runs": "maintenance",
     # Maintenance: nobody waits.
     "messageservice.tasks.reconcile_all_senders": "maintenance",
