@@ -180,9 +180,10 @@ def declare_dead_letters(channel: Any) -> None:
     dead_letter_queue().bind(channel).declare()
 
 
-def _ensure_reply_queue(connection: Connection, queue: str) -> None:
-    """A reply queue that does not exist yet is declared durable, so a reply is not dropped unroutable; an
-    existing queue is left as its owner declared it (a passive check first)."""
+def ensure_queue(connection: Connection, queue: str) -> None:
+    """A queue that does not exist yet is declared durable (a reply is then not dropped as unroutable; a
+    bound queue is there for the sender); an existing queue is left as its owner declared it, arguments
+    (TTL, dead-lettering, ...) and all: a passive check first, on a channel of its own."""
     channel: Any = connection.channel()
     try:
         channel.queue_declare(queue=queue, passive=True)
@@ -199,7 +200,7 @@ def _ensure_reply_queue(connection: Connection, queue: str) -> None:
 def publish_json(connection: Connection, queue: str, body: Mapping[str, Any], *, message_id: str = "",
                  headers: Mapping[str, Any] | None = None) -> None:
     """Publish one persistent JSON message to a queue through the default exchange (confirmed)."""
-    _ensure_reply_queue(connection, queue)
+    ensure_queue(connection, queue)
     producer = Producer(connection.default_channel)
     properties: dict[str, Any] = {"message_id": message_id} if message_id else {}
     producer.publish(json.dumps(body, ensure_ascii=False).encode(), exchange="", routing_key=queue,
@@ -291,7 +292,12 @@ class IntakeConsumer:
             channel.basic_qos(prefetch_size=0, prefetch_count=self.prefetch, a_global=False)
             consumers = []
             for queue in sorted(self._bindings):
-                consumer = Consumer(channel, queues=[Queue(queue, durable=True, auto_delete=False)],
+                try:
+                    ensure_queue(consuming, queue)
+                except ChannelError as exc:  # e.g. access refused: the other queues are still read
+                    logger.warning("AMQP queue not consumed", extra={"queue": queue, "error": str(exc)[:200]})
+                    continue
+                consumer = Consumer(channel, queues=[Queue(queue, no_declare=True)],
                                     on_message=self._on_message_for(queue, publishing), accept=[])
                 consumer.consume()
                 consumers.append(consumer)

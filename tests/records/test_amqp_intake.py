@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
+from kombu import Queue
 
 from records.amqp import REASON_HEADER, IntakeConsumer, Malformed, deliver_reply, message_body, parse_message
 from records.channels import AmqpBinding
@@ -154,6 +155,16 @@ def test_a_consumer_killed_before_the_ack_gets_the_message_again_and_it_is_one_j
     assert len(leads_of(fake_portal, "123")) == 1
     assert len(amqp.drain(replies)) == 1
     assert amqp.count(bound_queue) == 0
+
+
+def test_a_queue_its_owner_declared_with_arguments_is_read_as_it_is(
+        amqp: Rabbit, installed_portal: Any) -> None:
+    queue = amqp.name("owned")
+    Queue(queue, durable=True, queue_arguments={"x-message-ttl": 600_000}).bind(amqp.channel).declare()
+    AmqpBinding.objects.create(portal=installed_portal, queue=queue)
+    amqp.publish(queue, message("user_created", "create_card", IVAN, ""))
+    consumer = consume(lambda c: c.outcome.acked >= 1)
+    assert consumer.outcome.accepted == 1 and SyncJob.objects.count() == 1
 
 
 def test_a_disabled_binding_is_not_read(amqp: Rabbit, bound_queue: str) -> None:
