@@ -69,7 +69,7 @@ class RoundResult:
     succeeded: int = 0
     failed: int = 0
     retrying: int = 0
-    retry_after: float | None = None  # the round was stopped by a limit: come back after this long
+    retry_after: float | None = None  # the whole request failed (a limit, an outage): pause this portal
 
 
 def worth_retrying(exc: B24Error) -> bool:
@@ -276,7 +276,8 @@ def _settle_error(group: Group, exc: B24Error, result: RoundResult, *, whole: bo
         next_attempt_at=now + timedelta(seconds=delay),
         **({"attempts": F("attempts") - 1} if not_sent else {}))
     result.retrying += len(group.jobs)
-    result.retry_after = delay if result.retry_after is None else min(result.retry_after, delay)
+    if whole:
+        result.retry_after = delay if result.retry_after is None else min(result.retry_after, delay)
 
 
 def do_release_stale_claims(now: datetime | None = None) -> int:

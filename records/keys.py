@@ -27,14 +27,29 @@ def new_callback_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
+def assign_new_key(api_key: ApiKey) -> str:
+    """Give an unsaved key row its key (hash and prefix) and a callback secret; returns the key itself."""
+    key = new_key()
+    api_key.prefix, api_key.key_hash = key[:SHOWN_PREFIX_LENGTH], hash_api_key(key)
+    api_key.callback_secret = new_callback_secret()
+    return key
+
+
+def do_rotate_callback_secret(api_key: ApiKey) -> str:
+    """A new signing secret for the key's callbacks (returned once to show staff)."""
+    secret = new_callback_secret()
+    ApiKey.objects.filter(pk=api_key.pk).update(callback_secret=secret)
+    api_key.callback_secret = secret
+    return secret
+
+
 def do_create_api_key(portal: Portal, *, name: str, callback_url: str = "") -> tuple[ApiKey, str]:
     """A new key for `portal`; returns the row and the key itself (shown to staff once, never stored).
     The key gets a callback secret for signing its callbacks."""
-    key = new_key()
+    api_key = ApiKey(portal=portal, name=name, callback_url=callback_url)
+    key = assign_new_key(api_key)
     with transaction.atomic():
-        api_key = ApiKey.objects.create(portal=portal, name=name, prefix=key[:SHOWN_PREFIX_LENGTH],
-                                        key_hash=hash_api_key(key), callback_url=callback_url,
-                                        callback_secret=new_callback_secret())
+        api_key.save()
     return api_key, key
 
 
