@@ -11,10 +11,11 @@ import pytest
 import requests
 from django.test import Client
 
+from oauth.client import PortalClient
 from records.channels import OfflineFeed
 from records.intake import do_accept_job
 from records.models import Record, Reply, StageMapping
-from records.offline import OFFLINE_CHECK, poll_offline_events, poll_portal
+from records.offline import OFFLINE_CHECK, bind_offline_events, poll_offline_events, poll_portal
 from tenants import schedule
 from tenants.models import PortalCheck
 from tests.conftest import install_through_the_frame
@@ -90,6 +91,17 @@ def test_without_rest_offline_extended_nothing_is_bound_and_admin_shows_it_unava
     page = admin_client.get("/admin/records/offlinefeed/")
     assert page.status_code == 200 and "Unavailable (feature.get rest_offline_extended = N)" in page.content.decode()
     assert poll_portal(portal).pages == 0 and fake.count("event.offline.get") == 0
+
+
+def test_a_refused_bind_is_shown_as_failed_without_failing_the_install(install_with_offline: Any) -> None:
+    portal, fake = install_with_offline()
+    fake.event_bindings[:] = [b for b in fake.event_bindings if not b.offline]
+    fake.fail_next("event.bind", "ACCESS_DENIED", "Access denied!", 403)
+    report = bind_offline_events(portal, PortalClient(portal))
+    assert report.startswith("offline events NOT bound")
+    feed = OfflineFeed.objects.get(portal=portal)
+    assert feed.status == OfflineFeed.Status.FAILED and "ACCESS_DENIED" in feed.detail
+    assert poll_portal(portal).pages == 0
 
 
 def test_a_lead_moved_by_a_person_sends_card_changed_with_the_external_stage(
