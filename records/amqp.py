@@ -48,6 +48,7 @@ from kombu.message import Message
 from b24portal.inputs import InputRejected, parse_json_limited
 from b24portal.intake import Rejected
 from b24portal.logging import log_context
+from tenants.models import Portal
 
 from .channels import AmqpBinding
 from .intake import FIELDS, InvalidRecord, do_accept_job
@@ -278,7 +279,7 @@ class IntakeConsumer:
 
     def _load_bindings(self) -> dict[str, tuple[int, int]]:
         close_old_connections()
-        rows = AmqpBinding.objects.filter(enabled=True, portal__status="active").values_list(
+        rows = AmqpBinding.objects.filter(enabled=True, portal__status=Portal.Status.ACTIVE).values_list(
             "queue", "pk", "portal_id")
         return {queue: (pk, portal_id) for queue, pk, portal_id in rows}
 
@@ -321,23 +322,35 @@ class IntakeConsumer:
     def handle(self, queue: str, message: Message, publishing: Connection) -> None:
         binding = self._bindings.get(queue)
         if binding is None:  # unbound since the consumer started: leave it for whoever reads it now
-            message.requeue()
-            self.outcome.requeued += 1
+            self._put_back(queue, message, "unbound")
             return
-        binding_id, portal_id = binding
+        binding_id, _portal_id = binding
         try:
-            self._handle(binding_id, portal_id, queue, message, publishing)
+            self._handle(binding_id, queue, message, publishing)
         except RETRY_LATER_ERRORS as exc:
             # Not the message's fault: it goes back to the queue and is read again later.
-            logger.warning("AMQP message put back", extra={"queue": queue, "error": type(exc).__name__})
             close_old_connections()
-            message.requeue()
-            self.outcome.requeued += 1
-            time.sleep(min(self.poll_seconds, 1.0))
+            self._put_back(queue, message, type(exc).__name__)
+        except Exception as exc:
+            # A bug of ours must neither lose the message nor stop the queue behind it: it is parked in the
+            # dead-letter queue with the error (staff can publish it again once the bug is fixed).
+            logger.exception("AMQP message could not be handled", extra={"queue": queue})
+            self._refuse(binding_id, queue, message, publishing,
+                         f"not processed: {type(exc).__name__}: {str(exc)[:300]}", {}, "")
 
-    def _handle(self, binding_id: int, portal_id: int, queue: str, message: Message, publishing: Connection) -> None:
+    def _put_back(self, queue: str, message: Message, why: str) -> None:
+        logger.warning("AMQP message put back", extra={"queue": queue, "error": why})
+        message.requeue()
+        self.outcome.requeued += 1
+        time.sleep(min(self.poll_seconds, 1.0))
+
+    def _handle(self, binding_id: int, queue: str, message: Message, publishing: Connection) -> None:
         close_old_connections()
-        binding = AmqpBinding.objects.select_related("portal").get(pk=binding_id)
+        binding = AmqpBinding.objects.select_related("portal").filter(
+            pk=binding_id, enabled=True, portal__status=Portal.Status.ACTIVE).first()
+        if binding is None:  # disabled, removed or its portal no longer active since the last reload
+            self._put_back(queue, message, "binding not active")
+            return
         portal = binding.portal
         with log_context(member_id=portal.member_id):
             try:

@@ -167,6 +167,20 @@ def test_a_queue_its_owner_declared_with_arguments_is_read_as_it_is(
     assert consumer.outcome.accepted == 1 and SyncJob.objects.count() == 1
 
 
+def test_a_message_our_code_fails_on_is_parked_in_the_dead_letter_queue_and_the_queue_goes_on(
+        amqp: Rabbit, bound_queue: str, settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("records.amqp.do_accept_job", broken)
+    amqp.publish(bound_queue, message("user_created", "create_card", IVAN, ""))
+    amqp.publish(bound_queue, message("user_created", "create_card", {**IVAN, "id": 124}, ""))
+    consumer = consume(lambda c: c.outcome.acked >= 2)
+    assert consumer.outcome.dead_lettered == 2
+    dead = amqp.drain(settings.AMQP_DEAD_LETTER_QUEUE)
+    assert [m.headers[REASON_HEADER] for m in dead] == ["not processed: RuntimeError: a bug"] * 2
+
+
 def test_a_disabled_binding_is_not_read(amqp: Rabbit, bound_queue: str) -> None:
     AmqpBinding.objects.update(enabled=False)
     amqp.publish(bound_queue, message("user_created", "create_card", IVAN, ""))
