@@ -11,7 +11,7 @@ from django.utils import timezone
 from oauth.client import PortalClient
 from records import applying, tasks
 from records.intake import do_accept_job
-from records.models import Outcome, Record, SyncJob
+from records.models import Outcome, Record, StageMapping, SyncJob
 from tests.fakes import b24_crm
 from tests.fakes.bitrix24 import FakePortal
 
@@ -250,3 +250,26 @@ def test_claims_take_at_most_fifty_records_per_batch(installed_portal: Any, fake
     groups = applying.claim_groups(installed_portal, timezone.now())
     assert len(groups) == 50
     assert SyncJob.objects.filter(state="running").count() == 50
+
+
+def test_external_stages_are_written_as_their_mapped_status(installed_portal: Any, fake_portal: FakePortal,
+                                                            django_capture_on_commit_callbacks: Any):
+    tasks.load_stage_mapping.apply(args=(installed_portal.pk,))
+    StageMapping.objects.filter(portal=installed_portal, status_id="IN_PROCESS").update(external_stage="calling")
+    accept_quietly(django_capture_on_commit_callbacks, installed_portal,
+                   ("create", "1", {**person(1), "stage": "calling"}))
+    run_apply(installed_portal)
+    (lead,) = leads_of(fake_portal, "1")
+    assert lead["STATUS_ID"] == "IN_PROCESS"
+    assert Record.objects.get().stage == "calling"
+
+
+def test_loading_stages_again_follows_bitrix24_and_keeps_renamed_rows(installed_portal: Any,
+                                                                      fake_portal: FakePortal):
+    tasks.load_stage_mapping.apply(args=(installed_portal.pk,))
+    StageMapping.objects.filter(status_id="NEW").update(external_stage="fresh")
+    b24_crm.set_lead_stages(fake_portal, [("NEW", "New one"), ("HOT", "Hot")])
+    tasks.load_stage_mapping.apply(args=(installed_portal.pk,))
+    rows = list(StageMapping.objects.filter(portal=installed_portal).values_list("external_stage", "status_id",
+                                                                                 "status_name"))
+    assert rows == [("fresh", "NEW", "New one"), ("HOT", "HOT", "Hot")]
