@@ -135,12 +135,15 @@ def message_body(message: Message) -> bytes:
 
 
 def idempotency_key(message: Message) -> str:
-    """Stable per message: its `message_id` property when the sender sets one, else the body's hash (so a
-    redelivery, or the same message published twice, is one job)."""
+    """Stable per message: its `message_id` property when the sender sets one (hashed when it is not a short
+    printable ASCII word), else the body's hash (so a redelivery, or the same message published twice, is one
+    job)."""
     message_id = (message.properties or {}).get("message_id")
-    if isinstance(message_id, str) and message_id.strip() and len(message_id) <= 150 \
-            and message_id.isascii() and message_id.isprintable() and " " not in message_id:
-        return f"amqp:{message_id.strip()}"
+    if isinstance(message_id, str) and message_id.strip():
+        text = message_id.strip()
+        if len(text) <= 150 and text.isascii() and text.isprintable() and " " not in text:
+            return f"amqp:{text}"
+        return "amqp-sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     return "sha256:" + hashlib.sha256(message_body(message)).hexdigest()
 
 
@@ -270,8 +273,11 @@ class IntakeConsumer:
             try:
                 with amqp_connection(self.url) as consuming, amqp_connection(self.url) as publishing:
                     self._serve(consuming, publishing, stop)
-            except AMQP_ERRORS as exc:
-                logger.warning("AMQP connection lost, reconnecting", extra={"error": type(exc).__name__})
+            except RETRY_LATER_ERRORS as exc:
+                # The broker or the database is away: unacked deliveries go back to their queues with the
+                # connection; start again in a moment.
+                logger.warning("AMQP consumer restarting", extra={"error": f"{type(exc).__module__}.{type(exc).__name__}"})
+                close_old_connections()
                 if stop():
                     break
                 time.sleep(reconnect_seconds)

@@ -181,6 +181,16 @@ def test_a_message_our_code_fails_on_is_parked_in_the_dead_letter_queue_and_the_
     assert [m.headers[REASON_HEADER] for m in dead] == ["not processed: RuntimeError: a bug"] * 2
 
 
+def test_a_message_published_twice_with_one_message_id_is_one_job(amqp: Rabbit, bound_queue: str,
+                                                                    fake_portal: FakePortal) -> None:
+    for full_name in ("Иван Иванов", "Иван Иванов (sent again)"):
+        amqp.publish(bound_queue, message("user_created", "create_card", {**IVAN, "full_name": full_name}, ""),
+                     message_id="signup-123")
+    consumer = consume(lambda c: c.outcome.acked >= 2)
+    assert (consumer.outcome.accepted, consumer.outcome.duplicates) == (1, 1)
+    assert SyncJob.objects.count() == 1 and len(leads_of(fake_portal, "123")) == 1
+
+
 def test_a_disabled_binding_is_not_read(amqp: Rabbit, bound_queue: str) -> None:
     AmqpBinding.objects.update(enabled=False)
     amqp.publish(bound_queue, message("user_created", "create_card", IVAN, ""))
