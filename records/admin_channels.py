@@ -3,7 +3,6 @@ portal's changes flow back, and how that goes). Registered from RecordsConfig.re
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from django import forms
@@ -16,10 +15,9 @@ from django.utils.translation import gettext_lazy as _
 
 from tenants import schedule
 
+from .amqp import QUEUE_NAME_RE
 from .channels import AmqpBinding, OfflineFeed
 from .offline import OFFLINE_CHECK
-
-QUEUE_NAME_RE = re.compile(r"^[\w.:\-/@]{1,255}$")
 
 
 def _portal_link(portal: Any) -> str:

@@ -31,13 +31,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from amqp.exceptions import AMQPError, ChannelError
 from django.conf import settings
+from django.core.checks import Error
 from django.db import DatabaseError, close_old_connections
 from django.db.models import F
 from django.utils import timezone
@@ -64,6 +67,7 @@ JOB_ACTIONS = {"create_card": SyncJob.Action.CREATE, "update_card": SyncJob.Acti
 REASON_HEADER = "x-b24portal-reason"
 QUEUE_HEADER = "x-b24portal-queue"
 MAX_QUEUE_NAME = 255  # AMQP short string
+QUEUE_NAME_RE = re.compile(r"^[\w.:\-/@]{1,255}$")  # what staff may bind (admin) and name the dead letters
 CONNECT_TIMEOUT = 10
 PUBLISH_RETRIES = 3
 # What a broker that is down, unreachable or refusing raises (kombu wraps some in its OperationalError).
@@ -239,6 +243,22 @@ def deliver_reply(reply: Reply) -> None:
     except AMQP_ERRORS as exc:
         raise DeliveryError(f"reply queue {reply.target!r} not reached: {type(exc).__name__}: "
                             f"{str(exc)[:150]}", retryable=True) from None
+
+
+def check_amqp_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """Start-up checks (`manage.py check`): AMQP_URL is an amqp(s) URL when set; the names and the poll
+    interval are usable."""
+    problems: list[Any] = []
+    url = urlsplit(settings.AMQP_URL)
+    if settings.AMQP_URL and (url.scheme not in ("amqp", "amqps") or not url.hostname):
+        problems.append(Error("AMQP_URL must be an amqp:// or amqps:// URL (amqp://user:password@host:5672/vhost)",
+                              id="records.E101"))
+    if not QUEUE_NAME_RE.match(settings.AMQP_DEAD_LETTER_QUEUE) or settings.AMQP_DEAD_LETTER_QUEUE.startswith("amq."):
+        problems.append(Error("AMQP_DEAD_LETTER_QUEUE must be a queue name (letters, digits, . _ - : / @; not amq.*)",
+                              id="records.E102"))
+    if settings.RECORDS_OFFLINE_POLL_SECONDS <= 0:
+        problems.append(Error("RECORDS_OFFLINE_POLL_SECONDS must be a positive number", id="records.E103"))
+    return problems
 
 
 # -- the consumer -------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from oauth.client import BATCH_LIMIT, PortalClient, retry_delay
-from oauth.errors import B24BadResponse, B24Error, B24RetryLater, B24TransportError
+from oauth.errors import B24BadResponse, B24Error, B24RetryLater, B24TransientError, B24TransportError
 from tenants.models import Portal
 
 from .channels import own_write_params
@@ -164,6 +164,12 @@ def apply_round(portal: Portal, client: PortalClient | None = None) -> RoundResu
         # The whole request failed: nothing or everything may have happened; all of them try again.
         for group in groups:
             _settle_error(group, exc, result, whole=True)
+        return result
+    except Exception as exc:  # e.g. no usable token: keep the jobs owed (until their deadline), not stuck running
+        logger.exception("records batch failed unexpectedly", extra={"portal": portal.pk})
+        failure = B24TransientError("INTERNAL", f"{type(exc).__name__}: {str(exc)[:200]}")
+        for group in groups:
+            _settle_error(group, failure, result, whole=True)
         return result
     if not commands:
         return result

@@ -9,16 +9,24 @@ class RecordsConfig(AppConfig):
     verbose_name = "Records sync (external system → CRM leads)"
 
     def ready(self) -> None:
+        from django.core import checks
+
         from b24portal.celery import add_periodic
         from oauth import capabilities
         from tenants import schedule
+        from tenants.signals import portal_purged
 
         # replies registers the http deliverer; admin_channels the AMQP / offline-feed admin; offline the
         # install step and its tasks; amqp the amqp deliverer (below).
         from . import admin_channels, amqp, offline, replies  # noqa: F401
+        from .checks import check_records_settings
+        from .receivers import forget_records_on_purge
 
         capabilities.require_methods("crm.lead.add", "crm.lead.update", "crm.lead.list", "crm.status.list",
                                      scope="crm", app="records")
+        checks.register(check_records_settings)
+        checks.register(amqp.check_amqp_settings)
+        portal_purged.connect(forget_records_on_purge, dispatch_uid="records-forget-on-purge")
         add_periodic("records-redispatch-jobs", "records.tasks.redispatch_lost_jobs", 60,
                      description="Puts back records jobs a worker died on and applies owed jobs whose task was "
                                  "lost.")

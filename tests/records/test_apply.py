@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 from django.utils import timezone
 
 from oauth.client import PortalClient
+from oauth.models import PortalToken
 from records import applying, tasks
 from records.intake import do_accept_job
 from records.models import Outcome, Record, StageMapping, SyncJob
@@ -141,7 +143,7 @@ def test_a_timeout_after_bitrix24_acted_leaves_exactly_one_lead(
     fake_portal.set_latency("batch", 0)
     deadline = timezone.now() + timedelta(seconds=10)
     while len(b24_crm.all_leads(fake_portal)) < 5 and timezone.now() < deadline:
-        pass
+        time.sleep(0.01)  # the fake's server thread finishes the batch we stopped waiting for
     settings.B24_HTTP_TIMEOUT = (5.0, 60.0)
     make_due()
     run_apply(installed_portal)
@@ -273,3 +275,25 @@ def test_loading_stages_again_follows_bitrix24_and_keeps_renamed_rows(installed_
     rows = list(StageMapping.objects.filter(portal=installed_portal).values_list("external_stage", "status_id",
                                                                                  "status_name"))
     assert rows == [("fresh", "NEW", "New one"), ("HOT", "HOT", "Hot")]
+
+
+def test_an_unexpected_error_keeps_the_jobs_owed_not_stuck_running(monkeypatch: Any, installed_portal: Any,
+                                                                   django_capture_on_commit_callbacks: Any):
+    accept_quietly(django_capture_on_commit_callbacks, installed_portal, ("create", "1", person(1)))
+
+    def broken(self: PortalClient, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("database hiccup")
+
+    monkeypatch.setattr(PortalClient, "batch", broken)
+    run_apply(installed_portal)
+    job = SyncJob.objects.get()
+    assert job.state == "pending" and "RuntimeError: database hiccup" in job.last_error
+
+
+def test_a_portal_without_a_service_token_fails_its_jobs_with_the_reason(installed_portal: Any,
+                                                                         django_capture_on_commit_callbacks: Any):
+    accept_quietly(django_capture_on_commit_callbacks, installed_portal, ("create", "1", person(1)))
+    PortalToken.objects.filter(portal=installed_portal).delete()
+    run_apply(installed_portal)
+    job = SyncJob.objects.get()
+    assert job.state == "failed" and "NO_SERVICE_TOKEN" in job.last_error

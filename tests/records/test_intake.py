@@ -8,7 +8,9 @@ import pytest
 
 from b24portal.intake import Rejected
 from records.intake import InvalidRecord, do_accept_job
-from records.models import Record, StageMapping, SyncJob
+from records.keys import do_create_api_key
+from records.models import ApiKey, Record, StageMapping, SyncJob
+from tenants.signals import portal_purged
 from tests.factories import PortalFactory
 
 pytestmark = pytest.mark.django_db
@@ -105,3 +107,12 @@ def test_the_apply_task_is_dispatched_only_after_commit(django_capture_on_commit
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         accept(portal)
     assert len(callbacks) == 1
+
+
+def test_a_purge_forgets_the_records_and_revokes_the_keys(django_capture_on_commit_callbacks: Any):
+    portal = PortalFactory()
+    key, _ = do_create_api_key(portal, name="k")
+    accept(portal)
+    portal_purged.send(sender=None, portal=portal)
+    assert not Record.objects.exists() and not SyncJob.objects.exists()
+    assert ApiKey.objects.get(pk=key.pk).revoked_at is not None
