@@ -12,6 +12,7 @@ import requests
 from django.test import Client
 
 from oauth.client import PortalClient
+from records.applying import apply_round
 from records.channels import OfflineFeed
 from records.intake import do_accept_job
 from records.models import Record, Reply, StageMapping
@@ -159,6 +160,28 @@ def test_without_rest_auth_connector_our_own_write_is_recognised_by_its_state(
         poll_portal(portal)
     (body,) = change_replies()
     assert body["user"]["full_name"] == "Ivan Ivanov" and body["stage"] == "IN_PROCESS"
+
+
+def test_an_event_of_a_record_with_a_job_in_flight_waits_for_that_job_and_is_then_compared(
+        install_with_offline: Any, capture: Any) -> None:
+    portal, fake = install_with_offline()
+    submit(capture, portal)
+    record = Record.objects.get()
+    do_accept_job(portal, action="update", external_id="123", fields={"full_name": "Иван Петров"},
+                  reply_queue="bitrix.responses")  # stored, not applied yet (its commit callback is not run)
+    edit_by_hand(fake, record.lead_id, STATUS_ID="CONVERTED")
+
+    report = poll_portal(portal)
+    assert (report.events, report.deferred, report.changes) == (1, 1, 0)
+    assert queue(fake)[0]["PROCESS_ID"] == OfflineFeed.objects.get(portal=portal).process_id  # kept, not cleared
+
+    with capture():
+        apply_round(portal)
+        report = poll_portal(portal)
+    assert (report.events, report.changes) == (1, 1)
+    (body,) = change_replies()
+    assert body["stage"] == "CONVERTED" and body["user"]["full_name"] == "Иван Петров"
+    assert queue(fake) == []
 
 
 def test_a_lead_deleted_by_a_person_sends_card_deleted(install_with_offline: Any, capture: Any) -> None:
