@@ -82,6 +82,8 @@ B24_MAX_BODY_BYTES = env.int("B24_MAX_BODY_BYTES", default=64 * 1024)
 # (their own small share of its REST limit); a failed proof is refused again without asking for this long.
 B24_PROOF_RATE_PER_MINUTE = env.float("B24_PROOF_RATE_PER_MINUTE", default=12.0)
 B24_PROOF_BURST = env.int("B24_PROOF_BURST", default=6)
+# Incoming-webhook URLs staff add in admin must be https; http only for development against a local portal.
+B24_WEBHOOK_ALLOW_HTTP = env.bool("B24_WEBHOOK_ALLOW_HTTP", default=False)
 B24_FAILED_PROOF_TTL = env.int("B24_FAILED_PROOF_TTL", default=300)
 # How long a proven administrator stays proven (an install page reloaded, a frame token's admin claim)
 # before user.admin is asked again: a demoted administrator loses admin rights within this time.

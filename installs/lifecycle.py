@@ -81,7 +81,9 @@ def _refuse_downgrade(portal: Portal | None, rest_endpoint: str) -> None:
 
 
 def handle_install(request: InstallRequest) -> InstallRun:
-    existing = Portal.objects.filter(member_id=request.member_id).first()
+    # Webhook portals are never matched by anything Bitrix24 posts (their member_id cannot pass the intake
+    # pattern either): an install or event only ever concerns an installed-app portal.
+    existing = Portal.objects.filter(member_id=request.member_id, connection=Portal.Connection.APP).first()
     _refuse_downgrade(existing, request.rest_endpoint)
     if (existing is not None and existing.status in (Portal.Status.ACTIVE, Portal.Status.BLOCKED)
             and existing.application_token_hash and request.application_token
@@ -105,7 +107,7 @@ def handle_install(request: InstallRequest) -> InstallRun:
 
 
 def _known_portal(event: AppEvent) -> Portal:
-    portal = Portal.objects.filter(member_id=event.member_id).first()
+    portal = Portal.objects.filter(member_id=event.member_id, connection=Portal.Connection.APP).first()
     if portal is None:
         raise Rejected("unknown portal", 404)
     return portal

@@ -15,7 +15,7 @@ class OAuthConfig(AppConfig):
         from tenants import schedule
 
         schedule.register_check("capabilities",
-                                lambda: timedelta(seconds=settings.B24_CAPABILITIES_CHECK_SECONDS))
+                                lambda: timedelta(seconds=settings.B24_CAPABILITIES_CHECK_SECONDS), for_webhooks=True)
         add_periodic("oauth-refresh-capabilities", "oauth.tasks.refresh_all_capabilities",
                      settings.B24_DUE_CHECKS_TICK_SECONDS, staff_may_pause=True,
                      description="Checks which scopes, methods and features each portal grants us, for the portals "

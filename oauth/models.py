@@ -150,3 +150,31 @@ class PortalCapabilities(models.Model):
     def has_method(self, method: str) -> bool:
         row = self.methods.get(method.lower()) or {}
         return bool(row.get("isExisting") and row.get("isAvailable"))
+
+
+class WebhookCredential(models.Model):
+    """The incoming webhook of a webhook-connected portal (`Portal.connection == "webhook"`): calls go to
+    `<rest_endpoint><user_id>/<secret>/<method>.json` with the rights of that Bitrix24 user and the webhook's
+    scopes. The secret is encrypted at rest and never leaves this row except in that URL."""
+
+    portal = models.OneToOneField("tenants.Portal", on_delete=models.CASCADE, related_name="webhook")
+    user_id = models.PositiveIntegerField(help_text="the Bitrix24 user who created the webhook")
+    secret = EncryptedTextField()
+    user_name = models.CharField(max_length=255, blank=True)
+    is_admin = models.BooleanField(null=True, help_text="profile ADMIN when the webhook was proven")
+    scopes = models.JSONField(default=list, blank=True, help_text="what `scope` answered through the webhook")
+    verified_at = models.DateTimeField(help_text="last time profile and scope answered through it")
+    refused_at = models.DateTimeField(null=True, blank=True, help_text="Bitrix24 refused the webhook (401)")
+    refused_error = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "incoming webhook"
+
+    def __str__(self) -> str:
+        return f"webhook of user {self.user_id}"
+
+    def endpoint(self, rest_endpoint: str) -> str:
+        """The base every method is appended to: https://<portal>/rest/<user>/<secret>/."""
+        return f"{rest_endpoint.rstrip('/')}/{self.user_id}/{self.secret}/"

@@ -220,8 +220,8 @@ def verify_frame(request: HttpRequest) -> FrameContext:
         raise Rejected("PLACEMENT_OPTIONS is not a JSON object")
     lang = _field(request.GET, "LANG", pattern=LANG_RE, required=False, max_length=10) or "en"
 
-    portal = Portal.objects.filter(member_id=member_id).first()
-    if portal is None:
+    portal = Portal.objects.filter(member_id=member_id, connection=Portal.Connection.APP).first()
+    if portal is None:  # a webhook-connected portal has no app, hence no frames
         raise Rejected("unknown portal", 403)
     if portal.domain != domain:
         raise Rejected("this member_id belongs to a portal on another domain", 403)

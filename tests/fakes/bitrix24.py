@@ -56,6 +56,13 @@ Trust (what an app must verify before it lets a token change a portal; spec §1-
   ``status``, ``error`` (e.g. ``"NO_AUTH_FOUND"``), ``token`` or ``in_batch``. ``cloud.server_endpoint``
   is the auth server: it spends no portal permit (its calls are in ``cloud.oauth_requests``).
 
+Incoming webhooks (``local-integrations/local-webhooks.md``): ``url = portal.add_webhook(user_id, scopes)``
+gives ``<base_url>/rest/<user>/<secret>/``; ``<url><method>[.json]`` runs as that user within those scopes
+(no ``auth``; ``scope`` answers them, ``profile`` says who and ``ADMIN``), takes a permit like any request,
+and batches work. A wrong secret or user id (or ``portal.delete_webhook(url)``) is 401 ``INVALID_CREDENTIALS``;
+a method outside the scopes is 403 ``insufficient_scope``; app-context methods are 403 ``WRONG_AUTH_TYPE``
+(``messageservice.*``: ``ACCESS_DENIED`` "Application context required").
+
 Method handlers (``portal.register_method``) receive ``(portal, params, ctx)`` and return the ``result``
 (or a :class:`Paged` for list methods), or raise :class:`B24Error`.
 """
@@ -152,6 +159,13 @@ REFRESH_TOKEN_TTL = 180 * 24 * 3600  # spec §2: a refresh token lives 180 days
 
 # A REST path: /rest/<method>, /rest/<method>.json (spec §3 URL forms). A method with "/" in it is a webhook path.
 _REST_PATH = re.compile(r"^/rest/(?P<method>.+?)(?:\.json)?/?$")
+# An incoming webhook's path after /rest/: <user id>/<secret>/<method> (local-integrations/local-webhooks.md).
+_WEBHOOK_PATH = re.compile(r"^(?P<user>\d+)/(?P<secret>[^/]+)/(?P<method>[^/]+)$")
+# What an incoming webhook cannot do: these need an application context (spec §5, §6). Method names, and
+# scopes whose every method is app-only.
+APP_CONTEXT_METHODS = frozenset({"app.info", "event.bind", "event.unbind", "event.get", "userfieldtype.add",
+                                 "userfieldtype.update", "userfieldtype.delete", "userfieldtype.list"})
+APP_CONTEXT_SCOPES = frozenset({"placement", "messageservice"})
 # Batch back-references: $result[key], $result[key][field], $result[key][0][ID] (spec §3 batch).
 _BATCH_REF = re.compile(r"\$(result|result_error|result_total|result_next)\[([^\]]+)\]((?:\[[^\]]*\])*)")
 _MISSING = object()
@@ -199,6 +213,11 @@ class CallContext:
     method: str
     in_batch: bool = False
     client_id: str = ""  # the application the token was issued to (app.info CODE)
+    webhook_scopes: tuple[str, ...] | None = None  # set when called through an incoming webhook
+
+    @property
+    def via_webhook(self) -> bool:
+        return self.webhook_scopes is not None
 
     def require_admin(self, description: str = "Access denied!") -> None:
         """Raise 403 ``ACCESS_DENIED`` unless the calling user is a portal admin."""
@@ -574,7 +593,14 @@ def _m_server_time(portal: FakePortal, params: dict[str, Any], ctx: CallContext)
 def _m_scope(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
     if _truthy(_upper_keys(params).get("FULL")):
         return list(ALL_SCOPES)
-    return list(portal.scopes)
+    return list(ctx.webhook_scopes) if ctx.webhook_scopes is not None else list(portal.scopes)
+
+
+def _m_profile(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
+    """The caller's basic profile, without any scope (ADMIN is a JSON boolean)."""
+    user = portal.user(ctx.user_id)
+    return {"ID": str(user.id), "ADMIN": user.is_admin, "NAME": user.name, "LAST_NAME": user.last_name,
+            "PERSONAL_GENDER": "", "PERSONAL_PHOTO": "", "TIME_ZONE": None, "TIME_ZONE_OFFSET": 0}
 
 
 def _m_method_get(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
@@ -584,7 +610,10 @@ def _m_method_get(portal: FakePortal, params: dict[str, Any], ctx: CallContext) 
     spec = portal.method_spec(name)
     existing = spec is not None
     unavailable = {m.lower() for m in portal.unavailable_methods}
-    available = existing and name not in unavailable and (spec.scope is None or spec.scope in portal.scopes)
+    granted = ctx.webhook_scopes if ctx.webhook_scopes is not None else portal.scopes
+    available = existing and name not in unavailable and (spec.scope is None or spec.scope in granted)
+    if available and ctx.via_webhook:  # a webhook cannot call what needs an application context
+        available = name not in APP_CONTEXT_METHODS and spec.scope not in APP_CONTEXT_SCOPES
     return {"isExisting": existing, "isAvailable": available}
 
 
@@ -673,6 +702,7 @@ _BUILTIN_METHODS: dict[str, _MethodSpec] = {
     "user.admin": _MethodSpec(_m_user_admin),
     "server.time": _MethodSpec(_m_server_time),
     "scope": _MethodSpec(_m_scope),
+    "profile": _MethodSpec(_m_profile),
     "method.get": _MethodSpec(_m_method_get),
     "feature.get": _MethodSpec(_m_feature_get),
     "event.bind": _MethodSpec(_m_event_bind),
@@ -1067,6 +1097,7 @@ class FakePortal:
         self.users: dict[int, FakeUser] = {}
         self.other_apps: dict[str, AppInstall] = {}  # other applications installed here (see other_app())
         self.event_bindings: list[EventBinding] = []
+        self.webhooks: dict[str, tuple[int, tuple[str, ...]]] = {}  # secret -> (user id, scopes)
         self.requests: list[RequestRecord] = []
         self.rejected_503 = 0
         self.operating_limit = 480.0  # spec §3: seconds per method per 10 minutes
@@ -1190,6 +1221,37 @@ class FakePortal:
             ttl = self.cloud.access_token_ttl if expires_in is None else expires_in
             access, refresh, expires = self.cloud._issue(self, user_id, ttl, self._client_id(app_code))
             return self.cloud._token_response(self, access, refresh, expires, ttl, user_id)
+
+    def add_webhook(
+        self, user_id: int = 1, scopes: Iterable[str] = ("crm", "user"), *, is_admin: bool | None = None,
+        secret: str | None = None,
+    ) -> str:
+        """An incoming webhook created by ``user_id`` with these scopes; returns its URL
+        (``<base_url>/rest/<user>/<secret>/``). ``is_admin``: see :meth:`_apply_admin`."""
+        with self.lock:
+            self._apply_admin(user_id, is_admin)
+            secret = secret or secrets.token_hex(8)
+            self.webhooks[secret] = (user_id, tuple(scopes))
+            return f"{self.base_url}/rest/{user_id}/{secret}/"
+
+    def delete_webhook(self, url_or_secret: str) -> None:
+        """The webhook stops working (Bitrix24: deleted, or its secret regenerated)."""
+        secret = url_or_secret.rstrip("/").rsplit("/", 1)[-1]
+        with self.lock:
+            self.webhooks.pop(secret, None)
+
+    def _webhook_context(self, path: str) -> tuple[str, CallContext | None]:
+        """``(method, context)`` of a webhook path, or ``(method, None)`` when its credentials are wrong."""
+        match = _WEBHOOK_PATH.match(path)
+        if match is None:
+            return path, None
+        method = match.group("method").lower()
+        with self.lock:
+            hook = self.webhooks.get(match.group("secret"))
+            if hook is None or hook[0] != int(match.group("user")):
+                return method, None
+            user_id, scopes = hook
+            return method, CallContext(self, user_id, self.is_admin(user_id), "", method, webhook_scopes=scopes)
 
     def issue_auth_code(
         self, user_id: int = 1, is_admin: bool | None = None, *, app_code: str | None = None
@@ -1743,15 +1805,18 @@ class FakePortal:
                 )
             )
             return _json_response(503, error.body())
-        if "/" in method:  # a webhook path /rest/<user>/<code>/<method>: the fake has no webhooks
-            error = _no_auth()
-            self._record(
-                RequestRecord(
-                    method, params, token, 401, error.code, http_method=request.verb, host=server.domain
+        webhook: CallContext | None = None
+        if "/" in method:  # an incoming webhook: /rest/<user>/<secret>/<method>[.json]
+            method, webhook = self._webhook_context(match.group("method"))  # the secret is case-sensitive
+            if webhook is None:
+                error = B24Error("INVALID_CREDENTIALS", "Invalid request credentials", 401)
+                self._record(
+                    RequestRecord(
+                        method, params, None, 401, error.code, http_method=request.verb, host=server.domain
+                    )
                 )
-            )
-            return _json_response(401, error.body())
-        outcome = self._call(method, params, token, http_method=request.verb, host=server.domain)
+                return _json_response(401, error.body())
+        outcome = self._call(method, params, token, http_method=request.verb, host=server.domain, ctx=webhook)
         if outcome.error is not None:
             return _json_response(outcome.status, outcome.error.body())
         body: dict[str, Any] = {"result": outcome.result}
@@ -1809,7 +1874,16 @@ class FakePortal:
             raise B24Error("ERROR_METHOD_NOT_FOUND", "Method not found!", 404)
         if in_batch and not spec.batch_allowed:  # spec §3: no nested batch since rest 24.0.0
             raise B24Error("ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage", 405)
-        if spec.scope is not None and spec.scope not in self.scopes:
+        if ctx.via_webhook and (method in APP_CONTEXT_METHODS or spec.scope in APP_CONTEXT_SCOPES):
+            if spec.scope == "messageservice":  # spec §6
+                raise B24Error("ACCESS_DENIED", "Application context required", 403)
+            raise B24Error(  # spec §3, §5
+                "WRONG_AUTH_TYPE",
+                "Current authorization type is denied for this method Application context required",
+                403,
+            )
+        granted = ctx.webhook_scopes if ctx.webhook_scopes is not None else self.scopes
+        if spec.scope is not None and spec.scope not in granted:
             raise B24Error(
                 "insufficient_scope",
                 "The request requires higher privileges than provided by the access token",
