@@ -61,7 +61,6 @@ OFFLINE_EVENTS = ("ONCRMLEADUPDATE", "ONCRMLEADDELETE")
 OFFLINE_CHECK = "offline_events"
 PAGE = 50  # event.offline.get's default and a batch's size
 PAGES_PER_RUN = 10  # a portal with more waiting is due again at once
-LEAD_FIELDS = ("ID", "TITLE", "NAME", "SECOND_NAME", "LAST_NAME", "STATUS_ID", "PHONE", "EMAIL", "COMMENTS")
 
 
 # -- binding at install ---------------------------------------------------------------------------------
