@@ -120,10 +120,17 @@ def claim_groups(portal: Portal, now: datetime, limit: int = BATCH_LIMIT) -> lis
                 state=SyncJob.State.RUNNING, attempts=F("attempts") + 1, claimed_at=now)
     if not groups:
         return []
-    jobs = {job.pk: job for job in SyncJob.objects.filter(pk__in=ids).select_related("record", "api_key")}
+    jobs = {job.pk: job for job in SyncJob.objects.filter(pk__in=ids, state=SyncJob.State.RUNNING, claimed_at=now)
+            .select_related("record", "api_key")}
+    claimed = []
     for group in groups.values():
-        group.jobs = [jobs[pk] for pk in group.job_ids]
-    return list(groups.values())
+        if all(pk in jobs for pk in group.job_ids):
+            group.jobs = [jobs[pk] for pk in group.job_ids]
+            claimed.append(group)
+        else:  # staff cancelled one of them meanwhile: leave the record for the next round
+            SyncJob.objects.filter(pk__in=[pk for pk in group.job_ids if pk in jobs]).update(
+                state=SyncJob.State.PENDING, claimed_at=None, attempts=F("attempts") - 1)
+    return claimed
 
 
 def stage_map(portal: Portal) -> dict[str, str]:

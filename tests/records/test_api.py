@@ -9,8 +9,10 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
+from b24portal.logging import redact
 from records.keys import do_create_api_key, do_revoke_api_keys
 from records.models import ApiKey, Record, SyncJob
+from tenants.models import Portal
 from tests.records.conftest import IVAN
 
 pytestmark = pytest.mark.django_db
@@ -160,3 +162,17 @@ def test_the_records_api_is_in_the_openapi_schema(api_key: tuple[ApiKey, str]):
     text = response.content.decode()
     assert "/api/v1/records/" in text and "/api/v1/jobs/{job_id}/" in text
     assert schema is None or "ApiKey" in schema["components"]["securitySchemes"]
+
+
+def test_an_api_key_is_never_written_to_the_logs(api_key: tuple[ApiKey, str]):
+    raw = api_key[1]
+    for text in (f"Authorization: Bearer {raw}", f'{{"HTTP_AUTHORIZATION": "Bearer {raw}"}}', f"key={raw}"):
+        assert raw not in redact(text)
+
+
+def test_a_key_of_an_uninstalled_or_blocked_portal_is_refused_with_a_403(api: APIClient, installed_portal: Any):
+    for status in (Portal.Status.DELETED, Portal.Status.BLOCKED):
+        Portal.objects.filter(pk=installed_portal.pk).update(status=status)
+        response = post_create(api)
+        assert response.status_code == 403 and "portal is" in response.json()["detail"]
+    assert not SyncJob.objects.exists()
