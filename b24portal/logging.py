@@ -49,6 +49,9 @@ REDACTED_KEY = "<redacted>"
 _WEBHOOK_SECRET_RE = re.compile(
     rf"(?i)(?P<prefix>{_SEP}rest{_SEP}\d+{_SEP})(?P<secret>(?:(?!%2F|\\/)[^/?#\s\"'&<>])+)"
 )
+# A records API key (records.keys: "b24p_" + 43 URL-safe characters) wherever it appears, e.g. after
+# "Authorization: Bearer", where the key-value rule above masks only the scheme word.
+_API_KEY_RE = re.compile(r"\bb24p_[A-Za-z0-9_-]{16,}")
 
 
 def redact(text: str) -> str:
@@ -56,6 +59,7 @@ def redact(text: str) -> str:
     of every incoming-webhook URL."""
     text = _HANDLER_KEY_RE.sub(lambda m: f"{m.group('prefix')}{REDACTED_KEY}", text)
     text = _WEBHOOK_SECRET_RE.sub(lambda m: f"{m.group('prefix')}{REDACTED_KEY}", text)
+    text = _API_KEY_RE.sub(f"b24p_{REDACTED}", text)
     return _SECRET_VALUE_RE.sub(lambda m: f"{m.group('key')}{m.group('sep')}{REDACTED}", text)
 
 

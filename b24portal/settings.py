@@ -176,6 +176,37 @@ SMS_ADMIN_COUNT_CAP = env.int("SMS_ADMIN_COUNT_CAP", default=10_000)
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
 
+# --- Records API (records/): an external system's records synced to CRM leads ------------------------
+# Leads we create carry ORIGINATOR_ID = this and ORIGIN_ID = the record's external id (how a create whose
+# answer was lost is found instead of added twice).
+RECORDS_ORIGINATOR_ID = env.str("RECORDS_ORIGINATOR_ID", default="b24portal")
+# A job's transient failures (limits, 5xx, timeouts) are retried with back-off until this long after intake.
+RECORDS_JOB_DEADLINE_MINUTES = env.int("RECORDS_JOB_DEADLINE_MINUTES", default=1440)
+# A job or reply claimed this long ago by a worker that never settled it is taken up again by the sweeper;
+# an owed job or reply whose task was lost is dispatched again after RECORDS_REDISPATCH_AFTER_SECONDS.
+RECORDS_CLAIM_TIMEOUT_SECONDS = env.int("RECORDS_CLAIM_TIMEOUT_SECONDS", default=300)
+RECORDS_REDISPATCH_AFTER_SECONDS = env.int("RECORDS_REDISPATCH_AFTER_SECONDS", default=120)
+# Batches (of up to 50 commands) one apply task sends before it hands the rest to a fresh task.
+RECORDS_BATCHES_PER_RUN = env.int("RECORDS_BATCHES_PER_RUN", default=20)
+# Region for phone numbers written without a country code (ISO 3166 alpha-2; empty: such numbers are refused).
+RECORDS_PHONE_REGION = env.str("RECORDS_PHONE_REGION", default="")
+# Replies (HTTP callbacks): attempts before a reply is marked failed, and the callback's read timeout.
+RECORDS_REPLY_MAX_ATTEMPTS = env.int("RECORDS_REPLY_MAX_ATTEMPTS", default=12)
+RECORDS_CALLBACK_TIMEOUT = env.float("RECORDS_CALLBACK_TIMEOUT", default=10.0)
+# Records API requests per source address (DRF throttle rate), and the browser origins allowed by CORS
+# on /api/v1/ only (comma-separated, e.g. https://crm.example.com; empty: no cross-origin access).
+RECORDS_THROTTLE = env.str("RECORDS_THROTTLE", default="1200/min")
+RECORDS_CORS_ALLOWED_ORIGINS = env.list("RECORDS_CORS_ALLOWED_ORIGINS", default=[])
+
+# --- AMQP intake and offline events (records/amqp.py, records/offline.py) ---------------------------------
+# The RabbitMQ that external systems publish records to (amqp://user:password@host:5672/vhost). Empty: the AMQP
+# intake is off (`make run` does not start `consume_records`, AMQP replies cannot be delivered).
+AMQP_URL = env.str("AMQP_URL", default="")
+# Refused messages are published to this exchange (fanout) and queue, with the reason in x-b24portal-reason.
+AMQP_DEAD_LETTER_QUEUE = env.str("AMQP_DEAD_LETTER_QUEUE", default="b24portal.records.dead-letter")
+# How often each bound portal's offline CRM events are read (changes made in Bitrix24 flow back).
+RECORDS_OFFLINE_POLL_SECONDS = env.int("RECORDS_OFFLINE_POLL_SECONDS", default=60)
+
 # --- Django-------------------------------------------------------------------------------------
 INSTALLED_APPS = [
     "console.apps.ConsoleAdminConfig",  # django.contrib.admin whose home is the dashboard
@@ -184,6 +215,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "corsheaders",
     "rest_framework",
     "drf_spectacular",
     "django_celery_beat",
@@ -192,6 +224,7 @@ INSTALLED_APPS = [
     "oauth",
     "installs",
     "messageservice",
+    "records",
     "placements",
     "console",
     "signin",
@@ -199,6 +232,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # CORS answers only /api/v1/ (CORS_URLS_REGEX) and only for RECORDS_CORS_ALLOWED_ORIGINS.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files under gunicorn (admin, frame pages)
     # Flags Bitrix24's server-to-server POSTs (the SMS handler, `@server_to_server`): the session, locale,
@@ -296,6 +331,10 @@ REST_FRAMEWORK = {
     # no API view takes forms.
     "DEFAULT_PARSER_CLASSES": ["b24portal.parsers.LimitedJSONParser"],
 }
+CORS_URLS_REGEX = r"^/api/v1/.*$"
+CORS_ALLOWED_ORIGINS = RECORDS_CORS_ALLOWED_ORIGINS
+CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type", "idempotency-key")
+CORS_ALLOW_METHODS = ("GET", "OPTIONS", "PATCH", "POST")
 SPECTACULAR_SETTINGS = {"TITLE": "b24portal API", "VERSION": "0.1.0"}
 
 # --- Celery ----------------------------------------------------------------------------------------
@@ -357,6 +396,9 @@ CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {
         "placements.tasks.add_timeline_comment",
         "placements.tasks.send_timeline_comment",
         "oauth.confirmation.resume_parked_call",
+        "records.tasks.apply_portal_jobs",
+        "records.tasks.load_stage_mapping",
+        "records.replies.deliver_reply",
     )},
     **{name: {"queue": "maintenance"} for name in (
         "messageservice.tasks.reconcile_all_senders",
@@ -377,6 +419,10 @@ CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {
         "tenants.tasks.cleanup_stale_installs",
         "placements.tasks.redispatch_timeline_comments",
         "installs.tasks.redispatch_stuck_install_runs",
+        "records.tasks.redispatch_lost_jobs",
+        "records.replies.redispatch_replies",
+        "records.offline.poll_offline_events",
+        "records.offline.poll_offline_events_chunk",
     )},
 }
 

@@ -12,6 +12,7 @@ urlpatterns = [
     path("health/ready/", health.ready, name="health-ready"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/v1/", include("records.urls")),
     path("b24/", include("installs.urls")),
     path("b24/messageservice/", include("messageservice.urls")),
     path("b24/", include("placements.urls")),

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 import pytest
 from django.test import Client
 
-from tests.fakes import b24_placements
+from tests.fakes import b24_crm, b24_placements
 from tests.fakes.b24_messageservice import install_messageservice
 from tests.fakes.bitrix24 import FakeBitrix24Cloud, FakePortal
 from tests.fakes.clock import Clock
@@ -25,6 +25,7 @@ def b24_cloud() -> Iterator[FakeBitrix24Cloud]:
     cloud = FakeBitrix24Cloud(client_id=settings.B24_CLIENT_ID, client_secret=settings.B24_CLIENT_SECRET)
     # Every fake portal speaks every Bitrix24 method the product uses (widgets, CRM, messageservice).
     b24_placements.install(cloud)
+    b24_crm.install(cloud)
     yield cloud
     cloud.close()
 

@@ -8,7 +8,7 @@ from django.conf import settings
 
 from b24portal.celery import app
 
-PROJECT_APPS = ("b24portal.", "tenants.", "oauth.", "installs.", "messageservice.", "placements.")
+PROJECT_APPS = ("b24portal.", "tenants.", "oauth.", "installs.", "messageservice.", "records.", "placements.")
 
 EXPECTED = {
     # SMS: a customer waits.
@@ -30,7 +30,14 @@ EXPECTED = {
     "placements.tasks.add_consent_fields": "lifecycle",
     "placements.tasks.add_timeline_comment": "lifecycle",
     "placements.tasks.send_timeline_comment": "lifecycle",
+    "records.tasks.apply_portal_jobs": "lifecycle",
+    "records.tasks.load_stage_mapping": "lifecycle",
+    "records.replies.deliver_reply": "lifecycle",
     "placements.tasks.redispatch_timeline_comments": "maintenance",
+    "records.tasks.redispatch_lost_jobs": "maintenance",
+    "records.replies.redispatch_replies": "maintenance",
+    "records.offline.poll_offline_events": "maintenance",
+    "records.offline.poll_offline_events_chunk": "maintenance",
     "installs.tasks.redispatch_stuck_install_runs": "maintenance",
     # Maintenance: nobody waits.
     "messageservice.tasks.reconcile_all_senders": "maintenance",
