@@ -1,4 +1,5 @@
-# The two commands of the README: `make run` (web + Celery worker + beat) and `make test`.
+# The two commands of the README: `make run` (web + Celery workers + beat, and the AMQP intake consumer when
+# AMQP_URL is set: scripts/consume-records.sh) and `make test`.
 # Both create .venv and install the pinned requirements on first use (again whenever they change).
 PYTHON ?= python3
 VENV := .venv

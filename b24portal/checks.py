@@ -25,6 +25,10 @@ def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         problems.append(Warning("PUBLIC_URL is not https: Bitrix24 frames and handlers need https in production.",
                                 id="b24portal.W002"))
 
+    if settings.B24_WEBHOOK_ALLOW_HTTP and production:
+        problems.append(Warning("B24_WEBHOOK_ALLOW_HTTP is on: incoming-webhook URLs (and their secrets) may be "
+                                "added over plain http. Use it for development only.", id="b24portal.W011"))
+
     for name in ("B24_OAUTH_URL", "B24_SERVER_ENDPOINT"):
         url = urlsplit(getattr(settings, name))
         if url.scheme not in ("http", "https") or not url.netloc:

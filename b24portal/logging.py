@@ -1,7 +1,8 @@
 """Structured logging helpers: the portal context on every line, and secrets never written.
 
 `log_context(member_id=...)` binds fields for the current request or task; `ContextFilter` adds them to
-every record; `RedactSecretsFilter` masks token-like values and SMS handler keys in the message, in `extra`
+every record; `RedactSecretsFilter` masks token-like values, SMS handler keys and incoming-webhook secrets
+(`/rest/<user id>/<secret>/`) in the message, in `extra`
 fields (the request `path`, django.request's `request`) and in tracebacks. Settings' LOGGING puts it on
 every handler (Django's own loggers propagate to it); gunicorn.conf.py puts it on gunicorn's access and
 error logs.
@@ -43,14 +44,21 @@ _HANDLER_KEY_RE = re.compile(
     rf"(?i)(?P<prefix>b24{_SEP}messageservice{_SEP})(?P<key>(?:(?!%2F|\\/)[^/?#\s\"'&<>])+)"
 )
 REDACTED_KEY = "<redacted>"
+# An incoming webhook's URL /rest/<user id>/<secret>/...: the secret is a credential (urllib3's debug line,
+# a connection error naming the URL, an admin pasting it), masked like the handler key.
+_WEBHOOK_SECRET_RE = re.compile(
+    rf"(?i)(?P<prefix>{_SEP}rest{_SEP}\d+{_SEP})(?P<secret>(?:(?!%2F|\\/)[^/?#\s\"'&<>])+)"
+)
 # A records API key (records.keys: "b24p_" + 43 URL-safe characters) wherever it appears, e.g. after
 # "Authorization: Bearer", where the key-value rule above masks only the scheme word.
 _API_KEY_RE = re.compile(r"\bb24p_[A-Za-z0-9_-]{16,}")
 
 
 def redact(text: str) -> str:
-    """Mask every value that follows a secret-looking key, and the key of every SMS handler path."""
+    """Mask every value that follows a secret-looking key, the key of every SMS handler path and the secret
+    of every incoming-webhook URL."""
     text = _HANDLER_KEY_RE.sub(lambda m: f"{m.group('prefix')}{REDACTED_KEY}", text)
+    text = _WEBHOOK_SECRET_RE.sub(lambda m: f"{m.group('prefix')}{REDACTED_KEY}", text)
     text = _API_KEY_RE.sub(f"b24p_{REDACTED}", text)
     return _SECRET_VALUE_RE.sub(lambda m: f"{m.group('key')}{m.group('sep')}{REDACTED}", text)
 

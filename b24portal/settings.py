@@ -82,6 +82,8 @@ B24_MAX_BODY_BYTES = env.int("B24_MAX_BODY_BYTES", default=64 * 1024)
 # (their own small share of its REST limit); a failed proof is refused again without asking for this long.
 B24_PROOF_RATE_PER_MINUTE = env.float("B24_PROOF_RATE_PER_MINUTE", default=12.0)
 B24_PROOF_BURST = env.int("B24_PROOF_BURST", default=6)
+# Incoming-webhook URLs staff add in admin must be https; http only for development against a local portal.
+B24_WEBHOOK_ALLOW_HTTP = env.bool("B24_WEBHOOK_ALLOW_HTTP", default=False)
 B24_FAILED_PROOF_TTL = env.int("B24_FAILED_PROOF_TTL", default=300)
 # How long a proven administrator stays proven (an install page reloaded, a frame token's admin claim)
 # before user.admin is asked again: a demoted administrator loses admin rights within this time.
@@ -126,6 +128,11 @@ B24_DUE_CHECKS_PER_TICK = env.int("B24_DUE_CHECKS_PER_TICK", default=2000)
 B24_DUE_CHECKS_PER_TASK = env.int("B24_DUE_CHECKS_PER_TASK", default=50)
 B24_CAPABILITIES_CHECK_SECONDS = env.int("B24_CAPABILITIES_CHECK_SECONDS", default=86400)
 B24_BINDINGS_RECONCILE_SECONDS = env.int("B24_BINDINGS_RECONCILE_SECONDS", default=86400)
+# A service token not refreshed for this many days is refreshed by the daily keep-alive check (spec §2: an
+# unused refresh token dies; 180 days in the docs, some portals behaved like 28).
+B24_TOKEN_KEEPALIVE_DAYS = env.int("B24_TOKEN_KEEPALIVE_DAYS", default=20)
+# Work parked on 401 METHOD_CONFIRM_WAITING fails when no administrator decided within this many hours.
+B24_METHOD_CONFIRM_TIMEOUT_HOURS = env.int("B24_METHOD_CONFIRM_TIMEOUT_HOURS", default=72)
 # Lifetime of the signed token a verified frame page uses for its API calls.
 B24_FRAME_TOKEN_MAX_AGE = env.int("B24_FRAME_TOKEN_MAX_AGE", default=3600)
 
@@ -191,6 +198,15 @@ RECORDS_CALLBACK_TIMEOUT = env.float("RECORDS_CALLBACK_TIMEOUT", default=10.0)
 RECORDS_THROTTLE = env.str("RECORDS_THROTTLE", default="1200/min")
 RECORDS_CORS_ALLOWED_ORIGINS = env.list("RECORDS_CORS_ALLOWED_ORIGINS", default=[])
 
+# --- AMQP intake and offline events (records/amqp.py, records/offline.py) ---------------------------------
+# The RabbitMQ that external systems publish records to (amqp://user:password@host:5672/vhost). Empty: the AMQP
+# intake is off (`make run` does not start `consume_records`, AMQP replies cannot be delivered).
+AMQP_URL = env.str("AMQP_URL", default="")
+# Refused messages are published to this exchange (fanout) and queue, with the reason in x-b24portal-reason.
+AMQP_DEAD_LETTER_QUEUE = env.str("AMQP_DEAD_LETTER_QUEUE", default="b24portal.records.dead-letter")
+# How often each bound portal's offline CRM events are read (changes made in Bitrix24 flow back).
+RECORDS_OFFLINE_POLL_SECONDS = env.int("RECORDS_OFFLINE_POLL_SECONDS", default=60)
+
 # --- Django-------------------------------------------------------------------------------------
 INSTALLED_APPS = [
     "console.apps.ConsoleAdminConfig",  # django.contrib.admin whose home is the dashboard
@@ -211,6 +227,8 @@ INSTALLED_APPS = [
     "records",
     "placements",
     "console",
+    "signin",
+    "cabinet",
 ]
 
 MIDDLEWARE = [
@@ -290,6 +308,10 @@ Path(STATIC_ROOT).mkdir(parents=True, exist_ok=True)  # filled by collectstatic 
 WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=DEBUG)
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# The session cookie serves only our own site (sign-in, cabinet): first-party, Lax. Frame pages never use it
+# (they carry a signed frame token instead), so no SameSite=None cookie is needed for Bitrix24's iframes.
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 X_FRAME_OPTIONS = "DENY"
@@ -373,6 +395,7 @@ CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {
         "placements.tasks.add_consent_fields",
         "placements.tasks.add_timeline_comment",
         "placements.tasks.send_timeline_comment",
+        "oauth.confirmation.resume_parked_call",
         "records.tasks.apply_portal_jobs",
         "records.tasks.load_stage_mapping",
         "records.replies.deliver_reply",
@@ -388,12 +411,18 @@ CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {
         "oauth.tasks.check_capabilities",
         "oauth.tasks.check_capabilities_chunk",
         "oauth.tasks.rollup_call_log",
+        "oauth.tasks.keep_tokens_alive",
+        "oauth.tasks.keep_tokens_alive_chunk",
+        "oauth.tasks.expire_parked_calls",
+        "oauth.tasks.redispatch_confirmed_calls",
         "oauth.tasks.prune_call_log",
         "tenants.tasks.cleanup_stale_installs",
         "placements.tasks.redispatch_timeline_comments",
         "installs.tasks.redispatch_stuck_install_runs",
         "records.tasks.redispatch_lost_jobs",
         "records.replies.redispatch_replies",
+        "records.offline.poll_offline_events",
+        "records.offline.poll_offline_events_chunk",
     )},
 }
 

@@ -16,5 +16,7 @@ urlpatterns = [
     path("b24/", include("installs.urls")),
     path("b24/messageservice/", include("messageservice.urls")),
     path("b24/", include("placements.urls")),
+    path("cabinet/", include("cabinet.urls")),
     path("", include("console.urls")),  # /metrics
+    path("", include("signin.urls")),  # /, sign in with Bitrix24, sign out
 ]

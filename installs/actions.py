@@ -33,6 +33,7 @@ from . import runs
 from .runs import purge_portal
 from .steps import get_install_steps
 from .tasks import run_install_steps
+from .webhooks import refuse_app_only
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -56,6 +57,7 @@ def do_begin_install(*, member_id: str, domain: str, rest_endpoint: str, app_inf
             member_id=member_id, defaults={"domain": domain, "rest_endpoint": rest_endpoint, "language": language,
                                            "install_started_at": now},
         )
+        refuse_app_only(portal, "an app install")  # never an app install onto a webhook portal
         fresh_install = created or portal.status in (Status.DELETED, Status.NEEDS_REINSTALL)
         if not created and portal.status == Status.NEW and portal.install_started_at and (
             now - portal.install_started_at > timedelta(minutes=settings.B24_INSTALL_TIMEOUT_MINUTES)
@@ -107,6 +109,7 @@ def _redispatch_if_stuck(run: InstallRun) -> bool:
 
 
 def _start_run(portal: Portal, trigger: str) -> InstallRun:
+    refuse_app_only(portal, "install steps")  # AppContextRequired (409): nothing is started
     run = InstallRun.objects.create(portal=portal, trigger=trigger)
     InstallStepResult.objects.bulk_create(
         InstallStepResult(run=run, name=step.name, title=step.title, order=step.order) for step in get_install_steps()

@@ -1,5 +1,5 @@
 """Support-staff admin for portals and their install runs: health at a glance and actions that do real work
-(verify with app.info, re-run install steps, block, unblock)."""
+(verify with app.info, re-run install steps, block, unblock), and adding a portal by its incoming webhook."""
 
 from __future__ import annotations
 
@@ -7,12 +7,17 @@ from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet, Subquery
-from django.http import HttpRequest
-from django.urls import NoReverseMatch, reverse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, path, reverse
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_post_parameters
 
 from b24portal.crypto import mask
+from oauth.models import WebhookCredential
+from oauth.webhooks import WebhookRefused
 from tenants import schedule
 from tenants.actions import do_block_portal, do_unblock_portal
 from tenants.journal import Actor
@@ -20,6 +25,7 @@ from tenants.models import InstallRun, InstallStepResult, JournalEntry, Portal
 
 from . import actions
 from .tasks import verify_portal
+from .webhooks import WebhookPortalForm
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -64,9 +70,9 @@ class InstallRunInline(admin.TabularInline):
 
 @admin.register(Portal)
 class PortalAdmin(admin.ModelAdmin):
-    list_display = ("domain", "member_id", "status_badge", "license", "app_status", "installed_version",
-                    "installed_at", "last_problem_short")
-    list_filter = ("status", "license_family", "app_status", "rate_plan")
+    list_display = ("domain", "connection", "member_id", "status_badge", "license", "app_status",
+                    "installed_version", "installed_at", "last_problem_short")
+    list_filter = ("status", "connection", "license_family", "app_status", "rate_plan")
     search_fields = ("domain", "member_id")
     search_help_text = _("Domain or member_id")
     date_hierarchy = "created_at"
@@ -74,16 +80,18 @@ class PortalAdmin(admin.ModelAdmin):
     list_per_page = 50
     show_full_result_count = False
     actions = ["verify_now", "rerun_install_steps", "run_checks_now", "block", "unblock"]
+    change_list_template = "installs/admin/portal_change_list.html"
     readonly_fields = (
-        "member_id", "domain", "rest_endpoint", "status", "status_changed_at", "blocked_reason", "app_local_id",
+        "member_id", "domain", "connection", "rest_endpoint", "status", "status_changed_at", "blocked_reason", "app_local_id",
         "app_code", "app_status", "app_installed", "license", "license_type", "license_family", "payment_expired",
         "payment_days", "app_info_checked_at", "installed_version", "language", "installed_by_user_id",
         "installed_by_name", "install_started_at", "installed_at", "uninstalled_at", "application_token_state",
         "handler_key_masked", "rate_plan", "last_problem", "last_problem_at", "created_at", "updated_at",
-        "journal_link",
+        "journal_link", "webhook_user", "webhook_secret_masked", "webhook_scopes", "webhook_verified_at",
+        "webhook_refused",
     )
     fieldsets = (
-        (None, {"fields": ("domain", "member_id", "rest_endpoint", "status", "status_changed_at", "blocked_reason",
+        (None, {"fields": ("domain", "connection", "member_id", "rest_endpoint", "status", "status_changed_at", "blocked_reason",
                            "last_problem", "last_problem_at", "journal_link")}),
         (_("Application (from app.info)"), {"fields": (
             "app_local_id", "app_code", "app_status", "app_installed", "installed_version", "license",
@@ -93,10 +101,82 @@ class PortalAdmin(admin.ModelAdmin):
         (_("Security and limits"), {"fields": ("application_token_state", "handler_key_masked", "rate_plan")}),
         (_("Record"), {"fields": ("created_at", "updated_at")}),
     )
+    webhook_fieldset: Any = (_("Incoming webhook"), {"fields": (
+        "webhook_user", "webhook_secret_masked", "webhook_scopes", "webhook_verified_at", "webhook_refused")})
     inlines = [InstallRunInline, JournalInline]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # portals come from Bitrix24 installs only
+        return False  # portals come from Bitrix24 installs, or from "Add portal by incoming webhook"
+
+    def get_fieldsets(self, request: HttpRequest, obj: Portal | None = None) -> Any:
+        fieldsets = list(super().get_fieldsets(request, obj))
+        if obj is not None and obj.is_webhook:
+            fieldsets.insert(1, self.webhook_fieldset)
+        return fieldsets
+
+    def get_urls(self) -> list[Any]:
+        add_webhook = self.admin_site.admin_view(self.add_webhook_view)
+        return [path("add-webhook/", add_webhook, name="tenants_portal_add_webhook"), *super().get_urls()]
+
+    @method_decorator(sensitive_post_parameters("url"))  # error reports never show the webhook's secret
+    def add_webhook_view(self, request: HttpRequest) -> HttpResponse:
+        """Add (or re-connect) a portal by its incoming-webhook URL: proven before anything is stored."""
+        if not self.has_change_permission(request):
+            return HttpResponse(status=403)
+        form = WebhookPortalForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                portal = form.save(_staff_user(request))
+            except WebhookRefused as exc:
+                form.add_error("url", exc.reason)
+            else:
+                self.message_user(request, _("%(domain)s is connected by its incoming webhook.")
+                                  % {"domain": portal.domain}, messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:tenants_portal_change", args=[portal.pk]))
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "form": form,
+                   "title": _("Add portal by incoming webhook")}
+        return TemplateResponse(request, "installs/admin/add_webhook.html", context)
+
+    def _webhook(self, obj: Portal) -> WebhookCredential | None:
+        return WebhookCredential.objects.filter(portal=obj).first() if obj.is_webhook else None
+
+    @admin.display(description=_("webhook user"))
+    def webhook_user(self, obj: Portal) -> str:
+        hook = self._webhook(obj)
+        if hook is None:
+            return "—"
+        role = _("administrator") if hook.is_admin else _("not an administrator")
+        return f"{hook.user_id} {hook.user_name} ({role})"
+
+    @admin.display(description=_("webhook secret"))
+    def webhook_secret_masked(self, obj: Portal) -> str:
+        hook = self._webhook(obj)
+        return mask(hook.secret) if hook is not None else "—"
+
+    @admin.display(description=_("webhook scopes"))
+    def webhook_scopes(self, obj: Portal) -> str:
+        hook = self._webhook(obj)
+        return ", ".join(hook.scopes) if hook is not None and hook.scopes else "—"
+
+    @admin.display(description=_("webhook proven at"))
+    def webhook_verified_at(self, obj: Portal) -> Any:
+        hook = self._webhook(obj)
+        return hook.verified_at if hook is not None else "—"
+
+    @admin.display(description=_("refused by Bitrix24"))
+    def webhook_refused(self, obj: Portal) -> str:
+        hook = self._webhook(obj)
+        if hook is None or hook.refused_at is None:
+            return "—"
+        return f"{hook.refused_at:%Y-%m-%d %H:%M} {hook.refused_error}"
+
+    def _skip_webhook_portals(self, request: HttpRequest, queryset: QuerySet[Portal], what: str) -> QuerySet[Portal]:
+        """App-only actions leave webhook portals out, and say so."""
+        skipped = queryset.filter(connection=Portal.Connection.WEBHOOK).count()
+        if skipped:
+            self.message_user(request, _("%(n)d webhook-connected portal(s) skipped: %(what)s needs the installed "
+                                         "app.") % {"n": skipped, "what": what}, messages.WARNING)
+        return queryset.filter(connection=Portal.Connection.APP)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # uninstall is Bitrix24's decision; the journal must survive
@@ -105,7 +185,10 @@ class PortalAdmin(admin.ModelAdmin):
     def status_badge(self, obj: Portal) -> str:
         colors = {"active": "#2b8a3e", "new": "#1971c2", "blocked": "#e8590c", "needs_reinstall": "#c92a2a",
                   "deleted": "#868e96"}
-        return format_html('<b style="color:{}">{}</b>', colors.get(obj.status, "#333"), obj.get_status_display())
+        label: StrOrPromise = obj.get_status_display()
+        if obj.is_webhook and obj.status == Portal.Status.NEEDS_REINSTALL:
+            label = _("Needs a new webhook URL")  # Bitrix24 refused the webhook: staff paste its new URL
+        return format_html('<b style="color:{}">{}</b>', colors.get(obj.status, "#333"), label)
 
     @admin.display(description=_("last problem"), ordering="last_problem_at")
     def last_problem_short(self, obj: Portal) -> str:
@@ -139,6 +222,7 @@ class PortalAdmin(admin.ModelAdmin):
     @admin.action(description=_("Verify now (app.info)"))
     def verify_now(self, request: HttpRequest, queryset: QuerySet[Portal]) -> None:
         count = 0
+        queryset = self._skip_webhook_portals(request, queryset, "app.info")
         for portal in queryset.exclude(status=Portal.Status.DELETED).only("pk"):
             verify_portal.delay(portal.pk, staff_user_id=request.user.pk)
             count += 1
@@ -147,6 +231,7 @@ class PortalAdmin(admin.ModelAdmin):
     @admin.action(description=_("Re-run install steps"))
     def rerun_install_steps(self, request: HttpRequest, queryset: QuerySet[Portal]) -> None:
         count, user = 0, _staff_user(request)
+        queryset = self._skip_webhook_portals(request, queryset, "install steps")
         for portal in queryset.exclude(status=Portal.Status.DELETED):
             actions.do_start_install_run(portal, trigger=InstallRun.Trigger.STAFF,
                                          actor=Actor.staff(user), staff_user=user)
@@ -157,7 +242,7 @@ class PortalAdmin(admin.ModelAdmin):
     def run_checks_now(self, request: HttpRequest, queryset: QuerySet[Portal]) -> None:
         portals = list(queryset.filter(status=Portal.Status.ACTIVE))
         for portal in portals:
-            schedule.mark_due(portal, *schedule.registered_kinds())
+            schedule.mark_due(portal, *schedule.kinds_for(portal))  # a webhook portal: capabilities only
         self.message_user(request, _("Checks are due now for %(n)d portal(s); the next beat tick runs them.")
                           % {"n": len(portals)}, messages.SUCCESS)
 

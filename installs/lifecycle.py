@@ -9,12 +9,13 @@ this application (app.info CODE), for that member_id (the OAuth server's answer 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from b24portal.domains import domain_of_endpoint, is_allowed_domain
-from b24portal.intake import Rejected
-from oauth import proofs
+from b24portal.intake import TOKEN_RE, Rejected, text_field
+from oauth import confirmation, proofs
 from oauth.tokens import TokenGrant
 from tenants.actions import do_change_domain
 from tenants.models import InstallRun, Portal
@@ -24,6 +25,8 @@ from .intake import AppEvent, InstallRequest, install_from_event
 from .tasks import verify_portal
 
 logger = logging.getLogger(__name__)
+
+METHOD_RE = re.compile(r"^[a-zA-Z0-9_.]{1,100}$")
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,9 @@ def _refuse_downgrade(portal: Portal | None, rest_endpoint: str) -> None:
 
 
 def handle_install(request: InstallRequest) -> InstallRun:
-    existing = Portal.objects.filter(member_id=request.member_id).first()
+    # Webhook portals are never matched by anything Bitrix24 posts (their member_id cannot pass the intake
+    # pattern either): an install or event only ever concerns an installed-app portal.
+    existing = Portal.objects.filter(member_id=request.member_id, connection=Portal.Connection.APP).first()
     _refuse_downgrade(existing, request.rest_endpoint)
     if (existing is not None and existing.status in (Portal.Status.ACTIVE, Portal.Status.BLOCKED)
             and existing.application_token_hash and request.application_token
@@ -105,7 +110,7 @@ def handle_install(request: InstallRequest) -> InstallRun:
 
 
 def _known_portal(event: AppEvent) -> Portal:
-    portal = Portal.objects.filter(member_id=event.member_id).first()
+    portal = Portal.objects.filter(member_id=event.member_id, connection=Portal.Connection.APP).first()
     if portal is None:
         raise Rejected("unknown portal", 404)
     return portal
@@ -157,6 +162,19 @@ def handle_event(event: AppEvent) -> dict[str, Any]:
             raise Rejected("ONAPPPAYMENT without application_token or access token cannot be verified", 403)
         actions.do_apply_payment_event(portal, app_info=app_info)
         return {"portal": portal.member_id}
+    if event.name == "ONAPPMETHODCONFIRM":
+        portal = _known_portal(event)
+        # Like ONAPPUNINSTALL, no tokens come with it: the stored application token is the proof.
+        if not portal.application_token_matches(event.application_token):
+            raise Rejected("application_token does not match", 403)
+        method = text_field(event.data, "METHOD", pattern=METHOD_RE, max_length=100)
+        confirmed = text_field(event.data, "CONFIRMED", max_length=1)
+        if confirmed not in ("0", "1"):
+            raise Rejected("data[CONFIRMED] must be 0 or 1")
+        access_token = text_field(event.data, "TOKEN", required=False, pattern=TOKEN_RE) or None
+        decided = confirmation.do_decide(portal, method=method, access_token=access_token,
+                                         confirmed=confirmed == "1")
+        return {"portal": portal.member_id, "method": method.lower(), "decided": decided}
     raise Rejected(f"unsupported event {event.name}", 400)
 
 

@@ -61,7 +61,8 @@ def capabilities_step(portal: Portal, client: PortalClient) -> str:
 
 
 # The app events we handle at PUBLIC_URL/b24/events/. ONAPPINSTALL is set on the app card instead.
-APP_EVENTS = ("ONAPPUNINSTALL", "ONAPPUPDATE", "ONAPPPAYMENT")
+# ONAPPMETHODCONFIRM: an administrator's decision on a method that needs confirmation (oauth.confirmation).
+APP_EVENTS = ("ONAPPUNINSTALL", "ONAPPUPDATE", "ONAPPPAYMENT", "ONAPPMETHODCONFIRM")
 
 
 def events_handler_url() -> str:

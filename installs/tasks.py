@@ -96,8 +96,10 @@ def _verify_failed(exc: B24Error, portal_id: int, staff_user_id: int | None = No
 
 @portal_task(max_retries=5, give_up=_verify_failed, name="tenants.tasks.verify_portal")
 def verify_portal(self: Task, portal_id: int, staff_user_id: int | None = None) -> str:
-    """"Verify now": app.info with the service token, stored and journaled."""
+    """"Verify now": app.info with the service token, stored and journaled (an installed app only)."""
     portal = Portal.objects.get(pk=portal_id)
+    if portal.is_webhook:
+        return "skipped: connected by an incoming webhook (app.info needs the installed app)"
     staff_user, actor = staff_actor(staff_user_id)
     with log_context(member_id=portal.member_id):
         info = PortalClient(portal).call("app.info")

@@ -17,6 +17,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from b24portal.dispatch import dispatch_on_commit
+from installs.webhooks import AppContextRequired, refuse_app_only
 from tenants.journal import Actor, journal
 from tenants.models import JournalEntry, Portal
 
@@ -47,6 +48,10 @@ def clean_account_data(portal: Portal, data: Mapping[str, Any], account: Provide
 
     Credentials: on an update with the same carrier, a blank credential value keeps the stored one, so
     forms never have to show secrets back. Raises ValidationError({field: [messages]})."""
+    try:
+        refuse_app_only(portal, "an SMS provider (messageservice)")
+    except AppContextRequired as exc:
+        raise ValidationError({"portal": [exc.reason]}) from None
     unknown = set(data) - set(ACCOUNT_FIELDS)
     if unknown:
         raise ValidationError({name: ["unknown field"] for name in sorted(unknown)})

@@ -129,10 +129,10 @@ for _kind, _label in CARRIER_CHOICES:
         ProviderAccountForm.declared_fields[credential_input(_kind, _field.name)] = _credential_form_field(_field)
 
 
-def _plain_fields(kind: str) -> set[str]:
+def _plain_fields(kind: str) -> frozenset[str]:
     if kind not in dict(CARRIER_CHOICES):
-        return set()
-    return {field.name for field in carrier_class(kind).credential_fields if not field.secret}
+        return frozenset()
+    return carrier_class(kind).plain_names()
 
 
 class SendTestSmsForm(forms.Form):

@@ -98,8 +98,8 @@ class AccountSerializer(serializers.ModelSerializer):
         """The stored values of the carrier's non-secret fields (e.g. a login); secrets never leave."""
         if account.carrier not in CARRIERS:
             return {}
-        plain = [f.name for f in carrier_class(account.carrier).credential_fields if not f.secret]
-        return {name: str(account.credentials[name]) for name in plain if (account.credentials or {}).get(name)}
+        plain = carrier_class(account.carrier).plain_names()
+        return {name: str(account.credentials[name]) for name in sorted(plain) if (account.credentials or {}).get(name)}
 
 
 class AccountCreateSerializer(serializers.Serializer):

@@ -7,7 +7,7 @@ Tokens: only masked values and expiry, never a secret. Lists select their portal
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet, Sum
@@ -18,13 +18,15 @@ from django.utils.translation import gettext_lazy as _
 
 from b24portal.crypto import mask
 from b24portal.dispatch import dispatch_on_commit
+from tenants.journal import Actor
 from tenants.models import Portal
 
-from . import calllog
-from .models import PortalCapabilities, PortalToken, RestCall, RestCallDaily
+from . import calllog, confirmation
+from .models import ParkedCall, PortalCapabilities, PortalToken, RestCall, RestCallDaily
 from .tasks import check_capabilities
 
 if TYPE_CHECKING:
+    from django.contrib.auth.models import User
     from django_stubs_ext import StrOrPromise
 
 CHART_DAYS = 30
@@ -36,6 +38,27 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(ParkedCall)
+class ParkedCallAdmin(ReadOnlyAdmin):
+    """Work waiting for a portal administrator to confirm a REST method (oauth.confirmation): what waits, since
+    when, and how it ended. Only a hash of the access token is kept."""
+
+    list_display = ("parked_at", "portal", "method", "task_name", "state", "decided_at", "reason")
+    list_filter = ("state", "method")
+    search_fields = ("portal__domain", "portal__member_id", "method", "task_name")
+    list_select_related = ("portal",)
+    raw_id_fields = ("portal",)
+    date_hierarchy = "parked_at"
+    fields = ("portal", "method", "task_name", "args", "kwargs", "state", "reason", "parked_at", "decided_at")
+    readonly_fields = fields
+    actions = ["give_up"]
+
+    @admin.action(description=_("Give up on the selected waiting calls (fail them)"))
+    def give_up(self, request: HttpRequest, queryset: QuerySet[ParkedCall]) -> None:
+        failed = confirmation.do_fail_by_staff(queryset, Actor.staff(cast("User", request.user)))
+        self.message_user(request, f"{failed} waiting call(s) failed", messages.SUCCESS)
 
 
 @admin.register(PortalToken)

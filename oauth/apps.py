@@ -15,11 +15,24 @@ class OAuthConfig(AppConfig):
         from tenants import schedule
 
         schedule.register_check("capabilities",
-                                lambda: timedelta(seconds=settings.B24_CAPABILITIES_CHECK_SECONDS))
+                                lambda: timedelta(seconds=settings.B24_CAPABILITIES_CHECK_SECONDS), for_webhooks=True)
         add_periodic("oauth-refresh-capabilities", "oauth.tasks.refresh_all_capabilities",
                      settings.B24_DUE_CHECKS_TICK_SECONDS, staff_may_pause=True,
                      description="Checks which scopes, methods and features each portal grants us, for the portals "
                                  "whose check is due (B24_CAPABILITIES_CHECK_SECONDS).")
+        from . import keepalive
+
+        schedule.register_check(keepalive.TOKEN_KEEPALIVE, lambda: keepalive.KEEPALIVE_INTERVAL)
+        add_periodic("oauth-keep-tokens-alive", "oauth.tasks.keep_tokens_alive", settings.B24_DUE_CHECKS_TICK_SECONDS,
+                     staff_may_pause=True,
+                     description="Refreshes the service token of portals that would otherwise leave it unused for "
+                                 "longer than B24_TOKEN_KEEPALIVE_DAYS (each portal checked once a day, spread over "
+                                 "the day).")
+        add_periodic("oauth-expire-parked-calls", "oauth.tasks.expire_parked_calls", 3600,
+                     description="Fails the calls that waited for an administrator to confirm a REST method longer "
+                                 "than B24_METHOD_CONFIRM_TIMEOUT_HOURS.")
+        add_periodic("oauth-redispatch-confirmed-calls", "oauth.tasks.redispatch_confirmed_calls", 60,
+                     description="Dispatches again the confirmed calls whose resume was lost (broker down).")
         add_periodic("oauth-rollup-call-log", "oauth.tasks.rollup_call_log", 3600,
                      description="Rolls the REST call log up into calls per portal, day, method and error "
                                  "(the dashboard's REST chart and bursts read these).")

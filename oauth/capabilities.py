@@ -6,6 +6,10 @@ Apps declare what they need in one registry, from their AppConfig.ready():
     require_methods("messageservice.sender.add", "messageservice.sender.list", scope="messageservice",
                     app="messageservice")
 
+A webhook-connected portal has no application context: only requirements declared `for_webhooks=True`
+(features that work through an incoming webhook, such as CRM records) are checked for it; the others
+(widgets, SMS provider, events) belong to features it cannot have.
+
 The check is ONE batch request (`scope`, `method.get` per required method, `feature.get` per watched
 feature), run as the first install step (order 5) and daily for every active portal (beat). The outcome
 is kept per portal (`PortalCapabilities`, shown in admin). An install whose portal lacks a required scope
@@ -35,30 +39,36 @@ class Requirement:
     method: str
     scope: str | None
     apps: set[str] = field(default_factory=set)
+    for_webhooks: bool = False
 
 
 _methods: dict[str, Requirement] = {}
 _scopes: dict[str, set[str]] = {}
+_webhook_scopes: set[str] = set()
 _features: list[str] = list(DEFAULT_FEATURES)
 
 
-def require_methods(*methods: str, scope: str | None = None, app: str = "") -> None:
-    """Declare REST methods (and optionally their scope) the product needs in every portal. Idempotent."""
+def require_methods(*methods: str, scope: str | None = None, app: str = "", for_webhooks: bool = False) -> None:
+    """Declare REST methods (and optionally their scope) the product needs in every portal. Idempotent.
+    `for_webhooks`: webhook-connected portals need them too (the feature works through a webhook)."""
     for method in methods:
         name = method.strip().lower()
         if not name or name == "batch":
             raise ValueError(f"not a method name: {method!r}")
         requirement = _methods.setdefault(name, Requirement(name, scope))
         requirement.scope = requirement.scope or scope
+        requirement.for_webhooks = requirement.for_webhooks or for_webhooks
         if app:
             requirement.apps.add(app)
     if scope:
-        require_scopes(scope, app=app)
+        require_scopes(scope, app=app, for_webhooks=for_webhooks)
 
 
-def require_scopes(*scopes: str, app: str = "") -> None:
+def require_scopes(*scopes: str, app: str = "", for_webhooks: bool = False) -> None:
     for scope in scopes:
         _scopes.setdefault(scope.strip(), set()).update({app} if app else set())
+        if for_webhooks:
+            _webhook_scopes.add(scope.strip())
 
 
 def watch_features(*codes: str) -> None:
@@ -68,12 +78,13 @@ def watch_features(*codes: str) -> None:
             _features.append(code)
 
 
-def required_methods() -> list[str]:
-    return sorted(_methods)
+def required_methods(*, webhook: bool = False) -> list[str]:
+    """What every portal must grant; `webhook=True`: what a webhook-connected portal must grant."""
+    return sorted(name for name, requirement in _methods.items() if requirement.for_webhooks or not webhook)
 
 
-def required_scopes() -> list[str]:
-    return sorted(_scopes)
+def required_scopes(*, webhook: bool = False) -> list[str]:
+    return sorted(_webhook_scopes & set(_scopes)) if webhook else sorted(_scopes)
 
 
 def watched_features() -> list[str]:
@@ -94,8 +105,9 @@ class Snapshot:
 
 def probe(client: PortalClient) -> Snapshot:
     """One batch: scope + method.get per required method + feature.get per watched feature."""
+    webhook = client.portal.is_webhook
     commands: dict[str, Any] = {"scope": ("scope", {})}
-    methods = required_methods()
+    methods = required_methods(webhook=webhook)
     for i, method in enumerate(methods):
         commands[f"m{i}"] = ("method.get", {"name": method})
     features = watched_features()
@@ -105,7 +117,7 @@ def probe(client: PortalClient) -> Snapshot:
     if "scope" in batch.errors:
         raise batch.errors["scope"]
     granted = [str(s) for s in (batch.results.get("scope") or []) if isinstance(s, str)]
-    missing = [f"scope {scope}" for scope in required_scopes() if scope not in granted]
+    missing = [f"scope {scope}" for scope in required_scopes(webhook=webhook) if scope not in granted]
     found: dict[str, dict[str, bool]] = {}
     for i, method in enumerate(methods):
         row = batch.results.get(f"m{i}")

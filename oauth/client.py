@@ -7,6 +7,11 @@ rate limiter per HTTP request (oauth.ratelimit), the operating guard, one re-POS
 portal, typed errors with a retry classification (oauth.errors), a call-log row per HTTP request and a
 journal line for failures that need a human (oauth.calllog).
 
+A webhook-connected portal (`portal.is_webhook`) is served by the same client: the calls go to
+`<rest_endpoint><user>/<secret>/<method>.json` (oauth.models.WebhookCredential) without an `auth` field and
+are never refreshed; a 401 means the webhook was deleted or its secret changed, which is journaled and sent
+as `webhook_refused` (the install flow marks the portal so staff add the new URL).
+
 Waiting: a client may sleep at most `max_wait` seconds for a permit (or for a method's operating window).
 Beyond that it raises a `B24RetryLater` (`B24RateLimited` / `B24OperationLimit`) carrying `retry_after`.
 By default web code waits up to `B24_RATE_WEB_MAX_WAIT` (5 s) and code running inside a Celery task up to
@@ -16,6 +21,7 @@ instead of blocking a worker.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -29,6 +35,7 @@ from urllib.parse import urljoin
 import requests
 from celery.signals import task_postrun, task_prerun
 from django.conf import settings
+from django.utils import timezone
 
 from b24portal.domains import domain_of_endpoint, is_allowed_domain
 from b24portal.http import get_session
@@ -37,8 +44,10 @@ from b24portal.phpquery import build_query
 from . import calllog, ratelimit
 from . import tokens as token_store
 from .errors import (
+    B24AuthError,
     B24BadResponse,
     B24Error,
+    B24MethodConfirmWaiting,
     B24OperationLimit,
     B24PortalMoved,
     B24RateLimited,
@@ -47,8 +56,8 @@ from .errors import (
     B24TransportError,
     error_from_envelope,
 )
-from .models import PortalToken
-from .signals import portal_endpoint_changed
+from .models import PortalToken, WebhookCredential
+from .signals import portal_endpoint_changed, webhook_refused
 
 if TYPE_CHECKING:
     from tenants.models import Portal
@@ -158,11 +167,13 @@ def parse_answer(response: requests.Response, method: str, safe: bool) -> Envelo
                     next=nxt if isinstance(nxt, int) else None, time=time_block)
 
 
-def post_method(endpoint: str, method: str, params: Mapping[str, Any], access_token: str, *,
-                timeout: tuple[float, float] | None = None) -> requests.Response:
-    """One HTTP request: JSON body with `auth`. Redirects are returned, not followed (see PortalClient)."""
-    url = urljoin(endpoint, method)
-    body = json.dumps({**params, "auth": access_token}, ensure_ascii=False, default=str)
+def post_method(endpoint: str, method: str, params: Mapping[str, Any], access_token: str | None, *,
+                timeout: tuple[float, float] | None = None, suffix: str = "") -> requests.Response:
+    """One HTTP request: JSON body with `auth` (none for a webhook endpoint, whose URL carries the secret).
+    Redirects are returned, not followed (see PortalClient)."""
+    url = urljoin(endpoint, method + suffix)
+    auth = {} if access_token is None else {"auth": access_token}
+    body = json.dumps({**params, **auth}, ensure_ascii=False, default=str)
     safe = is_safe_method(method)
     try:
         response = get_session().post(url, data=body.encode(), headers={"Content-Type": "application/json"},
@@ -253,6 +264,7 @@ class PortalClient:
         self.max_wait = max_wait
         self.timeout = timeout
         self._token: PortalToken | None = None
+        self._webhook: WebhookCredential | None = None
 
     def _max_wait(self) -> float:
         if self.max_wait is not None:
@@ -272,16 +284,38 @@ class PortalClient:
             self._token = token_store.refresh_token(self._token.pk, used_access_token=self._token.access_token)
         return self._token
 
+    def _load_webhook(self) -> WebhookCredential:
+        if self._webhook is None:
+            self._webhook = WebhookCredential.objects.filter(portal=self.portal).first()
+            if self._webhook is None:
+                raise B24AuthError("NO_WEBHOOK", f"portal {self.portal.domain} has no incoming webhook stored")
+        if self.user_id is not None and self.user_id != self._webhook.user_id:
+            raise B24AuthError("WEBHOOK_USER_ONLY", "a webhook portal is called only as the webhook's user")
+        return self._webhook
+
+    def _endpoint(self, rest_endpoint: str) -> str:
+        """Where methods are appended: the portal's /rest/, or its webhook's /rest/<user>/<secret>/."""
+        return self._load_webhook().endpoint(rest_endpoint) if self.portal.is_webhook else rest_endpoint
+
     # -- transport -----------------------------------------------------------------------------
     def _send(self, method: str, params: Mapping[str, Any], *,
               commands: Mapping[str, str] | None = None) -> Envelope:
+        if self.portal.is_webhook:
+            self._load_webhook()
+            return self._send_guarded(method, params, None, commands)  # no token, nothing to refresh
         token = self._load_token()
         try:
-            return self._send_guarded(method, params, token.access_token, commands)
-        except B24TokenExpired:
-            # Exactly one refresh and one repeat; a second expired_token is an error, not a loop.
-            self._token = token_store.refresh_token(token.pk, used_access_token=token.access_token)
-            return self._send_guarded(method, params, self._token.access_token, commands)
+            try:
+                return self._send_guarded(method, params, token.access_token, commands)
+            except B24TokenExpired:
+                # Exactly one refresh and one repeat; a second expired_token is an error, not a loop.
+                token = self._token = token_store.refresh_token(token.pk, used_access_token=token.access_token)
+                return self._send_guarded(method, params, token.access_token, commands)
+        except B24MethodConfirmWaiting as exc:
+            # The administrator's confirmation will be for this very access token (spec §7).
+            exc.token_hash = hashlib.sha256(token.access_token.encode()).hexdigest()
+            exc.portal_id = self.portal.pk
+            raise
 
     def _sleep_or_raise(self, exc: B24RetryLater) -> None:
         wait = float(exc.retry_after or 0.0)
@@ -289,7 +323,7 @@ class PortalClient:
             raise exc
         ratelimit.sleep(wait)
 
-    def _send_guarded(self, method: str, params: Mapping[str, Any], access_token: str,
+    def _send_guarded(self, method: str, params: Mapping[str, Any], access_token: str | None,
                       commands: Mapping[str, str] | None) -> Envelope:
         """Operating guard, then permit + request, repeating a request Bitrix24 refused for its bucket."""
         try:
@@ -319,25 +353,27 @@ class PortalClient:
         if wait > 0:
             ratelimit.sleep(wait)
 
-    def _post(self, endpoint: str, method: str, params: Mapping[str, Any], access_token: str,
+    def _post(self, endpoint: str, method: str, params: Mapping[str, Any], access_token: str | None,
               batch_size: int | None) -> tuple[requests.Response, float]:
         self._permit()
         started = time.monotonic()
         try:
-            response = post_method(endpoint, method, params, access_token, timeout=self.timeout)
+            response = post_method(endpoint, method, params, access_token, timeout=self.timeout,
+                                   suffix=".json" if self.portal.is_webhook else "")
         except B24TransportError as exc:
             self._log(method, batch_size, None, exc.code, time.monotonic() - started, None)
             calllog.journal_failure(self.portal, exc, method)
             raise
         return response, time.monotonic() - started
 
-    def _send_once(self, method: str, params: Mapping[str, Any], access_token: str,
+    def _send_once(self, method: str, params: Mapping[str, Any], access_token: str | None,
                    commands: Mapping[str, str] | None) -> Envelope:
         batch_size = len(commands) if commands is not None else None
-        response, duration = self._post(self.portal.rest_endpoint, method, params, access_token, batch_size)
+        response, duration = self._post(self._endpoint(self.portal.rest_endpoint), method, params, access_token,
+                                        batch_size)
         if response.is_redirect:
             self._log(method, batch_size, response.status_code, "REDIRECT", duration, None)
-            endpoint = self._follow_move(response, method)
+            endpoint = self._endpoint(self._follow_move(response, method))
             response, duration = self._post(endpoint, method, params, access_token, batch_size)
             if response.is_redirect:
                 exc = B24PortalMoved("PORTAL_MOVED", "redirected twice; not following", method=method,
@@ -358,7 +394,16 @@ class PortalClient:
             exc.retry_after = max(exc.reset_at - ratelimit.now(), 0.0)
         self._log(method, batch_size, status, exc.code, duration, None)
         calllog.journal_failure(self.portal, exc, method)
+        if self.portal.is_webhook and exc.http_status == 401:
+            self._webhook_refused(exc)
         raise exc
+
+    def _webhook_refused(self, exc: B24Error) -> None:
+        """A 401 through a webhook is never an expiry: it was deleted or its secret changed. Kept on the
+        credential, then the install flow hears of it (webhook_refused) and marks the portal."""
+        WebhookCredential.objects.filter(portal=self.portal).update(
+            refused_at=timezone.now(), refused_error=f"{exc.code}: {exc.description}"[:255])
+        webhook_refused.send(sender=PortalClient, portal=self.portal, error=exc)
 
     def _record_operating(self, method: str, envelope: Envelope, commands: Mapping[str, str] | None) -> float | None:
         if commands is None:

@@ -14,6 +14,8 @@ from typing import Any
 
 class B24Error(Exception):
     retryable = False
+    # A method an administrator must confirm first: the work waits for that decision (oauth.confirmation).
+    awaits_confirmation = False
 
     def __init__(self, code: str, description: str = "", *, http_status: int | None = None,
                  method: str = "", payload: Any = None) -> None:
@@ -94,6 +96,29 @@ class B24AccessDenied(B24Error):
     """Scope, rights or licence: terminal until someone changes the portal."""
 
 
+class B24MethodConfirmWaiting(B24Error):
+    """401 METHOD_CONFIRM_WAITING (spec §7): a portal administrator must confirm this method for this
+    application. Neither a failure nor worth a retry: the work is parked until ONAPPMETHODCONFIRM says yes or
+    no. The confirmation is tied to the access token the call used (`token_hash`; the client sets it, with
+    the portal), so after a refresh the call waits again."""
+
+    awaits_confirmation = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.token_hash = ""
+        self.portal_id: int | None = None
+
+
+class B24MethodConfirmDenied(B24AccessDenied):
+    """403 METHOD_CONFIRM_DENIED: an administrator refused this application the method."""
+
+    def __init__(self, code: str, description: str = "", **kwargs: Any) -> None:
+        method = kwargs.get("method") or "this method"
+        super().__init__(code, f"an administrator of the portal denied the app {method} ({description or 'Method call denied'})",
+                         **kwargs)
+
+
 class B24MethodNotFound(B24Error):
     """ERROR_METHOD_NOT_FOUND: the method does not exist here (module off, v3-only method, typo)."""
 
@@ -124,8 +149,8 @@ ERROR_CODES: dict[str, type[B24Error]] = {
     "ACCESS_DENIED": B24AccessDenied,
     "INVALID_CREDENTIALS": B24AccessDenied,
     "user_access_error": B24AccessDenied,
-    "METHOD_CONFIRM_WAITING": B24AccessDenied,
-    "METHOD_CONFIRM_DENIED": B24AccessDenied,
+    "METHOD_CONFIRM_WAITING": B24MethodConfirmWaiting,
+    "METHOD_CONFIRM_DENIED": B24MethodConfirmDenied,
     "ERROR_METHOD_NOT_FOUND": B24MethodNotFound,
     "PORTAL_DELETED": B24PortalDeleted,
     "ERROR_BATCH_LENGTH_EXCEEDED": B24Error,

@@ -150,3 +150,69 @@ class PortalCapabilities(models.Model):
     def has_method(self, method: str) -> bool:
         row = self.methods.get(method.lower()) or {}
         return bool(row.get("isExisting") and row.get("isAvailable"))
+
+
+class WebhookCredential(models.Model):
+    """The incoming webhook of a webhook-connected portal (`Portal.connection == "webhook"`): calls go to
+    `<rest_endpoint><user_id>/<secret>/<method>.json` with the rights of that Bitrix24 user and the webhook's
+    scopes. The secret is encrypted at rest and never leaves this row except in that URL."""
+
+    portal = models.OneToOneField("tenants.Portal", on_delete=models.CASCADE, related_name="webhook")
+    user_id = models.PositiveIntegerField(help_text="the Bitrix24 user who created the webhook")
+    secret = EncryptedTextField()
+    user_name = models.CharField(max_length=255, blank=True)
+    is_admin = models.BooleanField(null=True, help_text="profile ADMIN when the webhook was proven")
+    scopes = models.JSONField(default=list, blank=True, help_text="what `scope` answered through the webhook")
+    verified_at = models.DateTimeField(help_text="last time profile and scope answered through it")
+    refused_at = models.DateTimeField(null=True, blank=True, help_text="Bitrix24 refused the webhook (401)")
+    refused_error = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "incoming webhook"
+
+    def __str__(self) -> str:
+        return f"webhook of user {self.user_id}"
+
+    def endpoint(self, rest_endpoint: str) -> str:
+        """The base every method is appended to: https://<portal>/rest/<user>/<secret>/."""
+        return f"{rest_endpoint.rstrip('/')}/{self.user_id}/{self.secret}/"
+
+
+class ParkedCall(models.Model):
+    """Work that waits for a portal administrator to confirm a REST method for this application (spec §7:
+    the call was answered 401 METHOD_CONFIRM_WAITING). Not a failure and not retried: ONAPPMETHODCONFIRM
+    resumes it (CONFIRMED=1: `confirmed` until its task is dispatched again with its arguments, then
+    `resumed`; a sweeper dispatches a `confirmed` one whose dispatch was lost) or fails it (0); one never
+    decided fails after B24_METHOD_CONFIRM_TIMEOUT_HOURS. The grant is tied to the access token the call
+    used, kept here only as a hash."""
+
+    class State(models.TextChoices):
+        WAITING = "waiting", "Waiting for an administrator"
+        CONFIRMED = "confirmed", "Confirmed, to be resumed"  # owed: its task is dispatched (and swept) again
+        RESUMED = "resumed", "Confirmed, resumed"
+        FAILED = "failed", "Failed"
+
+    portal = models.ForeignKey("tenants.Portal", on_delete=models.CASCADE, related_name="parked_calls")
+    method = models.CharField(max_length=100)
+    task_name = models.CharField(max_length=200, help_text="the Celery task resumed on confirmation")
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    token_hash = models.CharField(max_length=64, help_text="SHA-256 of the access token the confirmation is for")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.WAITING)
+    reason = models.CharField(max_length=500, blank=True)
+    parked_at = models.DateTimeField(default=timezone.now)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-parked_at", "-id"]
+        verbose_name = "call waiting for method confirmation"
+        verbose_name_plural = "calls waiting for method confirmation"
+        indexes = [
+            models.Index(fields=["portal", "method", "state"], name="parkedcall_portal_method"),
+            models.Index(fields=["parked_at"], condition=Q(state="waiting"), name="parkedcall_waiting"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.method} for {self.task_name} ({self.state})"

@@ -13,3 +13,7 @@ token_refresh_refused = Signal()
 # Bitrix24 named a new REST endpoint for the portal (a refresh answer's client_endpoint on an allowed host,
 # or a 302 from the old address): the portal was renamed. Arguments: portal, domain, rest_endpoint, source.
 portal_endpoint_changed = Signal()
+
+# Bitrix24 answered 401 through a portal's incoming webhook (deleted, or its secret regenerated): nothing
+# will work until staff add its new URL. Arguments: portal, error (B24Error).
+webhook_refused = Signal()

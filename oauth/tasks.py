@@ -6,12 +6,14 @@ import logging
 from datetime import timedelta
 
 from celery import Task, shared_task
+from django.conf import settings
 from django.utils import timezone
 
 from b24portal.logging import log_context
-from tenants.models import Portal
+from tenants.journal import journal
+from tenants.models import JournalEntry, Portal
 
-from . import calllog
+from . import calllog, confirmation, keepalive
 from .capabilities import check_portal, do_record_capabilities
 from .client import PortalClient
 from .errors import B24Error
@@ -55,6 +57,35 @@ def check_capabilities(self: Task, portal_id: int) -> str:
     with log_context(member_id=portal.member_id):
         caps = check_portal(portal, PortalClient(portal))
         return "ok" if caps.ok else "missing"
+
+
+@shared_task
+def keep_tokens_alive() -> int:
+    """Beat tick: the portals whose daily keep-alive check is due (spread over the day), many per task."""
+    keepalive.schedule_unscheduled(limit=settings.B24_DUE_CHECKS_PER_TICK)
+    return dispatch_due(keepalive.TOKEN_KEEPALIVE, keep_tokens_alive_chunk)
+
+
+@shared_task(acks_late=True)
+def keep_tokens_alive_chunk(portal_ids: list[int]) -> dict[str, int]:
+    def give_up(portal: Portal, exc: B24Error) -> None:
+        # A refused refresh already moved the portal on (token_refresh_refused → needs reinstall / blocked).
+        journal(portal, JournalEntry.Kind.TOKEN, f"keep-alive refresh failed: {exc.code} {exc.description}",
+                level="warning")
+
+    return run_for_each(keepalive.TOKEN_KEEPALIVE, portal_ids, keepalive.keep_alive, give_up)
+
+
+@shared_task
+def expire_parked_calls() -> int:
+    """Hourly: calls that waited for a method confirmation longer than B24_METHOD_CONFIRM_TIMEOUT_HOURS fail."""
+    return confirmation.do_expire()
+
+
+@shared_task
+def redispatch_confirmed_calls() -> int:
+    """Every minute: confirmed calls whose resume was never dispatched (broker down) are dispatched again."""
+    return confirmation.redispatch_confirmed()
 
 
 @shared_task

@@ -68,6 +68,8 @@ def store_tokens(portal: Portal, grant: TokenGrant, *, user_id: int, is_service:
                 "expires_at": expires_at,
                 "scope": grant.scope,
                 "is_service": is_service,
+                # The pair is new: its refresh token's unused time starts now (oauth.keepalive).
+                "refreshed_at": timezone.now(),
                 **({"is_admin": is_admin} if is_admin is not None else {}),
                 "last_refresh_error": "",
             },

@@ -26,7 +26,7 @@ def _actor(staff_user: User | None, default: Actor = Actor.SYSTEM) -> Actor:
 
 
 def all_desired(portal: Portal, *, with_fields: bool) -> list[bindings.Desired]:
-    desired = bindings.desired_placements() + bindings.desired_types()
+    desired = bindings.desired_placements() + bindings.desired_app_uri() + bindings.desired_types()
     if with_fields and config.consent_field_entities():
         desired += bindings.desired_fields()
     return desired

@@ -67,6 +67,10 @@ def desired_placements() -> list[Desired]:
     return [Desired(Kind.PLACEMENT, code, handler) for code in config.placement_codes()]
 
 
+def desired_app_uri() -> list[Desired]:
+    return [Desired(Kind.PLACEMENT, config.APP_URI_PLACEMENT, config.app_uri_handler())]
+
+
 def desired_types() -> list[Desired]:
     return [Desired(Kind.USERFIELD_TYPE, config.consent_type_code(), config.consent_handler())]
 
@@ -109,7 +113,15 @@ def is_present(desired: Desired, actual: Actual) -> bool:
 def create(client: PortalClient, portal: Portal, desired: Desired) -> None:
     """One bind call. Raises B24Error (or BindingConfigError)."""
     if desired.kind == Kind.PLACEMENT:
-        client.call("placement.bind", config.placement_bind_params(desired.code))
+        try:
+            client.call("placement.bind", config.placement_bind_params(desired.code))
+        except B24Error as exc:
+            # A single-instance placement bound to another handler (PUBLIC_URL changed): Bitrix24 keeps one
+            # per app and refuses a second, so the old registration goes first (ours: the app's own record).
+            if exc.code != "ERROR_PLACEMENT_MAX_COUNT" or desired.code not in config.SINGLE_INSTANCE_PLACEMENTS:
+                raise
+            client.call("placement.unbind", {"PLACEMENT": desired.code})
+            client.call("placement.bind", config.placement_bind_params(desired.code))
     elif desired.kind == Kind.USERFIELD_TYPE:
         config.consent_full_code(portal.app_local_id)  # refuse a code Bitrix24 would cut or reject
         params: dict[str, Any] = {"USER_TYPE_ID": desired.code, "HANDLER": desired.handler,
@@ -181,7 +193,9 @@ def sync(portal: Portal, client: PortalClient, desired: list[Desired], *, repair
     missing = [item for item in wanted if not is_present(item, actual)]
     report.bound.extend(item.code for item in wanted if item not in missing)
     # Several widgets at once go in one batch request (one permit of the portal's rate limit, not four).
-    batchable = [item for item in missing if item.kind == Kind.PLACEMENT] if repair else []
+    # Single-instance codes go alone: their repair may need an unbind first (see `create`).
+    batchable = [item for item in missing if item.kind == Kind.PLACEMENT
+                 and item.code not in config.SINGLE_INSTANCE_PLACEMENTS] if repair else []
     if len(batchable) > 1:
         result = client.batch({item.code: ("placement.bind", config.placement_bind_params(item.code))
                                for item in batchable})
@@ -236,6 +250,7 @@ def sync(portal: Portal, client: PortalClient, desired: list[Desired], *, repair
 
 
 def desired_for(binding: Binding) -> Desired:
-    handler: dict[str, str] = {Kind.PLACEMENT: config.list_menu_handler(),
-                               Kind.USERFIELD_TYPE: config.consent_handler()}
-    return Desired(binding.kind, binding.code, handler.get(binding.kind, ""))
+    if binding.kind == Kind.PLACEMENT:
+        return Desired(binding.kind, binding.code, config.placement_handler(binding.code))
+    handler = config.consent_handler() if binding.kind == Kind.USERFIELD_TYPE else ""
+    return Desired(binding.kind, binding.code, handler)

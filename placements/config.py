@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.urls import reverse
@@ -30,6 +31,17 @@ PLACEMENT_TITLES: dict[str, dict[str, str]] = {
 CONSENT_TYPE_TITLES: dict[str, str] = {"TITLE": "SMS consent", "DESCRIPTION": "Consent to receive SMS, per phone"}
 CONSENT_FIELD_LABELS: dict[str, str] = {"en": "SMS consent", "ru": "Согласие на SMS"}
 CONSENT_FIELD_NAME = "SMS_CONSENT"  # Bitrix24 prefixes UF_CRM_
+
+# Deep links: Bitrix24 opens our REST_APP_URI handler in a slider for any link /marketplace/view/<app code>/
+# in its content, passing the link's params[...] as PLACEMENT_OPTIONS (values as strings, plus its own URI).
+# One handler per app (a second bind is ERROR_PLACEMENT_MAX_COUNT); it takes no OPTIONS and no USER_ID
+# (bitrix24/b24restdocs api-reference/widgets/placements/rest-app-uri.md).
+APP_URI_PLACEMENT = "REST_APP_URI"
+APP_URI_TITLES: dict[str, dict[str, str]] = {
+    "en": {"TITLE": "SMS", "DESCRIPTION": "Opens an SMS and its CRM item from a link"},
+    "ru": {"TITLE": "SMS", "DESCRIPTION": "Открывает SMS и его элемент CRM по ссылке"},
+}
+SINGLE_INSTANCE_PLACEMENTS = frozenset({APP_URI_PLACEMENT, "PAGE_BACKGROUND_WORKER"})
 
 
 def placement_codes() -> list[str]:
@@ -68,14 +80,39 @@ def consent_handler() -> str:
     return public_url("placements-consent-field")
 
 
+def app_uri_handler() -> str:
+    return public_url("placements-app-uri")
+
+
+def placement_handler(code: str) -> str:
+    """The handler URL a placement code of ours is bound to."""
+    return app_uri_handler() if code == APP_URI_PLACEMENT else list_menu_handler()
+
+
 def placement_bind_params(code: str) -> dict[str, Any]:
+    titles = APP_URI_TITLES if code == APP_URI_PLACEMENT else PLACEMENT_TITLES
     return {
         "PLACEMENT": code,
-        "HANDLER": list_menu_handler(),
-        "TITLE": PLACEMENT_TITLES["en"]["TITLE"],
-        "DESCRIPTION": PLACEMENT_TITLES["en"]["DESCRIPTION"],
-        "LANG_ALL": {lang: dict(titles) for lang, titles in PLACEMENT_TITLES.items()},
+        "HANDLER": placement_handler(code),
+        "TITLE": titles["en"]["TITLE"],
+        "DESCRIPTION": titles["en"]["DESCRIPTION"],
+        "LANG_ALL": {lang: dict(values) for lang, values in titles.items()},
     }
+
+
+def app_code(portal: Any) -> str:
+    """The code in /marketplace/view/<code>/: app.info CODE as stored at install (the trust rules require
+    it to equal B24_CLIENT_ID, the client_id of a local app or the code of a Market app)."""
+    return str(portal.app_code or settings.B24_CLIENT_ID)
+
+
+def deep_link(portal: Any, params: dict[str, str]) -> str:
+    """A portal-relative link that opens our REST_APP_URI slider with `params` as PLACEMENT_OPTIONS.
+
+    The brackets of params[...] are percent-encoded (PHP decodes them the same), so the link also survives
+    inside a BBCode [url=...] tag."""
+    query = urlencode([(f"params[{key}]", value) for key, value in params.items()])
+    return f"/marketplace/view/{app_code(portal)}/?{query}"
 
 
 class BindingConfigError(Exception):

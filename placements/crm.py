@@ -63,6 +63,10 @@ class CrmItem:
     id: int
     title: str
     phones: list[Phone] = field(default_factory=list)
+    # The raw fields as Bitrix24 returned them, and those of the linked items read for a deal's phones
+    # (by entity code): what SMS templates fill their placeholders from, without reading the item again.
+    fields: dict[str, Any] = field(default_factory=dict)
+    related: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def bindings(self) -> list[dict[str, int]]:
         """Message bindings: the item itself, plus the contact/company whose phone is used (deals)."""
@@ -114,10 +118,15 @@ def _get(client: PortalClient, entity: CrmEntity, item_id: int) -> dict[str, Any
     return data
 
 
+def load_fields(client: PortalClient, entity: CrmEntity, item_id: int) -> dict[str, Any]:
+    """One item's raw fields with the client's (the user's) rights. Raises ItemUnavailable or B24Error."""
+    return _get(client, entity, item_id)
+
+
 def load_item(client: PortalClient, entity: CrmEntity, item_id: int) -> CrmItem:
     """The item and its phones, with the client's (the user's) rights. Raises ItemUnavailable or B24Error."""
     data = _get(client, entity, item_id)
-    item = CrmItem(entity, item_id, _title(entity, data))
+    item = CrmItem(entity, item_id, _title(entity, data), fields=data)
     if entity.has_phones:
         item.phones = _phones(entity, item_id, data)
     for id_field, source_code in entity.phone_sources:
@@ -126,7 +135,9 @@ def load_item(client: PortalClient, entity: CrmEntity, item_id: int) -> CrmItem:
             continue
         source = ENTITIES[source_code]
         try:
-            item.phones.extend(_phones(source, int(source_id), _get(client, source, int(source_id))))
+            source_data = _get(client, source, int(source_id))
         except ItemUnavailable:
             continue  # a linked contact the user may not see simply adds no phones
+        item.related[source_code] = source_data
+        item.phones.extend(_phones(source, int(source_id), source_data))
     return item

@@ -55,6 +55,9 @@ from . import config
 logger = logging.getLogger(__name__)
 
 FRAME_TOKEN_SALT = "placements.frame-token"
+# Where a first-party session (signed in on our own site) keeps its frame token: the sign-in writes it, the
+# cabinet reads it with read_frame_token, so both ways in obey the same install-generation and admin rules.
+SESSION_FRAME_TOKEN_KEY = "b24portal.frame_token"
 PROOF_CACHE_PREFIX = "placements:frame-proof:"
 ADMIN_CLAIM_PREFIX = "placements:admin-claim:"
 SUPPORTED_LANGS = ("en", "ru")
@@ -220,8 +223,8 @@ def verify_frame(request: HttpRequest) -> FrameContext:
         raise Rejected("PLACEMENT_OPTIONS is not a JSON object")
     lang = _field(request.GET, "LANG", pattern=LANG_RE, required=False, max_length=10) or "en"
 
-    portal = Portal.objects.filter(member_id=member_id).first()
-    if portal is None:
+    portal = Portal.objects.filter(member_id=member_id, connection=Portal.Connection.APP).first()
+    if portal is None:  # a webhook-connected portal has no app, hence no frames
         raise Rejected("unknown portal", 403)
     if portal.domain != domain:
         raise Rejected("this member_id belongs to a portal on another domain", 403)

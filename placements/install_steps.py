@@ -1,4 +1,5 @@
-"""This app's install steps: the CRM widgets and the SMS-consent field type (bind, then verify)."""
+"""This app's install steps: the CRM widgets, the deep-link slider (REST_APP_URI) and the SMS-consent field
+type (bind, then verify)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,8 @@ def bind_userfield_types(portal: Portal, client: PortalClient) -> str:
     # The CRM fields themselves can only be added once the install has finished (Bitrix24 answers
     # "Invalid user type specified" before): the reconcile or the staff action adds them.
     return _run(portal, client, bindings.desired_types())
+
+
+@install_step("app_uri", title="Add deep links into the app (REST_APP_URI)", order=32)
+def bind_app_uri(portal: Portal, client: PortalClient) -> str:
+    return _run(portal, client, bindings.desired_app_uri())

@@ -17,8 +17,20 @@ from messageservice.models import Message, ProviderAccount
 from messageservice.sending import do_send_from_widget
 from tenants.models import Portal
 
+from . import config
 from .models import TimelineComment
 from .tasks import send_timeline_comment
+
+MAX_COMMENT_CHARS = 2000
+
+
+def timeline_comment_text(portal: Portal, message: Message, *, account_name: str, entity: str, item_id: int) -> str:
+    """What the item's timeline says about a widget send: the SMS, then (BBCode, as timeline comments render
+    it) a deep link that opens our slider on this item and message. Only the text is shortened to fit."""
+    link = config.deep_link(portal, {"entity": entity, "id": str(item_id), "message": str(message.pk)})
+    tail = f"\n[url={link}]Open in the SMS app[/url]"
+    text = f"SMS to {message.recipient_raw} via {account_name}: {message.body}"
+    return text[:MAX_COMMENT_CHARS - len(tail)] + tail
 
 
 def do_send_from_item(portal: Portal, *, account: ProviderAccount, to: str, body: str, entity: str, item_id: int,
@@ -32,7 +44,9 @@ def do_send_from_item(portal: Portal, *, account: ProviderAccount, to: str, body
         if created:
             comment = TimelineComment.objects.create(
                 portal=portal, message=message, user_id=user_id, entity=entity, item_id=item_id,
-                comment=f"SMS to {to} via {account.name}: {body}"[:2000], next_attempt_at=timezone.now())
+                comment=timeline_comment_text(portal, message, account_name=account.name, entity=entity,
+                                              item_id=item_id),
+                next_attempt_at=timezone.now())
             dispatch_on_commit(send_timeline_comment, comment.pk)
     return message, created
 

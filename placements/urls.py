@@ -5,6 +5,7 @@ from . import api, views
 urlpatterns = [
     # Frames Bitrix24 POSTs into (handlers registered with placement.bind / userfieldtype.add / app card).
     path("placements/crm-list-menu/", views.crm_list_menu, name="placements-crm-list-menu"),
+    path("placements/app-uri/", views.app_uri, name="placements-app-uri"),
     path("placements/userfield/consent/", views.consent_field, name="placements-consent-field"),
     path("app/", views.app_page, name="placements-app"),
     # The API those pages call with their frame token.

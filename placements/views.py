@@ -1,4 +1,5 @@
-"""The pages Bitrix24 frames: the CRM list-menu slider, the SMS-consent field, the app's main page.
+"""The pages Bitrix24 frames: the CRM list-menu slider, the deep-link slider (REST_APP_URI), the SMS-consent
+field, the app's main page.
 
 Each is a `frame_view` (placements.frames): verified before this code runs, rendered in the user's
 language, frameable by that portal only. Problems a user can meet (unknown entity, an item they may not
@@ -15,13 +16,22 @@ from django.utils.translation import gettext as _
 
 from messageservice import consent as consent_api
 from messageservice.accounts import accounts_for
-from messageservice.sending import messages_by_author
+from messageservice.sending import messages_by_author, messages_for_crm_item
 from oauth.client import PortalClient
 from oauth.errors import B24Error
 from oauth.models import PortalToken
 
-from . import config
-from .crm import ITEM_ID_RE, CrmItem, ItemUnavailable, entity_for_placement, entity_for_userfield, load_item
+from . import config, extensions
+from .crm import (
+    ENTITIES,
+    ITEM_ID_RE,
+    CrmEntity,
+    CrmItem,
+    ItemUnavailable,
+    entity_for_placement,
+    entity_for_userfield,
+    load_item,
+)
 from .frames import FrameContext, frame_view
 from .models import Binding
 
@@ -36,8 +46,11 @@ def _page(request: HttpRequest, context: FrameContext, template: str, extra: dic
     })
 
 
-def _notice(request: HttpRequest, context: FrameContext, message: str, *, title: str = "") -> HttpResponse:
-    return _page(request, context, "placements/notice.html", {"message": message, "title": title or _("SMS")})
+def _notice(request: HttpRequest, context: FrameContext, message: str, *, title: str = "",
+            status: int = 200) -> HttpResponse:
+    response = _page(request, context, "placements/notice.html", {"message": message, "title": title or _("SMS")})
+    response.status_code = status
+    return response
 
 
 def _user_client(context: FrameContext) -> PortalClient | None:
@@ -70,14 +83,45 @@ def crm_list_menu(request: HttpRequest, context: FrameContext) -> HttpResponse:
     raw_id = str(context.options.get("ID") or "")
     if not ITEM_ID_RE.match(raw_id):
         return _notice(request, context, _("Bitrix24 did not say which item was selected."))
-    item = _load(context, entity, int(raw_id))
+    return _slider(request, context, entity, int(raw_id))
+
+
+def _slider(request: HttpRequest, context: FrameContext, entity: CrmEntity, item_id: int, *,
+            highlight: int | None = None) -> HttpResponse:
+    """The item's SMS slider: its phones, the send form (with what other apps add to it), its history."""
+    item = _load(context, entity, item_id)
     if isinstance(item, str):
         return _notice(request, context, item)
     accounts = list(accounts_for(context.portal).order_by("name"))
+    token = context.token_for_item(entity.code, item.id)
     return _page(request, context, "placements/crm_list_menu.html", {
-        "item": item, "entity": entity, "accounts": accounts,
-        "no_phones": not item.phones,
-    }, token=context.token_for_item(entity.code, item.id))
+        "item": item, "entity": entity, "accounts": accounts, "highlight": highlight,
+        "no_phones": not item.phones, "addons": extensions.slider_addons(context, item, token),
+    }, token=token)
+
+
+@frame_view
+def app_uri(request: HttpRequest, context: FrameContext) -> HttpResponse:
+    """REST_APP_URI: a link /marketplace/view/<app code>/?params[entity]=DEAL&params[id]=42&params[message]=7
+    (written into the timeline comment of each widget send, placements.sending) opens the slider on that item
+    with that message marked. A link that is not ours, or malformed, is a 400 page that says so; a message
+    that is not this portal's message on that item is a 403 (the item itself is read with the user's token,
+    so Bitrix24 decides whether they may see it)."""
+    if context.placement != config.APP_URI_PLACEMENT:
+        return _notice(request, context, _("This page only opens from a link of the SMS app."), status=400)
+    options = context.options
+    entity = ENTITIES.get(str(options.get("entity") or "").upper())
+    raw_id, raw_message = str(options.get("id") or ""), str(options.get("message") or "")
+    if entity is None or not ITEM_ID_RE.match(raw_id) or (raw_message and not ITEM_ID_RE.match(raw_message)):
+        return _notice(request, context, _("This link does not say which CRM item and message to open; it may "
+                                           "have been cut or changed."), status=400)
+    item_id = int(raw_id)
+    highlight = int(raw_message) if raw_message else None
+    if highlight is not None and not messages_for_crm_item(
+            context.portal, entity.owner_type_id, item_id).filter(pk=highlight).exists():
+        return _notice(request, context, _("This message does not belong to this CRM item in this portal."),
+                       status=403)
+    return _slider(request, context, entity, item_id, highlight=highlight)
 
 
 def _yes(value: Any) -> bool:
@@ -122,6 +166,8 @@ def consent_field(request: HttpRequest, context: FrameContext) -> HttpResponse:
 def app_page(request: HttpRequest, context: FrameContext) -> HttpResponse:
     if context.is_admin:
         bindings = Binding.objects.filter(portal=context.portal).order_by("kind", "code")
-        return _page(request, context, "placements/app_admin.html", {"bindings": bindings})
+        return _page(request, context, "placements/app_admin.html", {
+            "bindings": bindings, "addons": extensions.app_page_addons(context)})
     messages = messages_by_author(context.portal, context.user_id).select_related("account")[:50]
-    return _page(request, context, "placements/app_user.html", {"messages": messages})
+    return _page(request, context, "placements/app_user.html", {
+        "messages": messages, "addons": extensions.app_page_addons(context)})

@@ -33,6 +33,7 @@ from oauth.client import BATCH_LIMIT, PortalClient, retry_delay
 from oauth.errors import B24BadResponse, B24Error, B24RetryLater, B24TransientError, B24TransportError
 from tenants.models import Portal
 
+from .channels import own_write_params
 from .leads import lead_fields, merged_payload, origin_fields, without_repeated_multifields
 from .models import Outcome, Record, StageMapping, SyncJob
 from .replies import do_queue_replies, job_reply_body
@@ -153,6 +154,7 @@ def apply_round(portal: Portal, client: PortalClient | None = None) -> RoundResu
         return result
     client = client or PortalClient(portal)
     mapping = stage_map(portal)
+    own_writes = own_write_params(portal.pk)  # offline events: our writes do not come back (records.offline)
     try:
         _find_lost_creates(portal, client, groups, result)
         commands: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -162,7 +164,7 @@ def apply_round(portal: Portal, client: PortalClient | None = None) -> RoundResu
                 _fail(group, "the record has no Bitrix24 lead (its create failed or was cancelled)", result)
                 groups.remove(group)
                 continue
-            commands[_command_key(group)] = command
+            commands[_command_key(group)] = (command[0], {**command[1], **own_writes})
         if commands:
             answer = client.batch(commands)
     except B24Error as exc:

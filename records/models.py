@@ -211,3 +211,7 @@ class Reply(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} reply {self.delivery_id} ({self.state})"
+
+
+# The AMQP bindings and offline-event feeds live in channels.py; imported here so Django sees them.
+from .channels import AmqpBinding, OfflineFeed  # noqa: E402, F401

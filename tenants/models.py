@@ -22,6 +22,19 @@ def hash_application_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# A webhook-connected portal has no member_id from an install: it gets this prefix + its domain. The colon
+# never passes the member_id pattern of install frames and app events (b24portal.intake.MEMBER_ID_RE), so
+# no Bitrix24 POST can ever name such a portal.
+WEBHOOK_MEMBER_PREFIX = "webhook:"
+
+
+def webhook_member_id(domain: str) -> str:
+    domain = domain.strip().lower()
+    if len(WEBHOOK_MEMBER_PREFIX) + len(domain) > 64:  # a cut-off name could collide; a hash cannot
+        domain = hashlib.sha256(domain.encode()).hexdigest()[:56]
+    return f"{WEBHOOK_MEMBER_PREFIX}{domain}"
+
+
 class Portal(models.Model):
     class Status(models.TextChoices):
         NEW = "new", _("Installing")
@@ -41,6 +54,10 @@ class Portal(models.Model):
         STANDARD = "standard", _("Standard: 2 req/s, burst 50")
         ENTERPRISE = "enterprise", _("Enterprise: 5 req/s, burst 250")
 
+    class Connection(models.TextChoices):
+        APP = "app", _("Installed app")
+        WEBHOOK = "webhook", _("Incoming webhook")
+
     # Bitrix24's documented leaky-bucket limits per plan: (requests per second, burst).
     RATE_LIMITS = {RatePlan.STANDARD: (2.0, 50), RatePlan.ENTERPRISE: (5.0, 250)}
 
@@ -48,6 +65,10 @@ class Portal(models.Model):
     domain = models.CharField(max_length=255, db_index=True)
     rest_endpoint = models.URLField(max_length=300, help_text=_("client_endpoint, e.g. https://x.bitrix24.com/rest/"))
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.NEW, db_index=True)
+    # How we reach the portal: an installed app (OAuth tokens, events, widgets, SMS) or an incoming webhook
+    # staff added by its URL (REST calls only; its member_id is WEBHOOK_MEMBER_PREFIX + domain).
+    connection = models.CharField(max_length=10, choices=Connection.choices, default=Connection.APP,
+                                  db_index=True)
     status_changed_at = models.DateTimeField(default=timezone.now)
     blocked_reason = models.CharField(max_length=255, blank=True)
 
@@ -92,6 +113,11 @@ class Portal(models.Model):
 
     def __str__(self) -> str:
         return self.domain or self.member_id
+
+    @property
+    def is_webhook(self) -> bool:
+        """Connected by an incoming webhook: no app context (no events, widgets, SMS provider, tokens)."""
+        return self.connection == self.Connection.WEBHOOK
 
     @property
     def is_operational(self) -> bool:

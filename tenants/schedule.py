@@ -22,11 +22,16 @@ from .models import Portal, PortalCheck
 
 # kind -> its interval (a callable, so tests and settings overrides are read when used)
 _kinds: dict[str, Callable[[], timedelta]] = {}
+# kinds that also run for webhook-connected portals (the others need an installed app: senders, bindings)
+_webhook_kinds: set[str] = set()
 
 
-def register_check(kind: str, interval: Callable[[], timedelta]) -> None:
-    """Apps declare their periodic checks in AppConfig.ready()."""
+def register_check(kind: str, interval: Callable[[], timedelta], *, for_webhooks: bool = False) -> None:
+    """Apps declare their periodic checks in AppConfig.ready(). `for_webhooks`: the check works through an
+    incoming webhook too (most reconcile what an installed app registered, which a webhook portal has not)."""
     _kinds[kind] = interval
+    if for_webhooks:
+        _webhook_kinds.add(kind)
 
 
 def interval_of(kind: str) -> timedelta:
@@ -37,9 +42,17 @@ def registered_kinds() -> list[str]:
     return sorted(_kinds)
 
 
+def kinds_for(portal: Portal) -> list[str]:
+    """The checks that apply to this portal: all of them for an installed app, a webhook's subset otherwise."""
+    if portal.is_webhook:
+        return sorted(_webhook_kinds & set(_kinds))
+    return registered_kinds()
+
+
 def ensure_portal_scheduled(portal: Portal) -> None:
-    """Every registered check gets a first due time for this portal (an install finished)."""
-    for kind in registered_kinds():
+    """Every check that applies gets a first due time for this portal (an install finished, a webhook was
+    added)."""
+    for kind in kinds_for(portal):
         ensure_scheduled([portal.pk], [kind], interval_of(kind))
 
 
@@ -61,9 +74,12 @@ def ensure_scheduled(portal_ids: Iterable[int], kinds: Sequence[str], interval: 
 
 
 def mark_due(portal: Portal, *kinds: str, at: datetime | None = None) -> None:
-    """A reason to check now (or at `at`): an app update, an error that suggests something vanished, staff."""
+    """A reason to check now (or at `at`): an app update, an error that suggests something vanished, staff.
+    Kinds that do not apply to the portal (an app-only check of a webhook portal) are ignored."""
     due = at or timezone.now()
     for kind in kinds:
+        if portal.is_webhook and kind not in _webhook_kinds:
+            continue
         updated = PortalCheck.objects.filter(portal=portal, kind=kind, due_at__gt=due).update(due_at=due)
         if not updated:
             PortalCheck.objects.get_or_create(portal=portal, kind=kind, defaults={"due_at": due})
@@ -71,20 +87,23 @@ def mark_due(portal: Portal, *kinds: str, at: datetime | None = None) -> None:
 
 def claim_due(kind: str, *, interval: timedelta, limit: int, now: datetime | None = None) -> list[int]:
     """Up to `limit` active portals whose `kind` check is due; their next due time moves one interval on
-    (keeping each portal's place in the spread). Rows of inactive portals are moved on without a claim."""
+    (keeping each portal's place in the spread). Rows of inactive portals, and of webhook portals for a
+    check that needs an installed app, are moved on without a claim."""
     now = now or timezone.now()
+    webhooks_too = kind in _webhook_kinds
     with transaction.atomic():
         rows = list(PortalCheck.objects.select_for_update(skip_locked=True, of=("self",))
                     .filter(kind=kind, due_at__lte=now).order_by("due_at")
-                    .values_list("pk", "portal_id", "due_at", "portal__status")[:limit])
+                    .values_list("pk", "portal_id", "due_at", "portal__status", "portal__connection")[:limit])
         if not rows:
             return []
         # One statement per distinct next due time would defeat the purpose; rows are moved to
         # due_at + k*interval computed in Python and written with a CASE in one UPDATE.
-        whens = [When(pk=pk, then=Value(_next_due(due_at, interval, now))) for pk, _pid, due_at, _status in rows]
+        whens = [When(pk=row[0], then=Value(_next_due(row[2], interval, now))) for row in rows]
         PortalCheck.objects.filter(pk__in=[row[0] for row in rows]).update(
             due_at=Case(*whens, output_field=DateTimeField()), last_run_at=now)
-    return [pid for _pk, pid, _due, status in rows if status == Portal.Status.ACTIVE]
+    return [pid for _pk, pid, _due, status, connection in rows
+            if status == Portal.Status.ACTIVE and (webhooks_too or connection == Portal.Connection.APP)]
 
 
 def _next_due(due_at: datetime, interval: timedelta, now: datetime) -> datetime:

@@ -14,6 +14,8 @@ os.environ["B24_CLIENT_ID"] = "local.5f0c0ffee0ddba11.00000001"
 os.environ["B24_CLIENT_SECRET"] = "tests-client-secret"
 os.environ["PUBLIC_URL"] = "https://app.b24portal.test"
 os.environ["B24_PORTAL_DOMAINS"] = "*.bitrix24.com,*.bitrix24.ru,127.0.0.1:*"
+# The fake Bitrix24 serves plain http on 127.0.0.1; production refuses http webhook URLs.
+os.environ["B24_WEBHOOK_ALLOW_HTTP"] = "true"
 os.environ.setdefault("DEBUG", "false")
 
 from b24portal.settings import *  # noqa: F403

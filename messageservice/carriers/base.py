@@ -304,8 +304,9 @@ class Carrier:
         return [field.name for field in cls.credential_fields]
 
     @classmethod
-    def secret_names(cls) -> frozenset[str]:
-        return frozenset(field.name for field in cls.credential_fields if field.secret)
+    def plain_names(cls) -> frozenset[str]:
+        """Declared fields that are not secret (a login, a sender id): the only stored values ever shown."""
+        return frozenset(field.name for field in cls.credential_fields if not field.secret)
 
     # -- options -----------------------------------------------------------------------------
 

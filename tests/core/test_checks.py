@@ -48,3 +48,11 @@ def test_json_input_limits_are_checked(settings):
     settings.INPUT_JSON_MAX_DEPTH = 32
     settings.INPUT_JSON_MAX_BYTES = 0
     assert "b24portal.E011" in ids(settings)
+
+
+def test_http_webhook_urls_in_production_are_warned_about(settings):
+    settings.DEBUG = False
+    settings.B24_WEBHOOK_ALLOW_HTTP = True
+    assert "b24portal.W011" in ids(settings)
+    settings.B24_WEBHOOK_ALLOW_HTTP = False
+    assert "b24portal.W011" not in ids(settings)

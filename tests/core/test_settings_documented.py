@@ -16,7 +16,7 @@ SETTINGS_PY = ROOT / "b24portal" / "settings.py"
 ENV_EXAMPLE = ROOT / "docker" / ".env.example"
 README = ROOT / "README.md"
 APP_DIRS = ("b24portal", "tenants", "oauth", "installs", "messageservice", "records", "placements", "console",
-            "benchmarks")
+            "signin", "benchmarks")
 
 # Read by docker/docker-compose.yml only (documented in both lists, never by the app itself).
 COMPOSE_ONLY = frozenset({"POSTGRES_PASSWORD"})

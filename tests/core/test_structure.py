@@ -13,7 +13,8 @@ import grimp
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("b24portal", "tenants", "oauth", "installs", "messageservice", "records", "placements", "console")
+PACKAGES = ("b24portal", "tenants", "oauth", "installs", "messageservice", "records", "placements", "console",
+            "cabinet", "signin")
 
 
 def test_import_contract_holds() -> None:

@@ -36,6 +36,8 @@ EXPECTED = {
     "placements.tasks.redispatch_timeline_comments": "maintenance",
     "records.tasks.redispatch_lost_jobs": "maintenance",
     "records.replies.redispatch_replies": "maintenance",
+    "records.offline.poll_offline_events": "maintenance",
+    "records.offline.poll_offline_events_chunk": "maintenance",
     "installs.tasks.redispatch_stuck_install_runs": "maintenance",
     # Maintenance: nobody waits.
     "messageservice.tasks.reconcile_all_senders": "maintenance",
@@ -49,6 +51,11 @@ EXPECTED = {
     "oauth.tasks.check_capabilities_chunk": "maintenance",
     "oauth.tasks.rollup_call_log": "maintenance",
     "oauth.tasks.prune_call_log": "maintenance",
+    "oauth.tasks.keep_tokens_alive": "maintenance",
+    "oauth.tasks.keep_tokens_alive_chunk": "maintenance",
+    "oauth.tasks.expire_parked_calls": "maintenance",
+    "oauth.tasks.redispatch_confirmed_calls": "maintenance",
+    "oauth.confirmation.resume_parked_call": "lifecycle",
     "tenants.tasks.cleanup_stale_installs": "maintenance",
 }
 

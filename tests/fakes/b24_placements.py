@@ -7,6 +7,10 @@ full-code limit, "Handler already binded", camelCase ``placement.get``, and ``pl
 (one per record found plus one per record removed). Bitrix24 drops widget registrations on uninstall and
 handlers on app update: the portal's ``on_uninstall`` / ``on_update`` hooks do that here.
 
+Deep links (``REST_APP_URI``): :func:`open_app_link` plays a click on ``/marketplace/view/<app code>/?params[...]``
+(the bound handler and the frame POST, ``PLACEMENT_OPTIONS`` = the params as strings plus ``URI``);
+:func:`links_in` finds the ``[url=...]`` links of a timeline comment.
+
 CRM helpers: :func:`add_crm_item` (PHONE multi-field, ``hidden_from`` user ids get ACCESS_DENIED) and
 the ``crm.<entity>.get`` methods; ``crm.timeline.comment.add`` records comments in ``timeline(portal)``.
 """
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from .bitrix24 import B24Error, CallContext, FakeBitrix24Cloud, FakePortal, paginate
 
@@ -290,6 +294,46 @@ def timeline_comment_add(portal: FakePortal, params: dict[str, Any], ctx: CallCo
     state(portal)["timeline"].append({"ID": comment_id, "ENTITY_TYPE": entity, "ENTITY_ID": item_id,
                                       "COMMENT": comment, "AUTHOR_ID": ctx.user_id})
     return comment_id
+
+
+# -- deep links (REST_APP_URI) -----------------------------------------------------------------------------
+APP_LINK_RE = re.compile(r"^/marketplace/view/([^/?#]+)/$")
+LINK_PARAM_RE = re.compile(r"^params\[([^\[\]]*)\]$")
+BBCODE_URL_RE = re.compile(r"\[url=([^\]]+)\]", re.IGNORECASE)
+
+
+class AppLinkUnavailable(Exception):
+    """What the user would see instead of our slider: no app with that code here, or no REST_APP_URI handler."""
+
+
+def links_in(comment: str) -> list[str]:
+    return BBCODE_URL_RE.findall(comment)
+
+
+def open_app_link(portal: FakePortal, link: str, *, user_id: int = 1, is_admin: bool | None = None,
+                  source_page: str = "/crm/deal/list/") -> tuple[str, dict[str, str], dict[str, str]]:
+    """A click on an app link in the portal: returns (handler URL, query, form) of the frame POST Bitrix24
+    sends to the app's REST_APP_URI handler. Only ``params[...]`` keys reach PLACEMENT_OPTIONS (strings);
+    Bitrix24 adds ``URI`` (the page the user came from) unless the link set one."""
+    parts = urlsplit(link)
+    match = APP_LINK_RE.match(parts.path)
+    if parts.netloc and parts.netloc != portal.domain:
+        raise AppLinkUnavailable(f"not a link of this portal: {parts.netloc}")
+    if match is None:
+        raise AppLinkUnavailable(f"not an app link: {parts.path}")
+    if match.group(1) != portal.cloud.client_id:
+        raise AppLinkUnavailable(f"no application {match.group(1)!r} in this portal")
+    handler = next((r["handler"] for r in state(portal)["placements"] if r["placement"] == "REST_APP_URI"), None)
+    if handler is None or not portal.installed:
+        raise AppLinkUnavailable("the application has no REST_APP_URI handler (an empty slider)")
+    options: dict[str, Any] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        param = LINK_PARAM_RE.match(key)
+        if param is not None:
+            options[param.group(1)] = value
+    options.setdefault("URI", source_page)
+    query, form = portal.placement_frame("REST_APP_URI", options, user_id=user_id, is_admin=is_admin)
+    return handler, query, form
 
 
 def timeline(portal: FakePortal) -> list[dict[str, Any]]:

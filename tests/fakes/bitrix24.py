@@ -56,6 +56,13 @@ Trust (what an app must verify before it lets a token change a portal; spec §1-
   ``status``, ``error`` (e.g. ``"NO_AUTH_FOUND"``), ``token`` or ``in_batch``. ``cloud.server_endpoint``
   is the auth server: it spends no portal permit (its calls are in ``cloud.oauth_requests``).
 
+Incoming webhooks (``local-integrations/local-webhooks.md``): ``url = portal.add_webhook(user_id, scopes)``
+gives ``<base_url>/rest/<user>/<secret>/``; ``<url><method>[.json]`` runs as that user within those scopes
+(no ``auth``; ``scope`` answers them, ``profile`` says who and ``ADMIN``), takes a permit like any request,
+and batches work. A wrong secret or user id (or ``portal.delete_webhook(url)``) is 401 ``INVALID_CREDENTIALS``;
+a method outside the scopes is 403 ``insufficient_scope``; app-context methods are 403 ``WRONG_AUTH_TYPE``
+(``messageservice.*``: ``ACCESS_DENIED`` "Application context required").
+
 Method handlers (``portal.register_method``) receive ``(portal, params, ctx)`` and return the ``result``
 (or a :class:`Paged` for list methods), or raise :class:`B24Error`.
 """
@@ -63,6 +70,7 @@ Method handlers (``portal.register_method``) receive ``(portal, params, ctx)`` a
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import re
 import secrets
@@ -78,7 +86,7 @@ from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .clock import Clock
 from .phpquery import build_php_query, flatten_php, parse_php_pairs, parse_php_query
@@ -152,6 +160,13 @@ REFRESH_TOKEN_TTL = 180 * 24 * 3600  # spec §2: a refresh token lives 180 days
 
 # A REST path: /rest/<method>, /rest/<method>.json (spec §3 URL forms). A method with "/" in it is a webhook path.
 _REST_PATH = re.compile(r"^/rest/(?P<method>.+?)(?:\.json)?/?$")
+# An incoming webhook's path after /rest/: <user id>/<secret>/<method> (local-integrations/local-webhooks.md).
+_WEBHOOK_PATH = re.compile(r"^(?P<user>\d+)/(?P<secret>[^/]+)/(?P<method>[^/]+)$")
+# What an incoming webhook cannot do: these need an application context (spec §5, §6). Method names, and
+# scopes whose every method is app-only.
+APP_CONTEXT_METHODS = frozenset({"app.info", "event.bind", "event.unbind", "event.get", "userfieldtype.add",
+                                 "userfieldtype.update", "userfieldtype.delete", "userfieldtype.list"})
+APP_CONTEXT_SCOPES = frozenset({"placement", "messageservice"})
 # Batch back-references: $result[key], $result[key][field], $result[key][0][ID] (spec §3 batch).
 _BATCH_REF = re.compile(r"\$(result|result_error|result_total|result_next)\[([^\]]+)\]((?:\[[^\]]*\])*)")
 _MISSING = object()
@@ -199,6 +214,11 @@ class CallContext:
     method: str
     in_batch: bool = False
     client_id: str = ""  # the application the token was issued to (app.info CODE)
+    webhook_scopes: tuple[str, ...] | None = None  # set when called through an incoming webhook
+
+    @property
+    def via_webhook(self) -> bool:
+        return self.webhook_scopes is not None
 
     def require_admin(self, description: str = "Access denied!") -> None:
         """Raise 403 ``ACCESS_DENIED`` unless the calling user is a portal admin."""
@@ -574,7 +594,14 @@ def _m_server_time(portal: FakePortal, params: dict[str, Any], ctx: CallContext)
 def _m_scope(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
     if _truthy(_upper_keys(params).get("FULL")):
         return list(ALL_SCOPES)
-    return list(portal.scopes)
+    return list(ctx.webhook_scopes) if ctx.webhook_scopes is not None else list(portal.scopes)
+
+
+def _m_profile(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
+    """The caller's basic profile, without any scope (ADMIN is a JSON boolean)."""
+    user = portal.user(ctx.user_id)
+    return {"ID": str(user.id), "ADMIN": user.is_admin, "NAME": user.name, "LAST_NAME": user.last_name,
+            "PERSONAL_GENDER": "", "PERSONAL_PHOTO": "", "TIME_ZONE": None, "TIME_ZONE_OFFSET": 0}
 
 
 def _m_method_get(portal: FakePortal, params: dict[str, Any], ctx: CallContext) -> Any:
@@ -584,7 +611,10 @@ def _m_method_get(portal: FakePortal, params: dict[str, Any], ctx: CallContext) 
     spec = portal.method_spec(name)
     existing = spec is not None
     unavailable = {m.lower() for m in portal.unavailable_methods}
-    available = existing and name not in unavailable and (spec.scope is None or spec.scope in portal.scopes)
+    granted = ctx.webhook_scopes if ctx.webhook_scopes is not None else portal.scopes
+    available = existing and name not in unavailable and (spec.scope is None or spec.scope in granted)
+    if available and ctx.via_webhook:  # a webhook cannot call what needs an application context
+        available = name not in APP_CONTEXT_METHODS and spec.scope not in APP_CONTEXT_SCOPES
     return {"isExisting": existing, "isAvailable": available}
 
 
@@ -673,6 +703,7 @@ _BUILTIN_METHODS: dict[str, _MethodSpec] = {
     "user.admin": _MethodSpec(_m_user_admin),
     "server.time": _MethodSpec(_m_server_time),
     "scope": _MethodSpec(_m_scope),
+    "profile": _MethodSpec(_m_profile),
     "method.get": _MethodSpec(_m_method_get),
     "feature.get": _MethodSpec(_m_feature_get),
     "event.bind": _MethodSpec(_m_event_bind),
@@ -713,6 +744,9 @@ class FakeBitrix24Cloud:
         self._access: dict[str, _AccessToken] = {}
         self._refresh: dict[str, _RefreshToken] = {}
         self._codes: dict[str, _AuthCode] = {}
+        # The redirect URI of each application's card (client_id -> URI): where /oauth/authorize/ sends the
+        # user back (spec §2: set in the app settings, not in the request).
+        self.redirect_uris: dict[str, str] = {}
         self._extra_methods: dict[str, _MethodSpec] = {}
         self._closed = False
         self._server = _Server(self._handle_http, self._on_crash)
@@ -1067,6 +1101,7 @@ class FakePortal:
         self.users: dict[int, FakeUser] = {}
         self.other_apps: dict[str, AppInstall] = {}  # other applications installed here (see other_app())
         self.event_bindings: list[EventBinding] = []
+        self.webhooks: dict[str, tuple[int, tuple[str, ...]]] = {}  # secret -> (user id, scopes)
         self.requests: list[RequestRecord] = []
         self.rejected_503 = 0
         self.operating_limit = 480.0  # spec §3: seconds per method per 10 minutes
@@ -1075,6 +1110,10 @@ class FakePortal:
         self.on_uninstall: list[Callable[[FakePortal], None]] = []  # extension hooks (e.g. drop placements)
         self.on_update: list[Callable[[FakePortal], None]] = []
         self.former_domains: list[str] = []
+        # The user logged in to this portal in the browser (its /oauth/authorize/ page); None: not logged in.
+        self.browser_user: int | None = None
+        # Methods an administrator must confirm (spec §7), per access token: method -> waiting/granted/denied.
+        self.confirm_methods: dict[str, dict[str, set[str]]] = {}
         self._methods: dict[str, _MethodSpec] = {**_BUILTIN_METHODS, **cloud._extra_methods}
         self._failures: dict[str, list[_InjectedFailure]] = {}
         self._latency: dict[str, float] = {}
@@ -1191,6 +1230,37 @@ class FakePortal:
             access, refresh, expires = self.cloud._issue(self, user_id, ttl, self._client_id(app_code))
             return self.cloud._token_response(self, access, refresh, expires, ttl, user_id)
 
+    def add_webhook(
+        self, user_id: int = 1, scopes: Iterable[str] = ("crm", "user"), *, is_admin: bool | None = None,
+        secret: str | None = None,
+    ) -> str:
+        """An incoming webhook created by ``user_id`` with these scopes; returns its URL
+        (``<base_url>/rest/<user>/<secret>/``). ``is_admin``: see :meth:`_apply_admin`."""
+        with self.lock:
+            self._apply_admin(user_id, is_admin)
+            secret = secret or secrets.token_hex(8)
+            self.webhooks[secret] = (user_id, tuple(scopes))
+            return f"{self.base_url}/rest/{user_id}/{secret}/"
+
+    def delete_webhook(self, url_or_secret: str) -> None:
+        """The webhook stops working (Bitrix24: deleted, or its secret regenerated)."""
+        secret = url_or_secret.rstrip("/").rsplit("/", 1)[-1]
+        with self.lock:
+            self.webhooks.pop(secret, None)
+
+    def _webhook_context(self, path: str) -> tuple[str, CallContext | None]:
+        """``(method, context)`` of a webhook path, or ``(method, None)`` when its credentials are wrong."""
+        match = _WEBHOOK_PATH.match(path)
+        if match is None:
+            return path, None
+        method = match.group("method").lower()
+        with self.lock:
+            hook = self.webhooks.get(match.group("secret"))
+            if hook is None or hook[0] != int(match.group("user")):
+                return method, None
+            user_id, scopes = hook
+            return method, CallContext(self, user_id, self.is_admin(user_id), "", method, webhook_scopes=scopes)
+
     def issue_auth_code(
         self, user_id: int = 1, is_admin: bool | None = None, *, app_code: str | None = None
     ) -> str:
@@ -1233,6 +1303,28 @@ class FakePortal:
         ``locked=False`` runs the handler outside the state lock (for handlers that do network I/O)."""
         with self.lock:
             self._methods[name.lower()] = _MethodSpec(handler, scope=scope, locked=locked)
+
+    def require_confirmation(self, method: str) -> None:
+        """``method`` needs an administrator's confirmation (spec §7): every access token gets 401
+        ``METHOD_CONFIRM_WAITING`` until :meth:`decide_method`; a new token (after a refresh) waits again."""
+        with self.lock:
+            self.confirm_methods.setdefault(method.lower(), {"waiting": set(), "granted": set(), "denied": set()})
+
+    def decide_method(self, method: str, confirmed: bool) -> list[tuple[str, int | str]]:
+        """The administrator decides for every token waiting on ``method``: those tokens are granted (or get
+        403 ``METHOD_CONFIRM_DENIED``) and ``ONAPPMETHODCONFIRM`` (``data[TOKEN]``, ``data[METHOD]``,
+        ``data[CONFIRMED]``) is delivered to the bound handler once per token."""
+        with self.lock:
+            gate = self.confirm_methods[method.lower()]
+            tokens = sorted(gate["waiting"])
+            gate["waiting"].clear()
+            gate["granted" if confirmed else "denied"].update(tokens)
+            language = self.language
+        outcomes: list[tuple[str, int | str]] = []
+        for token in tokens:
+            data = {"TOKEN": token, "METHOD": method, "CONFIRMED": "1" if confirmed else "0", "LANGUAGE_ID": language}
+            outcomes += self.deliver_event("ONAPPMETHODCONFIRM", data, with_tokens=False)
+        return outcomes
 
     def method_spec(self, name: str) -> _MethodSpec | None:
         with self.lock:
@@ -1698,6 +1790,8 @@ class FakePortal:
             self.requests.append(record)
 
     def _handle_http(self, request: _HttpRequest, server: _Server) -> _HttpResponse:
+        if request.path.rstrip("/") == "/oauth/authorize" and server is self._server:
+            return self._authorize(request)
         match = _REST_PATH.match(request.path)
         if match is None:
             return _json_response(404, {"error": "NOT_FOUND", "error_description": "Not found"})
@@ -1743,15 +1837,18 @@ class FakePortal:
                 )
             )
             return _json_response(503, error.body())
-        if "/" in method:  # a webhook path /rest/<user>/<code>/<method>: the fake has no webhooks
-            error = _no_auth()
-            self._record(
-                RequestRecord(
-                    method, params, token, 401, error.code, http_method=request.verb, host=server.domain
+        webhook: CallContext | None = None
+        if "/" in method:  # an incoming webhook: /rest/<user>/<secret>/<method>[.json]
+            method, webhook = self._webhook_context(match.group("method"))  # the secret is case-sensitive
+            if webhook is None:
+                error = B24Error("INVALID_CREDENTIALS", "Invalid request credentials", 401)
+                self._record(
+                    RequestRecord(
+                        method, params, None, 401, error.code, http_method=request.verb, host=server.domain
+                    )
                 )
-            )
-            return _json_response(401, error.body())
-        outcome = self._call(method, params, token, http_method=request.verb, host=server.domain)
+                return _json_response(401, error.body())
+        outcome = self._call(method, params, token, http_method=request.verb, host=server.domain, ctx=webhook)
         if outcome.error is not None:
             return _json_response(outcome.status, outcome.error.body())
         body: dict[str, Any] = {"result": outcome.result}
@@ -1761,6 +1858,53 @@ class FakePortal:
             body["total"] = outcome.total
         body["time"] = outcome.time
         return _json_response(200, body)
+
+    def _authorize(self, request: _HttpRequest) -> _HttpResponse:
+        """The portal's ``/oauth/authorize/`` page (spec §2): GET shows "Allow" / "Deny" to the logged-in
+        :attr:`browser_user`; the POSTed decision redirects to the app card's redirect URI with ``code,
+        state, domain, member_id, scope, server_domain`` (or ``error=access_denied``). An unknown
+        ``client_id``, an app without a redirect URI or not installed here: 400; nobody logged in: 401."""
+
+        def page(status: int, title: str, body: str) -> _HttpResponse:
+            text = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+                    f"<body><h1>{html.escape(title)}</h1>{body}</body></html>")
+            return _HttpResponse(status, text.encode(), "text/html; charset=utf-8")
+
+        try:
+            params = _decode_params(request)
+        except B24Error:
+            return page(400, "Bad request", "")
+        client_id = str(params.get("client_id") or "")
+        state = str(params.get("state") or "")
+        with self.lock:
+            app = self.cloud._find_app(client_id)
+            redirect_uri = self.cloud.redirect_uris.get(client_id) if app else None
+            ours = client_id == self.cloud.client_id
+            installed = not self.uninstalled if ours else client_id in self.other_apps
+            user_id = self.browser_user
+        if app is None:
+            return page(400, "Unknown application", "<p id='error'>No application with this client_id.</p>")
+        if not redirect_uri or not installed:
+            return page(400, "Application unavailable", "<p id='error'>The application is not installed.</p>")
+        if user_id is None:
+            return page(401, "Log in to Bitrix24", "<p id='login-required'>Log in to continue.</p>")
+        if request.verb != "POST":
+            hidden = (f"<input type='hidden' name='client_id' value='{html.escape(client_id)}'>"
+                      f"<input type='hidden' name='state' value='{html.escape(state)}'>")
+            return page(200, "Allow access?", (
+                f"<p>The application <b>{html.escape(client_id)}</b> asks to act as user {user_id}.</p>"
+                f"<form method='post' action='/oauth/authorize/'>{hidden}"
+                "<button id='allow' name='decision' value='allow'>Allow</button>"
+                "<button id='deny' name='decision' value='deny'>Deny</button></form>"))
+        if params.get("decision") == "allow":
+            code = self.issue_auth_code(user_id, app_code=client_id)
+            with self.lock:
+                answer = {"code": code, "state": state, "domain": self.domain, "member_id": self.member_id,
+                          "scope": ",".join(self.scopes), "server_domain": OAUTH_DOMAIN}
+        else:
+            answer = {"error": "access_denied", "error_description": "The user denied access", "state": state}
+        location = redirect_uri + ("&" if "?" in redirect_uri else "?") + urlencode(answer)
+        return _HttpResponse(302, b"", "text/html; charset=utf-8", {"Location": location})
 
     def _bucket_take(self) -> bool:
         """Leaky bucket (spec §3): +1 per HTTP request, drains at rate/s, refuses above burst. Lock held."""
@@ -1809,12 +1953,28 @@ class FakePortal:
             raise B24Error("ERROR_METHOD_NOT_FOUND", "Method not found!", 404)
         if in_batch and not spec.batch_allowed:  # spec §3: no nested batch since rest 24.0.0
             raise B24Error("ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage", 405)
-        if spec.scope is not None and spec.scope not in self.scopes:
+        if ctx.via_webhook and (method in APP_CONTEXT_METHODS or spec.scope in APP_CONTEXT_SCOPES):
+            if spec.scope == "messageservice":  # spec §6
+                raise B24Error("ACCESS_DENIED", "Application context required", 403)
+            raise B24Error(  # spec §3, §5
+                "WRONG_AUTH_TYPE",
+                "Current authorization type is denied for this method Application context required",
+                403,
+            )
+        granted = ctx.webhook_scopes if ctx.webhook_scopes is not None else self.scopes
+        if spec.scope is not None and spec.scope not in granted:
             raise B24Error(
                 "insufficient_scope",
                 "The request requires higher privileges than provided by the access token",
                 403,
             )
+        gate = self.confirm_methods.get(method)
+        if gate is not None:  # spec §7: the grant (or refusal) belongs to the access token
+            if ctx.token in gate["denied"]:
+                raise B24Error("METHOD_CONFIRM_DENIED", "Method call denied", 403)
+            if ctx.token not in gate["granted"]:
+                gate["waiting"].add(ctx.token)
+                raise B24Error("METHOD_CONFIRM_WAITING", "Waiting for confirmation", 401)
         if method != "batch" and self._operating_state(method)[0] > self.operating_limit:
             # spec §3: once the sum passed the limit, the NEXT call of that method gets 429; others still work
             raise B24Error("OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.", 429)

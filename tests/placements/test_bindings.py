@@ -41,6 +41,7 @@ def test_install_binds_the_widgets_and_the_field_type_and_verifies_them(installe
     rows = Binding.objects.filter(portal=installed_portal)
     assert {(b.kind, b.code, b.state) for b in rows} == {
         *((Binding.Kind.PLACEMENT, code, Binding.State.BOUND) for code in DEFAULT_CODES),
+        (Binding.Kind.PLACEMENT, "REST_APP_URI", Binding.State.BOUND),
         (Binding.Kind.USERFIELD_TYPE, "sms_consent", Binding.State.BOUND)}
     # Verified with placement.get / userfieldtype.list after binding, not trusted from "true".
     assert fake_portal.count("placement.get") >= 2 and fake_portal.count("userfieldtype.list") >= 2

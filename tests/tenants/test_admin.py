@@ -7,6 +7,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from installs.steps import APP_EVENTS
 from tenants.models import InstallRun, Portal
 from tests.factories import JournalEntryFactory, PortalFactory, PortalTokenFactory
 
@@ -87,7 +88,7 @@ def test_rerun_install_steps_runs_them_against_the_portal(staff_client, installe
                                                      "_selected_action": [installed_portal.pk]})
     run = installed_portal.install_runs.filter(trigger=InstallRun.Trigger.STAFF).get()
     assert run.status == InstallRun.Status.SUCCEEDED
-    assert len(fake_portal.event_bindings) == 3
+    assert len(fake_portal.event_bindings) == len(APP_EVENTS)
 
 
 def test_verify_now_records_app_info(staff_client, installed_portal, fake_portal):
@@ -113,3 +114,23 @@ def test_the_portal_page_links_to_its_journal_bindings_and_sms_lists(staff_clien
         assert url in page
         response = staff_client.get(url)
         assert response.status_code == 200 and "?e=1" not in response.get("Location", ""), changelist
+
+
+def test_calls_waiting_for_method_confirmation_are_listed_without_n_plus_1_and_staff_can_give_up(staff_client):
+    from oauth.models import ParkedCall
+
+    calls = [ParkedCall.objects.create(portal=PortalFactory(), method="voximplant.user.get",
+                                       task_name="tenants.tasks.verify_portal", args=[i], token_hash="0" * 64)
+             for i in range(3)]
+    url = "/admin/oauth/parkedcall/"
+    few = changelist_queries(staff_client, url)
+    ParkedCall.objects.create(portal=PortalFactory(), method="app.info", task_name="x", token_hash="1" * 64)
+    assert changelist_queries(staff_client, url) == few
+    assert "voximplant.user.get" in staff_client.get(url).content.decode()
+
+    staff_client.post(url, {"action": "give_up", "_selected_action": [calls[0].pk]})
+
+    calls[0].refresh_from_db()
+    assert calls[0].state == ParkedCall.State.FAILED and calls[0].reason == "given up by staff:support"
+    assert calls[0].portal.journal.filter(actor="staff:support", message__contains="given up").exists()
+    assert ParkedCall.objects.filter(state=ParkedCall.State.WAITING).count() == 3

@@ -1,0 +1,180 @@
+"""The personal cabinet's pages: my SMS, SMS templates, and (administrators) the portal's providers,
+delivery statistics and the place for API keys and sync jobs. Every view takes a `Visit` (access.py): the
+same pages serve a frame and a signed-in session. Thin: read through the scoped getters, act through the
+`do_*` functions, render."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.translation import gettext as _
+
+from messageservice.accounts import accounts_for, do_deactivate_account
+from messageservice.sending import messages_by_author
+from messageservice.stats import delivery_stats
+from placements import config as placements_config
+from placements import extensions
+from placements.crm import ENTITIES
+from tenants.journal import Actor
+
+from . import placeholders
+from .access import Visit, cabinet_view
+from .sms_templates import TemplateForbidden, do_delete_template, do_save_template, may_edit, templates_for
+
+MESSAGES_PER_PAGE = 25
+STATS_DAYS = 14
+OWNER_TYPES = {entity.owner_type_id: entity for entity in ENTITIES.values()}
+
+
+def _tabs(visit: Visit, current: str) -> list[dict[str, str]]:
+    tabs = [("messages", "cabinet-home", _("My SMS")), ("templates", "cabinet-templates", _("SMS templates"))]
+    if visit.is_admin:
+        tabs.append(("portal", "cabinet-portal", _("Portal: providers and statistics")))
+    return [{"url": reverse(url), "label": label, "css": "current" if name == current else ""}
+            for name, url, label in tabs]
+
+
+def _page(request: HttpRequest, visit: Visit, template: str, context: dict[str, Any], *,
+          tab: str, status: int = 200) -> HttpResponse:
+    # The page's own API calls use the frame token in a frame; on our site the page makes none.
+    frame_config = {"token": visit.token if visit.framed else "", "lang": visit.principal.lang,
+                    "userId": visit.user_id, "isAdmin": visit.is_admin}
+    return render(request, template, {
+        "visit": visit, "portal": visit.portal, "tab": tab, "tabs": _tabs(visit, tab), "lang": visit.principal.lang,
+        "bx24_sdk_url": placements_config.sdk_url(), "frame_config": frame_config, **context,
+    }, status=status)
+
+
+def _notice(request: HttpRequest, visit: Visit, message: str, *, status: int, tab: str = "") -> HttpResponse:
+    return _page(request, visit, "cabinet/notice.html", {"message": message}, tab=tab, status=status)
+
+
+def _done(request: HttpRequest, visit: Visit, url_name: str, then: Any) -> HttpResponse:
+    """After a change: a redirect on our site (reload-safe); in a frame the next page at once (a redirect
+    would lose the frame token, which travels in the POST body)."""
+    if visit.framed:
+        return then()
+    return redirect(reverse(url_name))
+
+
+def _page_number(request: HttpRequest) -> int:
+    raw = request.GET.get("page", "1")
+    return int(raw) if raw.isdigit() and 0 < len(raw) < 7 else 1
+
+
+# -- every user ------------------------------------------------------------------------------------------------
+@cabinet_view
+def my_messages(request: HttpRequest, visit: Visit) -> HttpResponse:
+    """The SMS this user sent (from the widget, or as the author Bitrix24 named), newest first, with their
+    delivery history; three queries whatever the page size (count, page with its account, CRM links)."""
+    rows = messages_by_author(visit.portal, visit.user_id).select_related("account").prefetch_related("crm_links")
+    page = Paginator(rows, MESSAGES_PER_PAGE).get_page(_page_number(request))
+    lines = [{"message": message, "crm_items": [
+        {"entity": OWNER_TYPES[link.owner_type_id].code, "id": link.owner_id,
+         "url": f"{visit.portal.origin}/crm/{OWNER_TYPES[link.owner_type_id].code.lower()}/details/{link.owner_id}/"}
+        for link in message.crm_links.all() if link.owner_type_id in OWNER_TYPES]} for message in page.object_list]
+    base = reverse("cabinet-home")
+    return _page(request, visit, "cabinet/messages.html", {
+        "page": page, "lines": lines,
+        "prev_url": f"{base}?page={page.previous_page_number()}" if page.has_previous() else "",
+        "next_url": f"{base}?page={page.next_page_number()}" if page.has_next() else "",
+    }, tab="messages")
+
+
+def _templates_page(request: HttpRequest, visit: Visit, *, errors: dict[str, list[str]] | None = None,
+                    form: dict[str, Any] | None = None, note: str = "", status: int = 200) -> HttpResponse:
+    rows = [{"template": t, "editable": may_edit(visit.principal, t)} for t in templates_for(visit.portal,
+                                                                                              visit.user_id)]
+    return _page(request, visit, "cabinet/templates.html", {
+        "rows": rows, "errors": errors or {}, "form": form or {}, "note": note,
+        "placeholders": placeholders.PLACEHOLDERS.values(),
+    }, tab="templates", status=status)
+
+
+@cabinet_view
+def templates(request: HttpRequest, visit: Visit) -> HttpResponse:
+    """The user's templates and the portal's; POST action=save adds one (portal-wide: administrators only,
+    by the principal's proven admin flag; a `portal_wide` field from anyone else is a 403)."""
+    if request.method == "POST" and request.POST.get("action") == "save":
+        portal_wide = request.POST.get("scope") == "portal"
+        form = {"name": request.POST.get("name", ""), "body": request.POST.get("body", ""), "portal_wide": portal_wide}
+        try:
+            do_save_template(visit.principal, name=form["name"], body=form["body"], portal_wide=portal_wide)
+        except TemplateForbidden as exc:
+            return _notice(request, visit, exc.reason, status=403, tab="templates")
+        except ValidationError as exc:
+            return _templates_page(request, visit, errors=exc.message_dict, form=form, status=400)
+        return _done(request, visit, "cabinet-templates",
+                     lambda: _templates_page(request, visit, note=_("Template saved.")))
+    return _templates_page(request, visit)
+
+
+@cabinet_view
+def template_detail(request: HttpRequest, visit: Visit, pk: int) -> HttpResponse:
+    """One template: its edit form (POST action=save) and delete (POST action=delete). Another user's
+    personal template or another portal's is not found (404); a portal-wide one is edited by administrators
+    only (403 for anyone else)."""
+    template = templates_for(visit.portal, visit.user_id).filter(pk=pk).first()
+    if template is None:
+        return _notice(request, visit, _("No such template."), status=404, tab="templates")
+    action = request.POST.get("action") if request.method == "POST" else None
+    if not may_edit(visit.principal, template):
+        if action is not None:
+            return _notice(request, visit, _("Only portal administrators may change the portal's shared templates."),
+                           status=403, tab="templates")
+        return _page(request, visit, "cabinet/template_detail.html", {"template": template, "editable": False,
+                                                                      "errors": {}, "form": {}}, tab="templates")
+    if action == "delete":
+        do_delete_template(visit.principal, template)
+        return _done(request, visit, "cabinet-templates",
+                     lambda: _templates_page(request, visit, note=_("Template deleted.")))
+    if action == "save":
+        form = {"name": request.POST.get("name", ""), "body": request.POST.get("body", "")}
+        try:
+            do_save_template(visit.principal, name=form["name"], body=form["body"], template=template)
+        except TemplateForbidden as exc:
+            return _notice(request, visit, exc.reason, status=403, tab="templates")
+        except ValidationError as exc:
+            return _page(request, visit, "cabinet/template_detail.html", {
+                "template": template, "editable": True, "errors": exc.message_dict, "form": form,
+                "placeholders": placeholders.PLACEHOLDERS.values()}, tab="templates", status=400)
+        return _done(request, visit, "cabinet-templates",
+                     lambda: _templates_page(request, visit, note=_("Template saved.")))
+    return _page(request, visit, "cabinet/template_detail.html", {
+        "template": template, "editable": True, "errors": {}, "form": {"name": template.name, "body": template.body},
+        "placeholders": placeholders.PLACEHOLDERS.values()}, tab="templates")
+
+
+# -- portal administrators ---------------------------------------------------------------------------------------
+def _portal_page(request: HttpRequest, visit: Visit, *, note: str = "") -> HttpResponse:
+    accounts = list(accounts_for(visit.portal, active_only=False).order_by("-is_active", "name"))
+    return _page(request, visit, "cabinet/portal.html", {
+        "accounts": accounts, "stats": delivery_stats(days=STATS_DAYS, portal_id=visit.portal.pk),
+        "stats_days": STATS_DAYS, "note": note, "sections": extensions.portal_sections(visit.principal),
+        "deep_link_example": placements_config.deep_link(visit.portal, {"entity": "DEAL", "id": "1"}),
+    }, tab="portal")
+
+
+@cabinet_view
+def portal_admin(request: HttpRequest, visit: Visit) -> HttpResponse:
+    """Administrators: the portal's SMS providers (deactivate here; add and edit on the app page), delivery
+    statistics (the staff admin's own `delivery_stats`, for this portal), and the place for API keys and
+    sync jobs. Anyone else: 403."""
+    if not visit.is_admin:
+        return _notice(request, visit, _("Only portal administrators see this page."), status=403, tab="portal")
+    if request.method == "POST" and request.POST.get("action") == "deactivate":
+        raw = request.POST.get("account", "")
+        account = (accounts_for(visit.portal, active_only=False).filter(pk=int(raw)).first()
+                   if raw.isdigit() and len(raw) < 19 else None)
+        if account is None:
+            return _notice(request, visit, _("No such provider account."), status=404, tab="portal")
+        do_deactivate_account(visit.portal, account, actor=Actor.portal_user(visit.user_id))
+        return _done(request, visit, "cabinet-portal",
+                     lambda: _portal_page(request, visit, note=_("Provider deactivated.")))
+    return _portal_page(request, visit)
+
