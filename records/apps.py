@@ -22,8 +22,9 @@ class RecordsConfig(AppConfig):
         from .checks import check_records_settings
         from .receivers import forget_records_on_purge
 
+        # for_webhooks: a portal connected by an incoming webhook syncs records too (nothing here needs the app)
         capabilities.require_methods("crm.lead.add", "crm.lead.update", "crm.lead.list", "crm.status.list",
-                                     scope="crm", app="records")
+                                     scope="crm", app="records", for_webhooks=True)
         checks.register(check_records_settings)
         checks.register(amqp.check_amqp_settings)
         portal_purged.connect(forget_records_on_purge, dispatch_uid="records-forget-on-purge")
