@@ -1,5 +1,5 @@
 """The personal cabinet's pages: my SMS, SMS templates, and (administrators) the portal's providers,
-delivery statistics and the place for API keys and sync jobs. Every view takes a `Visit` (access.py): the
+delivery statistics, records API keys and sync jobs. Every view takes a `Visit` (access.py): the
 same pages serve a frame and a signed-in session. Thin: read through the scoped getters, act through the
 `do_*` functions, render."""
 
@@ -20,6 +20,9 @@ from messageservice.stats import delivery_stats
 from placements import config as placements_config
 from placements import extensions
 from placements.crm import ENTITIES
+from records.jobs import job_state_counts, jobs_for
+from records.keys import api_keys_for, do_create_api_key, do_revoke_api_key
+from records.models import SyncJob
 from tenants.journal import Actor
 
 from . import placeholders
@@ -27,6 +30,7 @@ from .access import Visit, cabinet_view
 from .sms_templates import TemplateForbidden, do_delete_template, do_save_template, may_edit, templates_for
 
 MESSAGES_PER_PAGE = 25
+JOBS_PER_PAGE = 50
 STATS_DAYS = 14
 OWNER_TYPES = {entity.owner_type_id: entity for entity in ENTITIES.values()}
 
@@ -163,8 +167,8 @@ def _portal_page(request: HttpRequest, visit: Visit, *, note: str = "") -> HttpR
 @cabinet_view
 def portal_admin(request: HttpRequest, visit: Visit) -> HttpResponse:
     """Administrators: the portal's SMS providers (deactivate here; add and edit on the app page), delivery
-    statistics (the staff admin's own `delivery_stats`, for this portal), and the place for API keys and
-    sync jobs. Anyone else: 403."""
+    statistics (the staff admin's own `delivery_stats`, for this portal), and the sibling cards of
+    placements.extensions (the records API's keys and sync jobs, records_card.py). Anyone else: 403."""
     if not visit.is_admin:
         return _notice(request, visit, _("Only portal administrators see this page."), status=403, tab="portal")
     if request.method == "POST" and request.POST.get("action") == "deactivate":
@@ -178,3 +182,57 @@ def portal_admin(request: HttpRequest, visit: Visit) -> HttpResponse:
                      lambda: _portal_page(request, visit, note=_("Provider deactivated.")))
     return _portal_page(request, visit)
 
+
+
+def _not_admin(request: HttpRequest, visit: Visit) -> HttpResponse:
+    return _notice(request, visit, _("Only portal administrators see this page."), status=403, tab="portal")
+
+
+@cabinet_view
+def api_keys(request: HttpRequest, visit: Visit) -> HttpResponse:
+    """Administrators: POST action=create makes a records API key and shows it on the answer, once (only its
+    hash is kept); action=revoke with `key` revokes one of this portal's keys (another portal's: 404).
+    Callback URLs stay with staff: a portal must not point our outbound POSTs at an address of its choosing."""
+    if not visit.is_admin:
+        return _not_admin(request, visit)
+    action = request.POST.get("action") if request.method == "POST" else None
+    actor = Actor.portal_user(visit.user_id)
+    if action == "create":
+        name = request.POST.get("name", "")
+        try:
+            api_key, raw_key = do_create_api_key(visit.portal, name=name, actor=actor)
+        except ValidationError as exc:
+            return _notice(request, visit, "; ".join(exc.messages), status=400, tab="portal")
+        return _page(request, visit, "cabinet/api_key_created.html", {"api_key": api_key, "raw_key": raw_key},
+                     tab="portal")
+    if action == "revoke":
+        raw = request.POST.get("key", "")
+        found = api_keys_for(visit.portal).filter(pk=int(raw)).first() if raw.isdigit() and len(raw) < 19 else None
+        if found is None:
+            return _notice(request, visit, _("No such API key."), status=404, tab="portal")
+        do_revoke_api_key(visit.portal, found, actor=actor)
+        return _done(request, visit, "cabinet-portal", lambda: _portal_page(request, visit, note=_("API key revoked.")))
+    return _notice(request, visit, _("Create or revoke keys with the buttons on the portal page."), status=400,
+                   tab="portal")
+
+
+@cabinet_view
+def sync_jobs(request: HttpRequest, visit: Visit) -> HttpResponse:
+    """Administrators: the portal's sync jobs, newest first, 50 a page, optionally of one state (?state=),
+    with how many are in each state; four queries whatever the page (counts, page count, page, none per row)."""
+    if not visit.is_admin:
+        return _not_admin(request, visit)
+    state = request.GET.get("state", "")
+    state = state if state in SyncJob.State.values else ""
+    page = Paginator(jobs_for(visit.portal, state=state), JOBS_PER_PAGE).get_page(_page_number(request))
+    counts = job_state_counts(visit.portal)
+    base = reverse("cabinet-sync-jobs")
+    query = f"state={state}&" if state else ""
+    return _page(request, visit, "cabinet/sync_jobs.html", {
+        "page": page, "state": state,
+        "state_counts": [{"state": value, "label": label, "count": counts[value],
+                          "url": f"{base}?state={value}"} for value, label in SyncJob.State.choices],
+        "all_url": base,
+        "prev_url": f"{base}?{query}page={page.previous_page_number()}" if page.has_previous() else "",
+        "next_url": f"{base}?{query}page={page.next_page_number()}" if page.has_next() else "",
+    }, tab="portal")
