@@ -219,7 +219,7 @@ def api_keys(request: HttpRequest, visit: Visit) -> HttpResponse:
 @cabinet_view
 def sync_jobs(request: HttpRequest, visit: Visit) -> HttpResponse:
     """Administrators: the portal's sync jobs, newest first, 50 a page, optionally of one state (?state=),
-    with how many are in each state; four queries whatever the page (counts, page count, page, none per row)."""
+    with how many are in each state; three queries whatever the page (counts, page count, page with records)."""
     if not visit.is_admin:
         return _not_admin(request, visit)
     state = request.GET.get("state", "")
