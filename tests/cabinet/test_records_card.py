@@ -49,15 +49,16 @@ def test_a_member_gets_a_403_and_no_records_card(client, member):
     do_create_api_key(member.portal, name="billing")
     browser = signed_in(member.portal, member.user_id)
 
-    assert browser.get("/cabinet/portal/").status_code == 403
-    assert browser.get("/cabinet/portal/sync-jobs/").status_code == 403
+    portal_page = browser.get("/cabinet/portal/")
+    assert portal_page.status_code == 403 and browser.get("/cabinet/portal/sync-jobs/").status_code == 403
+    assert 'id="api-keys-and-sync-jobs"' not in portal_page.content.decode()
     refused = browser.post("/cabinet/portal/api-keys/", {"action": "create", "name": "mine"})
     framed = framed_post(client, "/cabinet/portal/api-keys/", member.token, action="create", name="mine")
     page = browser.get("/cabinet/").content.decode()
 
     assert refused.status_code == 403 and framed.status_code == 403
     assert ApiKey.objects.filter(portal=member.portal).count() == 1
-    assert 'id="api-keys"' not in page and "billing" not in page
+    assert 'id="api-keys"' not in page and "billing" not in page and "billing" not in portal_page.content.decode()
 
 
 def test_the_portal_page_shows_the_portals_keys_without_their_secrets(owner):
