@@ -55,9 +55,8 @@ SENDER_STEPS = ("queued", "sent", "delivered")
 
 def mask(value: Any, key: str = "") -> Any:
     """A copy of ``value`` fit for the log: secret values cut to their first 4 characters."""
-    if key.lower() in SECRET_KEYS:
-        if isinstance(value, Mapping):
-            return {k: mask(v, "auth") for k, v in value.items()}
+    leaf = key.rsplit("[", 1)[-1].rstrip("]").lower()  # "auth[access_token]" (a flattened form key)
+    if leaf in SECRET_KEYS and not isinstance(value, Mapping | list | tuple):
         text = "" if value is None else str(value)
         return f"{text[:4]}…" if len(text) > 4 else "…"
     if isinstance(value, Mapping):

@@ -250,7 +250,7 @@ def _answer(answer: HttpAnswer) -> HttpResponse:
 
 
 def _headers(request: HttpRequest) -> dict[str, str]:
-    return {"Content-Type": request.content_type or "", "Host": request.get_host()}
+    return {"Content-Type": request.META.get("CONTENT_TYPE", ""), "Host": request.get_host()}  # with its boundary
 
 
 @sandbox_only
