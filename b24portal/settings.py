@@ -172,8 +172,9 @@ SMS_CLAIM_TIMEOUT_SECONDS = env.int("SMS_CLAIM_TIMEOUT_SECONDS", default=300)
 SMS_REDISPATCH_AFTER_SECONDS = env.int("SMS_REDISPATCH_AFTER_SECONDS", default=120)
 # Widget sends: a CRM timeline comment (outbox row) whose task was lost is dispatched again after this long.
 TIMELINE_REDISPATCH_AFTER_SECONDS = env.int("TIMELINE_REDISPATCH_AFTER_SECONDS", default=120)
-SMS_FIRST_POLL_SECONDS = env.int("SMS_FIRST_POLL_SECONDS", default=15)
-SMS_POLL_BASE_SECONDS = env.int("SMS_POLL_BASE_SECONDS", default=30)
+# The sandbox's carrier answers at once: poll it sooner so its timeline moves within seconds.
+SMS_FIRST_POLL_SECONDS = env.int("SMS_FIRST_POLL_SECONDS", default=3 if _SANDBOX_APP else 15)
+SMS_POLL_BASE_SECONDS = env.int("SMS_POLL_BASE_SECONDS", default=5 if _SANDBOX_APP else 30)
 SMS_POLL_MAX_SECONDS = env.int("SMS_POLL_MAX_SECONDS", default=1800)
 SMS_STATUS_TTL_HOURS = env.int("SMS_STATUS_TTL_HOURS", default=48)
 SMS_TTL_SENT_BECOMES = env.str("SMS_TTL_SENT_BECOMES", default="sent")
