@@ -215,6 +215,17 @@ class Sandbox:
         with self.portal.lock:
             return [b.as_result() for b in self.portal.event_bindings]
 
+    def registered(self) -> dict[str, Any]:
+        """What the app registered in this portal (for the Applications page)."""
+        fields = {e: self.consent_field(e) for e in ENTITIES}
+        return {"installed": self.installed, "uninstalled": self.uninstalled,
+                "events": [f"{b['event']} → {b['handler']}" for b in self.event_bindings()],
+                "placements": [f"{p['placement']} “{p['title']}”" for p in self.placements()],
+                "field_types": [f"{t['USER_TYPE_ID']} → {t['HANDLER']}" for t in
+                                b24_placements.userfield_types(self.portal)],
+                "fields": [f"{f['ENTITY_ID']}.{f['FIELD_NAME']}" for f in fields.values() if f],
+                "senders": [f"{code} “{_name(s['NAME'])}” → {s['HANDLER']}" for code, s in self.senders().items()]}
+
     # -- frames (what Bitrix24 POSTs into an iframe) ------------------------------------------------------
 
     def install_frame(self) -> dict[str, Any]:
@@ -383,6 +394,13 @@ class Sandbox:
     def log_entries(self, after: int = 0) -> list[LogEntry]:
         with self.lock:
             return [e for e in self.log if e.id > after]
+
+
+def _name(value: Any) -> str:
+    """A sender NAME may be a {lang: text} map."""
+    if isinstance(value, Mapping):
+        return str(next(iter(value.values()), ""))
+    return str(value or "")
 
 
 def _as_dict(value: Any) -> dict[str, Any]:

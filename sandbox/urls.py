@@ -8,6 +8,7 @@ urlpatterns = [
     path("sandbox/crm/<str:entity>/<int:item_id>/", views.crm_card, name="sandbox-crm-card"),
     path("sandbox/crm/<str:entity>/<int:item_id>/timeline/", views.timeline, name="sandbox-timeline"),
     path("sandbox/crm/<str:entity>/<int:item_id>/send/", views.send_sms, name="sandbox-send"),
+    path("sandbox/registered/", views.registered, name="sandbox-registered"),
     path("sandbox/log/", views.log_page, name="sandbox-log"),
     path("sandbox/log/entries/", views.log_entries, name="sandbox-log-entries"),
     path("sandbox/frame/", views.frame, name="sandbox-frame"),

@@ -137,6 +137,13 @@ def timeline(request: HttpRequest, entity: str, item_id: int) -> HttpResponse:
 
 @sandbox_only
 @require_GET
+@never_cache
+def registered(request: HttpRequest) -> HttpResponse:
+    return JsonResponse(engine.current().registered())
+
+
+@sandbox_only
+@require_GET
 def bx24_js(request: HttpRequest) -> HttpResponse:
     response = HttpResponse(SHIM.read_bytes(), content_type="application/javascript; charset=utf-8")
     response["Cache-Control"] = "no-store"

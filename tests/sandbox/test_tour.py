@@ -1,7 +1,8 @@
 """The sandbox tour in a real headless Chromium against a live server, with a real Celery worker consuming
 the sms, lifecycle and maintenance queues (Redis broker) and the sandbox reached over real HTTP by that
 worker: open the sandbox, install, open a contact, send an SMS from the slider, send one from the card and
-see "delivered" in the sandbox timeline, opt the number out in the consent field, see the next send refused.
+see "delivered" in the sandbox timeline, opt the number out in the consent field, see the next send refused,
+open the app page, uninstall (ONAPPUNINSTALL).
 
 Beat is played by the test: it calls the status-poll and status-push dispatchers (what beat runs every few
 seconds). Screenshots go to test-artifacts/screenshots/ and, with UPDATE_SCREENSHOTS=1, to docs/screenshots/
@@ -111,7 +112,7 @@ def card_statuses(sandbox: engine.Sandbox, contact: int) -> list[str]:
     return [row["status"] for row in sandbox.timeline("contact", contact) if row["kind"] == "sms"]
 
 
-def test_the_sandbox_tour_install_send_deliver_opt_out(page, sandbox, live_server):
+def test_the_sandbox_tour_install_send_deliver_opt_out_uninstall(page, sandbox, live_server):
     base = sandbox.public_url
     page.goto(f"{base}/sandbox/")
     page.locator("#install").click()
@@ -119,10 +120,12 @@ def test_the_sandbox_tour_install_send_deliver_opt_out(page, sandbox, live_serve
     portal = Portal.objects.get(member_id=sandbox.member_id)
     assert portal.status == Portal.Status.ACTIVE
     assert sandbox.installed
-    screenshot(page, "sandbox-install")
 
     # The zero-configuration part: the sandbox carrier account's sender and the consent field reach the portal.
     assert play_beat(lambda: bool(sandbox.senders()) and sandbox.consent_field("contact") is not None)
+    page.locator("#senders div").first.wait_for(timeout=10_000)
+    assert "CRM_CONTACT.UF_CRM_SMS_CONSENT" in page.locator("#registered").inner_text()
+    screenshot(page, "sandbox-install")
     contact = next(int(r["ID"]) for r in sandbox.items("contact") if r["NAME"] == "Ivan")
 
     page.goto(f"{base}/sandbox/crm/contact/")
@@ -174,3 +177,14 @@ def test_the_sandbox_tour_install_send_deliver_opt_out(page, sandbox, live_serve
     assert page.locator('#log tr[data-kind="oauth"]').count() >= 1
     assert page.locator("#log tr", has_text="event.bind").count() >= 1
     screenshot(page, "sandbox-log")
+
+    # The app's own page, then "Uninstall": ONAPPUNINSTALL reaches our events handler.
+    page.goto(f"{base}/sandbox/")
+    page.locator("#open-app").click()
+    page.frame_locator("#app-frame").locator("#accounts-card").wait_for(timeout=30_000)
+    assert "Sandbox SMS" in page.frame_locator("#app-frame").locator("#accounts").inner_text()
+    page.locator("#uninstall").click()
+    page.locator("#install").wait_for(timeout=30_000)
+    portal.refresh_from_db()
+    assert portal.status == Portal.Status.DELETED
+    assert sandbox.uninstalled

@@ -25,6 +25,9 @@ def test_the_pages_render_for_a_fresh_sandbox(client, sandbox_on):
         response = client.get(url)
         assert response.status_code == 200, url
     assert b"Install b24portal" in client.get("/sandbox/").content
+    assert client.get("/sandbox/registered/").json() == {
+        "installed": False, "uninstalled": False, "events": [], "placements": [], "field_types": [], "fields": [],
+        "senders": []}
     assert b"Ivan Petrov" in client.get("/sandbox/crm/contact/").content
 
 
