@@ -104,6 +104,7 @@ def crm_card(request: HttpRequest, entity: str, item_id: int) -> HttpResponse:
     return render(request, "sandbox/crm_card.html", _context(
         request, "crm", entity=entity, meta=engine.ENTITIES[entity], item=row, item_id=item_id, title=_title(row),
         phones=sandbox.phones(entity, item_id), field=sandbox.consent_field(entity),
+        field_value=sandbox.field_values.get((entity, item_id), ""),
         menu=sandbox.list_menu(entity), senders=sandbox.senders()))
 
 

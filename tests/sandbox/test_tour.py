@@ -160,6 +160,9 @@ def test_the_sandbox_tour_install_send_deliver_opt_out_uninstall(page, sandbox, 
     field = page.frame_locator("#field-frame")
     field.locator('.consent-row[data-phone="+79991234567"] input[value="N"]').check()
     field.locator("#consent-result.ok").wait_for(timeout=30_000)
+    # setValue travels frame → BX24 shim → sandbox page → sandbox: the card shows it once it arrived
+    page.wait_for_function("document.getElementById('field-value').textContent === '+79991234567:N'",
+                           timeout=10_000)
     assert sandbox.field_values[("contact", contact)] == "+79991234567:N"
     screenshot(page, "sandbox-consent")
 

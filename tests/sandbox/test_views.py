@@ -156,3 +156,21 @@ def test_mask_cuts_secrets_at_any_depth():
                    "cmd": [{"application_token": "zzzzzzzz"}], "auth[refresh_token]": "qwertyui"})
     assert masked == {"auth": {"access_token": "abcd…", "domain": "x"}, "AUTH_ID": "1234…", "to": "+7999",
                       "cmd": [{"application_token": "zzzz…"}], "auth[refresh_token]": "qwer…"}
+
+
+def test_uninstall_before_any_install_sends_nothing_and_reset_starts_a_new_portal(client, sandbox_on):
+    old_member = sandbox_on.member_id
+    assert client.post("/sandbox/uninstall/").json() == {"delivered": []}
+
+    response = client.post("/sandbox/reset/")
+
+    assert response.status_code == 200 and response.json()["member_id"] != old_member
+    assert client.get("/sandbox/registered/").json()["uninstalled"] is False
+
+
+def test_a_bx24_set_value_is_stored_for_the_card(client, sandbox_on):
+    contact = first_contact(sandbox_on)
+    response = client.post("/sandbox/bx24/", {"method": "setValue", "entity": "contact", "id": str(contact),
+                                              "value": "+79991234567:Y"})
+    assert response.json() == {"saved": True}
+    assert sandbox_on.field_values == {("contact", contact): "+79991234567:Y"}
