@@ -174,3 +174,21 @@ def test_a_bx24_set_value_is_stored_for_the_card(client, sandbox_on):
                                               "value": "+79991234567:Y"})
     assert response.json() == {"saved": True}
     assert sandbox_on.field_values == {("contact", contact): "+79991234567:Y"}
+
+
+@pytest.mark.parametrize(("url", "body", "content_type"), [
+    ("/rest/batch.json", b'{"cmd": {"a": "app.info?x[=1", "b": 5}, "auth": 7}', "application/json"),
+    ("/rest/crm.contact.get", b"ID[][][]=1&auth[x]=y", "application/x-www-form-urlencoded"),
+    ("/rest/app.info", b"--x\r\nnot multipart", "multipart/form-data"),
+    ("/rest/app.info", b"\xff\xfe\x00garbage", "application/json"),
+    ("/rest/" + "a" * 300, b"{}", "application/json"),
+    ("/sandbox/oauth/token/", b"grant_type[]=refresh_token", "application/x-www-form-urlencoded"),
+    ("/sandbox/rest/app.info", b"auth[]=1", "application/x-www-form-urlencoded"),
+    ("/sandbox/rest/user.current", b"{}", "application/json"),
+    ("/sandbox/carrier/smsru/sms/status", b"sms_id=%ff", "application/x-www-form-urlencoded"),
+    ("/rest/app.info", b"x" * 70_000, "application/json"),
+])
+def test_garbage_on_the_wire_endpoints_never_answers_500(client, sandbox_on, url, body, content_type):
+    response = client.post(url, data=body, content_type=content_type)
+    assert 200 <= response.status_code < 500, response.content[:300]
+    assert sandbox_on.cloud.server_errors == []
