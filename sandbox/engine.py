@@ -50,7 +50,6 @@ ENTITIES: dict[str, dict[str, Any]] = {
 }
 # The SMS.ru status codes the sandbox carrier walks a message through, one step per status query.
 CARRIER_STEPS = {"100": "102", "101": "102", "102": "103"}
-SENDER_STEPS = ("queued", "sent", "delivered")
 
 
 def mask(value: Any, key: str = "") -> Any:
@@ -218,7 +217,7 @@ class Sandbox:
     def registered(self) -> dict[str, Any]:
         """What the app registered in this portal (for the Applications page)."""
         fields = {e: self.consent_field(e) for e in ENTITIES}
-        return {"installed": self.installed, "uninstalled": self.uninstalled,
+        return {"installed": self.installed, "uninstalled": self.uninstalled, "version": self.portal.version,
                 "events": [f"{b['event']} → {b['handler']}" for b in self.event_bindings()],
                 "placements": [f"{p['placement']} “{p['title']}”" for p in self.placements()],
                 "field_types": [f"{t['USER_TYPE_ID']} → {t['HANDLER']}" for t in
@@ -327,6 +326,16 @@ class Sandbox:
                 return []
         payload = self.portal.onappuninstall(clean=True)
         return [(h, self._post("event", "ONAPPUNINSTALL", h, payload)[0]) for h in handlers]
+
+    def update_app(self) -> list[tuple[str, int | str]]:
+        """Publish a new app version as Bitrix24 does: VERSION + 1, a new application token, the app's event
+        handlers, widgets and senders dropped, then ONAPPUPDATE POSTed to the handlers that were bound to it."""
+        with self.portal.lock:
+            handlers = [b.handler for b in self.portal.event_bindings if b.event == "ONAPPUPDATE" and not b.offline]
+            if not self.portal.installed or self.portal.uninstalled:
+                return []
+        payload = self.portal.onappupdate()
+        return [(h, self._post("event", "ONAPPUPDATE", h, payload)[0]) for h in handlers]
 
     def close(self) -> None:
         self.cloud.close()

@@ -15,6 +15,7 @@ urlpatterns = [
     path("sandbox/bx24/", views.bx24_call, name="sandbox-bx24"),
     path("sandbox/bx24.js", views.bx24_js, name="sandbox-bx24-js"),
     path("sandbox/uninstall/", views.uninstall, name="sandbox-uninstall"),
+    path("sandbox/update/", views.update_app, name="sandbox-update"),
     path("sandbox/reset/", views.reset, name="sandbox-reset"),
     # The wire: the auth server, the carrier and the portal's REST API (a portal's REST is at /rest/).
     re_path(r"^sandbox/(?P<path>oauth/token/?|rest/.+)$", views.oauth_server, name="sandbox-oauth"),

@@ -243,6 +243,13 @@ def uninstall(request: HttpRequest) -> HttpResponse:
 
 @sandbox_only
 @require_POST
+def update_app(request: HttpRequest) -> HttpResponse:
+    outcomes = engine.current().update_app()
+    return JsonResponse({"delivered": [{"handler": h, "status": s} for h, s in outcomes]})
+
+
+@sandbox_only
+@require_POST
 def reset(request: HttpRequest) -> HttpResponse:
     sandbox = engine.reset()
     return JsonResponse({"member_id": sandbox.member_id})

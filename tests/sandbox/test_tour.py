@@ -2,7 +2,8 @@
 the sms, lifecycle and maintenance queues (Redis broker) and the sandbox reached over real HTTP by that
 worker: open the sandbox, install, open a contact, send an SMS from the slider, send one from the card and
 see "delivered" in the sandbox timeline, opt the number out in the consent field, see the next send refused,
-open the app page, uninstall (ONAPPUNINSTALL).
+open the app page, publish an app update (ONAPPUPDATE: we register everything again), uninstall
+(ONAPPUNINSTALL).
 
 Beat is played by the test: it calls the status-poll and status-push dispatchers (what beat runs every few
 seconds). Screenshots go to test-artifacts/screenshots/ and, with UPDATE_SCREENSHOTS=1, to docs/screenshots/
@@ -112,7 +113,7 @@ def card_statuses(sandbox: engine.Sandbox, contact: int) -> list[str]:
     return [row["status"] for row in sandbox.timeline("contact", contact) if row["kind"] == "sms"]
 
 
-def test_the_sandbox_tour_install_send_deliver_opt_out_uninstall(page, sandbox, live_server):
+def test_the_sandbox_tour_install_send_deliver_opt_out_update_uninstall(page, sandbox, live_server):
     base = sandbox.public_url
     page.goto(f"{base}/sandbox/")
     page.locator("#install").click()
@@ -186,6 +187,11 @@ def test_the_sandbox_tour_install_send_deliver_opt_out_uninstall(page, sandbox, 
     page.locator("#open-app").click()
     page.frame_locator("#app-frame").locator("#accounts-card").wait_for(timeout=30_000)
     assert "Sandbox SMS" in page.frame_locator("#app-frame").locator("#accounts").inner_text()
+    # A new app version: Bitrix24 drops our handlers, widgets and senders; ONAPPUPDATE makes us restore them.
+    page.locator("#update-app").click()
+    page.locator("#update-note").wait_for(timeout=30_000)
+    assert play_beat(lambda: Portal.objects.get(pk=portal.pk).installed_version == 2 and bool(sandbox.senders())
+                     and bool(sandbox.list_menu("contact")) and len(sandbox.event_bindings()) >= 3)
     page.locator("#uninstall").click()
     page.locator("#install").wait_for(timeout=30_000)
     portal.refresh_from_db()

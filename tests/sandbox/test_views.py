@@ -26,7 +26,7 @@ def test_the_pages_render_for_a_fresh_sandbox(client, sandbox_on):
         assert response.status_code == 200, url
     assert b"Install b24portal" in client.get("/sandbox/").content
     assert client.get("/sandbox/registered/").json() == {
-        "installed": False, "uninstalled": False, "events": [], "placements": [], "field_types": [], "fields": [],
+        "installed": False, "uninstalled": False, "version": 1, "events": [], "placements": [], "field_types": [], "fields": [],
         "senders": []}
     assert b"Ivan Petrov" in client.get("/sandbox/crm/contact/").content
 
@@ -158,9 +158,10 @@ def test_mask_cuts_secrets_at_any_depth():
                       "cmd": [{"application_token": "zzzz…"}], "auth[refresh_token]": "qwer…"}
 
 
-def test_uninstall_before_any_install_sends_nothing_and_reset_starts_a_new_portal(client, sandbox_on):
+def test_uninstall_or_update_before_any_install_sends_nothing_and_reset_starts_a_new_portal(client, sandbox_on):
     old_member = sandbox_on.member_id
     assert client.post("/sandbox/uninstall/").json() == {"delivered": []}
+    assert client.post("/sandbox/update/").json() == {"delivered": []}
 
     response = client.post("/sandbox/reset/")
 
