@@ -187,6 +187,15 @@ def test_the_sandbox_tour_install_send_deliver_opt_out_update_uninstall(page, sa
     page.locator("#open-app").click()
     page.frame_locator("#app-frame").locator("#accounts-card").wait_for(timeout=30_000)
     assert "Sandbox SMS" in page.frame_locator("#app-frame").locator("#accounts").inner_text()
+    # The rest of the sandbox's BX24 SDK, from inside our frame: getAuth, callMethod, openApplication.
+    app_frame = page.frame(name="app-frame")
+    assert app_frame.evaluate("BX24.getAuth().member_id") == sandbox.member_id
+    user = app_frame.evaluate(
+        "new Promise(function (done) { BX24.callMethod('user.current', {}, function (r) { done(r.data()); }); })")
+    assert user["ID"] == "1" and user["NAME"] == "Admin"
+    app_frame.evaluate("BX24.openApplication({})")
+    page.frame_locator("#slider-frame").locator("#accounts-card").wait_for(timeout=30_000)
+    page.locator("#slider .slider-close").click()
     # A new app version: Bitrix24 drops our handlers, widgets and senders; ONAPPUPDATE makes us restore them.
     page.locator("#update-app").click()
     page.locator("#update-note").wait_for(timeout=30_000)
