@@ -186,7 +186,8 @@ def test_the_sandbox_tour_install_send_deliver_opt_out_update_uninstall(page, sa
     page.goto(f"{base}/sandbox/")
     page.locator("#open-app").click()
     page.frame_locator("#app-frame").locator("#accounts-card").wait_for(timeout=30_000)
-    assert "Sandbox SMS" in page.frame_locator("#app-frame").locator("#accounts").inner_text()
+    # the page fills its provider list from our API after it loads
+    page.frame_locator("#app-frame").locator("#accounts", has_text="Sandbox SMS").wait_for(timeout=30_000)
     # The rest of the sandbox's BX24 SDK, from inside our frame: getAuth, callMethod, openApplication.
     app_frame = page.frame(name="app-frame")
     assert app_frame.evaluate("BX24.getAuth().member_id") == sandbox.member_id
