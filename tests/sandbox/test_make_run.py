@@ -74,7 +74,9 @@ def test_make_run_prints_the_sandbox_and_its_tour_delivers_an_sms_with_zero_conf
 
     frame = browser.post(f"{base}/sandbox/frame/", data={"kind": "install"}, headers=headers, timeout=30).json()
     page = browser.post(frame["action"], data=frame["fields"], timeout=30)
-    status_url = base + re.search(r'var statusUrl = "([^"]+)"', page.text).group(1)
+    found = re.search(r'var statusUrl = "([^"]+)"', page.text)
+    assert found, f"{page.status_code} {page.text[:2000]}\n{log.read_text()[-4000:]}"
+    status_url = base + found.group(1)
     run = wait_for(lambda: (r := requests.get(status_url, timeout=10).json())["status"] not in ("pending", "running")
                    and r, 120, "the install run", log)
     assert run["status"] == "succeeded", run
