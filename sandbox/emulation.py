@@ -5,7 +5,7 @@ The sandbox never imports tests.fakes anywhere else, so moving that package is a
 
 from __future__ import annotations
 
-from tests.fakes import b24_messageservice, b24_placements
+from tests.fakes import b24_crm, b24_messageservice, b24_placements
 from tests.fakes.bitrix24 import FakeBitrix24Cloud, FakePortal, HttpAnswer, build_php_query
 from tests.fakes.carriers import RESET, FakeSmsRu, Reply
 
@@ -16,6 +16,7 @@ __all__ = [
     "FakeSmsRu",
     "HttpAnswer",
     "Reply",
+    "b24_crm",
     "b24_messageservice",
     "b24_placements",
     "build_php_query",

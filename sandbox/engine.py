@@ -32,6 +32,7 @@ from .emulation import (
     FakeSmsRu,
     HttpAnswer,
     Reply,
+    b24_crm,
     b24_messageservice,
     b24_placements,
 )
@@ -127,7 +128,9 @@ class Sandbox:
         self.public_url = public_url.rstrip("/")
         self.cloud = FakeBitrix24Cloud(client_id=client_id, client_secret=client_secret,
                                        mount=f"{self.public_url}/sandbox")
+        # every method the product uses, as the tests' session cloud has them (tests/conftest.py)
         b24_placements.install(self.cloud)
+        b24_crm.install(self.cloud)
         self.portal: FakePortal = b24_messageservice.install_messageservice(
             self.cloud.create_portal(mount=self.public_url, license="en_pro"))
         self.carrier = FakeSmsRu(mount=f"{self.public_url}/sandbox/carrier/smsru")
