@@ -64,6 +64,13 @@ def stage_rates(messages: int, done_at: Mapping[str, float | None]) -> list[tupl
     return out
 
 
+def push_bound(per_portal: int, burst: float, rate: float) -> float:
+    """Seconds one portal's statuses need at least under the rate limit: ceil(n/50) batch calls, the first
+    `burst` at once, the rest at `rate` per second."""
+    calls = math.ceil(per_portal / 50)
+    return max(calls - burst, 0) / rate if rate else 0.0
+
+
 def split_evenly(items: Sequence[Any], parts: int) -> list[list[Any]]:
     """`items` dealt round-robin into at most `parts` non-empty lists."""
     parts = max(1, min(parts, len(items)))
@@ -384,6 +391,9 @@ def main(argv: list[str]) -> int:
         print(f"\nend to end: {total} messages in {wall:.1f} s = {total / wall:.0f} messages/s")
     print(f"REST requests per portal: {min(batch_requests)}-{max(batch_requests)} batch (target ceil({per_portal}/50) "
           f"= {math.ceil(per_portal / 50)}), {single_requests} single calls; 503s: {rejected} (target 0)")
+    print(f"bound from the portals' limits: {push_bound(per_portal, bucket.burst, bucket.rate):.1f} s of pushing per "
+          f"portal at least (ceil({per_portal}/50) batch calls, our limiter's burst {bucket.burst} then "
+          f"{bucket.rate:g} req/s; portals are pushed in parallel)")
     print(f"carrier requests: {carrier_sends} send, {carrier_status_requests} status "
           f"(SMS.ru: 100 ids each → {math.ceil(total / 100)} minimum)")
     print("\nworker peak RSS (VmHWM, read before stopping):")
