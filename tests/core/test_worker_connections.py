@@ -4,12 +4,14 @@ around every task whatever CONN_MAX_AGE says) and still drop one that is broken 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
 from celery.fixups.django import DjangoWorkerFixup
 from django.db import connection
 
+from b24portal import settings as production_settings
 from b24portal.celery import app, close_unusable_connections
 
 pytestmark = pytest.mark.django_db(transaction=True)  # autocommit, as in a worker between tasks
@@ -26,18 +28,29 @@ def run_task_signals(fixup: DjangoWorkerFixup) -> None:
     close_unusable_connections(WORKER_TASK)
 
 
-def test_a_worker_reuses_its_database_connection_from_task_to_task(settings):
-    settings.DATABASES["default"]["CONN_MAX_AGE"] = 60
+@pytest.fixture
+def production_reuse() -> Iterator[None]:
+    """The production setting (tests.settings turns reuse off for the tests' thread-pool workers)."""
+    previous = app.conf.get("CELERY_DB_REUSE_MAX")
+    app.conf.CELERY_DB_REUSE_MAX = production_settings.CELERY_DB_REUSE_MAX
+    try:
+        yield
+    finally:
+        app.conf.CELERY_DB_REUSE_MAX = previous
+
+
+def test_a_worker_reuses_its_database_connection_from_task_to_task(production_reuse):
+    assert production_settings.CELERY_DB_REUSE_MAX
     connection.settings_dict["CONN_MAX_AGE"] = 60
     connection.close()
     connection.ensure_connection()
     raw = connection.connection
     fixup = DjangoWorkerFixup(app)
-    assert fixup.db_reuse_max == settings.CELERY_DB_REUSE_MAX
     for _ in range(3):
         run_task_signals(fixup)
         connection.ensure_connection()
         assert connection.connection is raw
+    connection.close()
 
 
 def test_a_worker_closes_a_connection_older_than_conn_max_age():
