@@ -317,7 +317,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # whatever CONN_MAX_AGE says: a new PostgreSQL backend (connect, catalog caches) for every SMS sent. With it,
 # the fix-up only recycles connections every this many tasks, and b24portal.celery closes a connection
 # that is broken or older than CONN_MAX_AGE around each task, as Django does around each request.
-CELERY_DB_REUSE_MAX = 1000
+CELERY_DB_REUSE_MAX: int | None = 1000
 # Periodic work; each app adds its own entries in its AppConfig.ready() through b24portal.celery.
 CELERY_BEAT_SCHEDULE: dict = {}
 # Queues by urgency (README "Workers and queues"). A customer's SMS never waits behind housekeeping: the
