@@ -382,6 +382,11 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Celery's Django fix-up closes the database connection before and after every task unless this is set,
+# whatever CONN_MAX_AGE says: a new PostgreSQL backend (connect, catalog caches) for every SMS sent. With it,
+# the fix-up only recycles connections every this many tasks, and b24portal.celery closes a connection
+# that is broken or older than CONN_MAX_AGE around each task, as Django does around each request.
+CELERY_DB_REUSE_MAX: int | None = 1000
 # Periodic work; each app adds its own entries in its AppConfig.ready() through b24portal.celery.
 CELERY_BEAT_SCHEDULE: dict = {}
 # Queues by urgency (README "Workers and queues"). A customer's SMS never waits behind housekeeping: the

@@ -29,4 +29,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BROKER_URL = os.environ["REDIS_URL"]
+# The tests' real workers run tasks in pool threads that end with the worker: a connection kept for reuse
+# would outlive the test and hold the test database open. Celery closes it after each task instead.
+CELERY_DB_REUSE_MAX = None
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
