@@ -34,14 +34,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from .common import ROOT, scratch_database, setup_django
+from .common import ROOT, closed_loop, scratch_database, setup_django
 
 SENDER_CODE = "bench_sms"
 MESSAGE_ID_SENTINEL = "f" * 32  # replaced per request by the load generator
@@ -322,52 +321,18 @@ def _wrk(url_base: str, method: str, path: str, body_template: str, nonce: str, 
             "errors": stats["non2xx"] + stats["connect_errors"] + stats["read_errors"] + stats["timeouts"]}
 
 
-def _python_load(url_base: str, method: str, path: str, body_template: str, nonce: str, seconds: float,
+def _python_load(url_base: str, method: str, path: str, body_template: str, seconds: float,
                  concurrency: int) -> dict[str, Any]:
-    """Fallback when wrk is missing: threads with keep-alive sessions (the GIL makes this client slower
-    than wrk, so figures are a lower bound)."""
-    import requests
+    """Fallback when wrk is missing (a lower bound: see common.closed_loop)."""
 
-    latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
-    stop_at = time.monotonic() + seconds
+    def send(session: Any, unique: str) -> int:
+        if method == "GET":
+            return int(session.get(url_base + path, timeout=10).status_code)
+        body = body_template.replace(MESSAGE_ID_SENTINEL, unique)
+        return int(session.post(url_base + path, data=body, timeout=10,
+                                headers={"Content-Type": "application/x-www-form-urlencoded"}).status_code)
 
-    def run(tid: int) -> None:
-        session = requests.Session()
-        counter = 0
-        own: list[float] = []
-        bad = 0
-        while time.monotonic() < stop_at:
-            counter += 1
-            started = time.perf_counter()
-            if method == "GET":
-                response = session.get(url_base + path, timeout=10)
-            else:
-                body = body_template.replace(MESSAGE_ID_SENTINEL, f"{nonce}{tid:04x}{counter:016x}")
-                response = session.post(url_base + path, data=body, timeout=10,
-                                        headers={"Content-Type": "application/x-www-form-urlencoded"})
-            own.append(time.perf_counter() - started)
-            bad += response.status_code >= 300
-        with lock:
-            latencies.extend(own)
-            errors[0] += bad
-
-    started = time.monotonic()
-    workers = [threading.Thread(target=run, args=(i,)) for i in range(concurrency)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    elapsed = time.monotonic() - started
-    latencies.sort()
-
-    def pct(p: float) -> float:
-        return latencies[min(int(len(latencies) * p / 100), len(latencies) - 1)] * 1000 if latencies else 0.0
-
-    return {"requests": len(latencies), "seconds": elapsed, "rps": len(latencies) / elapsed, "p50_ms": pct(50),
-            "p99_ms": pct(99), "mean_ms": sum(latencies) / max(len(latencies), 1) * 1000,
-            "max_ms": latencies[-1] * 1000 if latencies else 0.0, "errors": errors[0]}
+    return closed_loop(send, seconds, concurrency)
 
 
 # -- profile ---------------------------------------------------------------------------------------------
@@ -471,7 +436,7 @@ def main(argv: list[str]) -> int:
                 if have_wrk:
                     return _wrk(url_base, method, path, template, nonce, seconds, args.concurrency,
                                 args.wrk_threads, workdir)
-                return _python_load(url_base, method, path, template, nonce, seconds, args.concurrency)
+                return _python_load(url_base, method, path, template, seconds, args.concurrency)
 
             endpoints = {"GET /health/ (no I/O)": ("GET", "/health/", ""),
                          "bare WSGI baseline": ("POST", bare_path, body_template),
