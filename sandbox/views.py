@@ -268,15 +268,20 @@ def _headers(request: HttpRequest) -> dict[str, str]:
     return {"Content-Type": request.META.get("CONTENT_TYPE", ""), "Host": request.get_host()}  # with its boundary
 
 
+def _forward(request: HttpRequest, serve: Callable[..., Any], path: str) -> HttpResponse:
+    """Hand a wire request (method, path, query, headers, body) to the emulation and answer with its reply."""
+    body = request.body if request.method == "POST" else b""
+    return _answer(serve(request.method or "GET", path, request.META.get("QUERY_STRING", ""),
+                         _headers(request), body))
+
+
 @sandbox_only
 @server_to_server
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
 def portal_rest(request: HttpRequest, method: str) -> HttpResponse:
     """``<portal>/rest/<method>``: the sandbox portal's REST API."""
-    body = request.body if request.method == "POST" else b""
-    return _answer(engine.current().rest(request.method or "GET", f"/rest/{method}", request.META.get(
-        "QUERY_STRING", ""), _headers(request), body))
+    return _forward(request, engine.current().rest, f"/rest/{method}")
 
 
 @sandbox_only
@@ -285,9 +290,7 @@ def portal_rest(request: HttpRequest, method: str) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def oauth_server(request: HttpRequest, path: str) -> HttpResponse:
     """The sandbox auth server: ``/sandbox/oauth/token/`` and ``/sandbox/rest/app.info``."""
-    body = request.body if request.method == "POST" else b""
-    return _answer(engine.current().oauth(request.method or "GET", f"/{path}", request.META.get(
-        "QUERY_STRING", ""), _headers(request), body))
+    return _forward(request, engine.current().oauth, f"/{path}")
 
 
 @sandbox_only
