@@ -41,6 +41,7 @@ from .leads import (
     lead_fields,
     merged_payload,
     origin_fields,
+    own_multifield,
     own_multifields,
     replacing_multifield,
     without_repeated_multifields,
@@ -273,7 +274,8 @@ def _command(group: Group, mapping: dict[str, str]) -> tuple[str, dict[str, Any]
         for name in MULTIFIELDS:
             if name in fields:
                 entries, our_id = replacing_multifield(fields[name][0], group.current_multifields[name],
-                                                       record.own_multifields.get(name))
+                                                       own_multifield(name, record.own_multifields,
+                                                                      record.last_written))
                 if our_id:
                     group.multifield_ids[name] = our_id
                 if entries is None:

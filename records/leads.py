@@ -77,6 +77,16 @@ def own_multifields(fields: Mapping[str, Any], known: Mapping[str, Any],
     return out
 
 
+def own_multifield(name: str, known: Mapping[str, Any], last_written: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Our value of a multi-field: as kept, else (a record synced before we kept it) our last single write."""
+    if name in known:
+        return dict(known[name])
+    written = last_written.get(name)
+    if isinstance(written, list) and len(written) == 1 and isinstance(written[0], Mapping):
+        return {"value": str(written[0].get("VALUE")), "id": None}
+    return None
+
+
 def replacing_multifield(new: Mapping[str, Any], current: list[Any],
                          own: Mapping[str, Any] | None) -> tuple[list[dict[str, Any]] | None, str | None]:
     """How to make the lead's multi-field (`current`, as read from it) hold `new` in place of the value we wrote

@@ -397,3 +397,15 @@ def test_an_update_without_a_phone_or_email_does_not_read_the_lead(
                    ("update", "1", {"comment": "called back"}))
     run_apply(installed_portal)
     assert fake_portal.count("crm.lead.get", in_batch=True) == 0
+
+
+def test_a_record_synced_before_its_values_were_kept_has_its_phone_replaced_too(
+        installed_portal: Any, fake_portal: FakePortal, django_capture_on_commit_callbacks: Any):
+    accept_quietly(django_capture_on_commit_callbacks, installed_portal, ("create", "1", person(1)))
+    run_apply(installed_portal)
+    Record.objects.update(own_multifields={})  # as the migration leaves existing records
+    add_by_hand(fake_portal, "1", "PHONE", "+77005554433")
+    accept_quietly(django_capture_on_commit_callbacks, installed_portal, ("update", "1", {"phone": "+77009998877"}))
+    run_apply(installed_portal)
+    (lead,) = leads_of(fake_portal, "1")
+    assert values(lead, "PHONE") == ["+77009998877", "+77005554433"]
