@@ -18,9 +18,13 @@ $(STAMP): $(REQS)
 
 setup: $(STAMP)
 
+# PUBLIC_URL follows PORT unless set: the sandbox Bitrix24 (/sandbox/, on with DEBUG) lives on that address.
+RUN_ENV = DEBUG=$${DEBUG:-1} PUBLIC_URL=$${PUBLIC_URL:-http://127.0.0.1:$(PORT)}
+
 run: setup
-	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py migrate --noinput
-	PATH="$(CURDIR)/$(BIN):$$PATH" DEBUG=$${DEBUG:-1} PORT=$(PORT) $(BIN)/honcho -f Procfile start
+	$(RUN_ENV) $(BIN)/python manage.py migrate --noinput
+	@$(RUN_ENV) $(BIN)/python manage.py sandbox_url 2>/dev/null || true
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(RUN_ENV) PORT=$(PORT) $(BIN)/honcho -f Procfile start
 
 test: setup
 	sh scripts/ensure-chromium.sh

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from celery import Celery
+from celery.signals import task_postrun, task_prerun
+from django.db import close_old_connections
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "b24portal.settings")
 
@@ -15,6 +18,18 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 # Delivery-status tasks (poll, push) live in messageservice/delivery.py.
 app.autodiscover_tasks(related_name="delivery")
+
+
+def close_unusable_connections(sender: Any = None, **_: Any) -> None:
+    """Around each task in a worker, what Django does around each request: close a database connection that
+    is broken or older than CONN_MAX_AGE, keep the others (settings.CELERY_DB_REUSE_MAX). Not for an eager
+    task: it runs inside its caller's connection and transaction."""
+    if not getattr(getattr(sender, "request", None), "is_eager", False):
+        close_old_connections()
+
+
+task_prerun.connect(close_unusable_connections, weak=False, dispatch_uid="b24portal.celery.close_connections_pre")
+task_postrun.connect(close_unusable_connections, weak=False, dispatch_uid="b24portal.celery.close_connections_post")
 
 
 @dataclass(frozen=True)

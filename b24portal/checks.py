@@ -39,6 +39,11 @@ def check_configuration(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                                 hint="Copy them from the app card in your Bitrix24 developer account.",
                                 id="b24portal.W004"))
 
+    if settings.SANDBOX_ENABLED and production:
+        problems.append(Error("SANDBOX_ENABLED is on while DEBUG is off: the sandbox Bitrix24 is for development "
+                              "only (it issues tokens and admits its own host as a portal).",
+                              hint="Unset SANDBOX_ENABLED in production.", id="b24portal.E013"))
+
     if not settings.B24_PORTAL_DOMAINS:
         problems.append(Error("B24_PORTAL_DOMAINS is empty: no portal could install the app.", id="b24portal.E005"))
     for pattern in settings.B24_PORTAL_DOMAINS:

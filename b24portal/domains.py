@@ -45,7 +45,10 @@ def is_allowed_domain(domain: str | None) -> bool:
     if parsed is None:
         return False
     host, port = parsed
-    for regex, allowed_port in _compile(tuple(settings.B24_PORTAL_DOMAINS)):
+    patterns = tuple(settings.B24_PORTAL_DOMAINS)
+    if settings.SANDBOX_ENABLED:  # the sandbox portal (development only) lives on this service's own address
+        patterns += (settings.SANDBOX_DOMAIN,)
+    for regex, allowed_port in _compile(patterns):
         if not regex.match(host):
             continue
         if allowed_port == "*" or (allowed_port is None and port is None) or (

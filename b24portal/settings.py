@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import environ
 
@@ -57,11 +58,24 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"] if DEBUG else ["localhos
 # The public https base of this app; every handler URL registered in portals is built from it.
 PUBLIC_URL = env.str("PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
 
-# --- Bitrix24 application ------------------------------------------------------------------------
+# --- Sandbox (development only) -------------------------------------------------------------------
+# A Bitrix24 look-alike at /sandbox/ (the `sandbox` app), built from the emulation the tests use. On by
+# default with DEBUG; b24portal/checks.py refuses it at start-up when DEBUG is off, and its URLs answer 404
+# whenever it is off. Its portal lives on this service's own address (REST at PUBLIC_URL/rest/, the OAuth
+# server under PUBLIC_URL/sandbox/), so the workers reach it over real HTTP like a real portal.
+SANDBOX_ENABLED = env.bool("SANDBOX_ENABLED", default=DEBUG)
+SANDBOX_DOMAIN = urlsplit(PUBLIC_URL).netloc  # the sandbox portal's DOMAIN
+# With no Bitrix24 app configured, the app is the sandbox's own: zero configuration for `make run`.
 B24_CLIENT_ID = env.str("B24_CLIENT_ID", default="")
-B24_CLIENT_SECRET = env.str("B24_CLIENT_SECRET", default="")
-B24_OAUTH_URL = env.str("B24_OAUTH_URL", default="https://oauth.bitrix.info/oauth/token/")
-B24_SERVER_ENDPOINT = env.str("B24_SERVER_ENDPOINT", default="https://oauth.bitrix.info/rest/")
+_SANDBOX_APP = SANDBOX_ENABLED and not B24_CLIENT_ID
+
+# --- Bitrix24 application ------------------------------------------------------------------------
+B24_CLIENT_ID = B24_CLIENT_ID or ("local.5a1db0c5b24p0rta.5a1db0c5" if _SANDBOX_APP else "")
+B24_CLIENT_SECRET = env.str("B24_CLIENT_SECRET", default="sandbox-client-secret" if _SANDBOX_APP else "")
+B24_OAUTH_URL = env.str("B24_OAUTH_URL", default=f"{PUBLIC_URL}/sandbox/oauth/token/" if _SANDBOX_APP
+                        else "https://oauth.bitrix.info/oauth/token/")
+B24_SERVER_ENDPOINT = env.str("B24_SERVER_ENDPOINT", default=f"{PUBLIC_URL}/sandbox/rest/" if _SANDBOX_APP
+                              else "https://oauth.bitrix.info/rest/")
 # Hosts we accept installs, events and frames from, and the only hosts we ever call with a token.
 # Wildcards match one or more labels ("*.bitrix24.com"); a ":*" suffix allows any port (tests).
 B24_CLOUD_ZONES = [
@@ -112,7 +126,8 @@ B24_CALL_LOG_DAILY_RETENTION_DAYS = env.int("B24_CALL_LOG_DAILY_RETENTION_DAYS",
 B24_CALL_LOG_COUNT_FLUSH_SECONDS = env.int("B24_CALL_LOG_COUNT_FLUSH_SECONDS", default=60)
 B24_REST_JOURNAL_INTERVAL = env.int("B24_REST_JOURNAL_INTERVAL", default=3600)
 # The BX24 JS SDK our frame pages load (tests point it at a stub).
-B24_JS_SDK_URL = env.str("B24_JS_SDK_URL", default="https://api.bitrix24.com/api/v1/")
+B24_JS_SDK_URL = env.str("B24_JS_SDK_URL", default=f"{PUBLIC_URL}/sandbox/bx24.js" if _SANDBOX_APP
+                         else "https://api.bitrix24.com/api/v1/")
 # Widgets bound in every portal (CRM list-menu sliders); the SMS-consent field type is always registered.
 B24_PLACEMENTS = env.list("B24_PLACEMENTS", default=[
     "CRM_LEAD_LIST_MENU", "CRM_DEAL_LIST_MENU", "CRM_CONTACT_LIST_MENU", "CRM_COMPANY_LIST_MENU",
@@ -157,8 +172,9 @@ SMS_CLAIM_TIMEOUT_SECONDS = env.int("SMS_CLAIM_TIMEOUT_SECONDS", default=300)
 SMS_REDISPATCH_AFTER_SECONDS = env.int("SMS_REDISPATCH_AFTER_SECONDS", default=120)
 # Widget sends: a CRM timeline comment (outbox row) whose task was lost is dispatched again after this long.
 TIMELINE_REDISPATCH_AFTER_SECONDS = env.int("TIMELINE_REDISPATCH_AFTER_SECONDS", default=120)
-SMS_FIRST_POLL_SECONDS = env.int("SMS_FIRST_POLL_SECONDS", default=15)
-SMS_POLL_BASE_SECONDS = env.int("SMS_POLL_BASE_SECONDS", default=30)
+# The sandbox's carrier answers at once: poll it sooner so its timeline moves within seconds.
+SMS_FIRST_POLL_SECONDS = env.int("SMS_FIRST_POLL_SECONDS", default=3 if _SANDBOX_APP else 15)
+SMS_POLL_BASE_SECONDS = env.int("SMS_POLL_BASE_SECONDS", default=5 if _SANDBOX_APP else 30)
 SMS_POLL_MAX_SECONDS = env.int("SMS_POLL_MAX_SECONDS", default=1800)
 SMS_STATUS_TTL_HOURS = env.int("SMS_STATUS_TTL_HOURS", default=48)
 SMS_TTL_SENT_BECOMES = env.str("SMS_TTL_SENT_BECOMES", default="sent")
@@ -229,6 +245,7 @@ INSTALLED_APPS = [
     "console",
     "signin",
     "cabinet",
+    *(["sandbox"] if SANDBOX_ENABLED else []),
 ]
 
 MIDDLEWARE = [
@@ -365,6 +382,11 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Celery's Django fix-up closes the database connection before and after every task unless this is set,
+# whatever CONN_MAX_AGE says: a new PostgreSQL backend (connect, catalog caches) for every SMS sent. With it,
+# the fix-up only recycles connections every this many tasks, and b24portal.celery closes a connection
+# that is broken or older than CONN_MAX_AGE around each task, as Django does around each request.
+CELERY_DB_REUSE_MAX: int | None = 1000
 # Periodic work; each app adds its own entries in its AppConfig.ready() through b24portal.celery.
 CELERY_BEAT_SCHEDULE: dict = {}
 # Queues by urgency (README "Workers and queues"). A customer's SMS never waits behind housekeeping: the

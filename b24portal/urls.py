@@ -1,3 +1,4 @@
+from django.apps import apps
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
@@ -20,3 +21,5 @@ urlpatterns = [
     path("", include("console.urls")),  # /metrics
     path("", include("signin.urls")),  # /, sign in with Bitrix24, sign out
 ]
+if apps.is_installed("sandbox"):  # development only (SANDBOX_ENABLED; its views also 404 when it is off)
+    urlpatterns.append(path("", include("sandbox.urls")))

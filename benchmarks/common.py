@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -130,3 +133,47 @@ def cleanup_redis() -> int:
         for start in range(0, len(keys), 1000):
             deleted += int(client.delete(*keys[start:start + 1000]))
     return deleted
+
+
+def closed_loop(send: Callable[[Any, str], int], seconds: float, concurrency: int) -> dict[str, Any]:
+    """`concurrency` threads, each with its own keep-alive `requests.Session`, call `send(session, unique)`
+    back to back for `seconds` (`unique`: 32 hex digits, new on every call; `send` returns the HTTP status). The GIL makes
+    this client slower than wrk, so its figures are a lower bound."""
+    import requests
+
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+    nonce = uuid.uuid4().hex[:12]
+
+    def run(tid: int) -> None:
+        session = requests.Session()
+        own: list[float] = []
+        bad = 0
+        counter = 0
+        while time.monotonic() < stop_at:
+            counter += 1
+            started = time.perf_counter()
+            status = send(session, f"{nonce}{tid:04x}{counter:016x}")  # 32 hex digits, like a message id
+            own.append(time.perf_counter() - started)
+            bad += status >= 300
+        with lock:
+            latencies.extend(own)
+            errors[0] += bad
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return latencies[min(int(len(latencies) * p / 100), len(latencies) - 1)] * 1000 if latencies else 0.0
+
+    return {"requests": len(latencies), "seconds": elapsed, "rps": len(latencies) / elapsed, "p50_ms": pct(50),
+            "p99_ms": pct(99), "mean_ms": sum(latencies) / max(len(latencies), 1) * 1000,
+            "max_ms": latencies[-1] * 1000 if latencies else 0.0, "errors": errors[0]}

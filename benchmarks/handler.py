@@ -13,8 +13,10 @@ The fair baseline (issue 11) is served by the same gunicorn workers (same settin
 simplest Django view (`/bench/django-baseline/<key>/`, through the project's middleware) doing only the
 durable work — read the form, one raw indexed SELECT (portal by handler key joined to the active sender),
 one INSERT into a table with a unique (portal, message_id), commit, one Celery `apply_async` of
-`send_message`. Baseline and handler alternate for `--rounds` rounds; extra lines: the same work as a bare
-WSGI function without Django (`/bench/baseline/<key>/`, one round) and `GET /health/` (no I/O). Every send goes to a queue of its own that no
+`send_message`. Baseline and handler alternate for `--rounds` rounds; extra lines (one round each): the
+handler with its publish skipped (`/bench/handler-no-publish/<key>/`: an upper bound for moving the
+publish to an outbox dispatcher, whose own cost is not counted), the same work as a bare WSGI function
+without Django (`/bench/baseline/<key>/`) and `GET /health/` (no I/O). Every send goes to a queue of its own that no
 worker reads (deleted at the end). Printed: requests/s and p50/p99 of each, the handler/baseline ratio
 (target ≥ 0.8) and the handler's p99 (target < 50 ms), then a query profile of one handler request.
 
@@ -32,14 +34,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from .common import ROOT, scratch_database, setup_django
+from .common import ROOT, closed_loop, scratch_database, setup_django
 
 SENDER_CODE = "bench_sms"
 MESSAGE_ID_SENTINEL = "f" * 32  # replaced per request by the load generator
@@ -113,13 +114,42 @@ def baseline_view(request: Any, key: str) -> Any:
     return JsonResponse({"ok": True, "message_id": form["message_id"], "duplicate": row_id is None})
 
 
+NO_PUBLISH_PREFIX = "/bench/handler-no-publish/"
+
+
+def _skip_publish(task: Any, *args: Any, **kwargs: Any) -> None:
+    """Stands in for dispatch_on_commit in the no-publish variant: nothing is sent to the broker."""
+
+
+def _handler_without_publish() -> Any:
+    """The real handler with its `send_message` publish skipped: an upper bound for taking the publish off
+    the request path (an outbox drained by a separate dispatcher, whose own cost is not counted here).
+    A measurement only: the messages it stores are never sent. Gunicorn sync workers run one request at
+    a time, so swapping the module attribute for the duration of the call is safe here."""
+    import functools
+
+    from messageservice import sending, views
+
+    @functools.wraps(views.handler)  # keeps @server_to_server's marker (the middleware reads it)
+    def view(request: Any, key: str) -> Any:
+        original = sending.dispatch_on_commit
+        sending.dispatch_on_commit = _skip_publish
+        try:
+            return views.handler(request, key)
+        finally:
+            sending.dispatch_on_commit = original
+
+    return view
+
+
 def _urlpatterns() -> list[Any]:
     from django.urls import path
     from django.views.decorators.csrf import csrf_exempt
 
     from b24portal.urls import urlpatterns as project
 
-    return [path("bench/django-baseline/<str:key>/", csrf_exempt(baseline_view)), *project]
+    return [path("bench/django-baseline/<str:key>/", csrf_exempt(baseline_view)),
+            path(f"{NO_PUBLISH_PREFIX.strip('/')}/<str:key>/", _handler_without_publish()), *project]
 
 
 def __getattr__(name: str) -> Any:  # `urlpatterns`, built on first use (Django is set up by then)
@@ -291,52 +321,18 @@ def _wrk(url_base: str, method: str, path: str, body_template: str, nonce: str, 
             "errors": stats["non2xx"] + stats["connect_errors"] + stats["read_errors"] + stats["timeouts"]}
 
 
-def _python_load(url_base: str, method: str, path: str, body_template: str, nonce: str, seconds: float,
+def _python_load(url_base: str, method: str, path: str, body_template: str, seconds: float,
                  concurrency: int) -> dict[str, Any]:
-    """Fallback when wrk is missing: threads with keep-alive sessions (the GIL makes this client slower
-    than wrk, so figures are a lower bound)."""
-    import requests
+    """Fallback when wrk is missing (a lower bound: see common.closed_loop)."""
 
-    latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
-    stop_at = time.monotonic() + seconds
+    def send(session: Any, unique: str) -> int:
+        if method == "GET":
+            return int(session.get(url_base + path, timeout=10).status_code)
+        body = body_template.replace(MESSAGE_ID_SENTINEL, unique)
+        return int(session.post(url_base + path, data=body, timeout=10,
+                                headers={"Content-Type": "application/x-www-form-urlencoded"}).status_code)
 
-    def run(tid: int) -> None:
-        session = requests.Session()
-        counter = 0
-        own: list[float] = []
-        bad = 0
-        while time.monotonic() < stop_at:
-            counter += 1
-            started = time.perf_counter()
-            if method == "GET":
-                response = session.get(url_base + path, timeout=10)
-            else:
-                body = body_template.replace(MESSAGE_ID_SENTINEL, f"{nonce}{tid:04x}{counter:016x}")
-                response = session.post(url_base + path, data=body, timeout=10,
-                                        headers={"Content-Type": "application/x-www-form-urlencoded"})
-            own.append(time.perf_counter() - started)
-            bad += response.status_code >= 300
-        with lock:
-            latencies.extend(own)
-            errors[0] += bad
-
-    started = time.monotonic()
-    workers = [threading.Thread(target=run, args=(i,)) for i in range(concurrency)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    elapsed = time.monotonic() - started
-    latencies.sort()
-
-    def pct(p: float) -> float:
-        return latencies[min(int(len(latencies) * p / 100), len(latencies) - 1)] * 1000 if latencies else 0.0
-
-    return {"requests": len(latencies), "seconds": elapsed, "rps": len(latencies) / elapsed, "p50_ms": pct(50),
-            "p99_ms": pct(99), "mean_ms": sum(latencies) / max(len(latencies), 1) * 1000,
-            "max_ms": latencies[-1] * 1000 if latencies else 0.0, "errors": errors[0]}
+    return closed_loop(send, seconds, concurrency)
 
 
 # -- profile ---------------------------------------------------------------------------------------------
@@ -423,6 +419,7 @@ def main(argv: list[str]) -> int:
             handler_path = f"/b24/messageservice/{portal.handler_key}/"
             baseline_path = f"/bench/django-baseline/{portal.handler_key}/"
             bare_path = f"{BASELINE_PREFIX}{portal.handler_key}/"
+            no_publish_path = f"{NO_PUBLISH_PREFIX}{portal.handler_key}/"
             _create_baseline_table()
             connections.close_all()
 
@@ -439,12 +436,13 @@ def main(argv: list[str]) -> int:
                 if have_wrk:
                     return _wrk(url_base, method, path, template, nonce, seconds, args.concurrency,
                                 args.wrk_threads, workdir)
-                return _python_load(url_base, method, path, template, nonce, seconds, args.concurrency)
+                return _python_load(url_base, method, path, template, seconds, args.concurrency)
 
             endpoints = {"GET /health/ (no I/O)": ("GET", "/health/", ""),
                          "bare WSGI baseline": ("POST", bare_path, body_template),
                          "fair baseline": ("POST", baseline_path, body_template),
-                         "POST handler": ("POST", handler_path, body_template)}
+                         "POST handler": ("POST", handler_path, body_template),
+                         "handler, no publish": ("POST", no_publish_path, body_template)}
             for method, path, template in endpoints.values():
                 if args.warmup > 0:
                     load(method, path, template, args.warmup)
@@ -452,7 +450,7 @@ def main(argv: list[str]) -> int:
             for _ in range(args.rounds):
                 for label in ("fair baseline", "POST handler"):
                     rounds[label].append(load(*endpoints[label], args.duration))
-            for label in ("bare WSGI baseline", "GET /health/ (no I/O)"):
+            for label in ("handler, no publish", "bare WSGI baseline", "GET /health/ (no I/O)"):
                 rounds[label].append(load(*endpoints[label], args.duration))
             for label, runs in rounds.items():
                 total = sum(r["requests"] for r in runs)
@@ -493,7 +491,11 @@ def main(argv: list[str]) -> int:
     print(f"p99: handler {handler['p99_ms']:.1f} ms, fair baseline {base['p99_ms']:.1f} ms  (handler target < 50 ms: "
           f"{'met' if handler['p99_ms'] < 50 else 'NOT met'})")
     print(f"messages stored: {stored} (warm-up included); send tasks queued in Redis: {queued} "
-          f"(no worker ran; queue deleted)")
+          f"(no worker ran; queue deleted; the no-publish variant queues none)")
+    mean_bound = 1000 * args.concurrency / handler["rps"] if handler["rps"] else 0.0
+    print(f"Little's law (closed loop, {args.concurrency} connections): mean latency = {args.concurrency} / "
+          f"throughput: handler {mean_bound:.0f} ms mean at {handler['rps']:.0f} req/s; a mean under 50 ms needs "
+          f"> {args.concurrency / 0.05:.0f} req/s (p99 under 50 ms needs more)")
     print(f"\nprofile of one handler request (Django test client, same settings, no HTTP): {len(queries)} queries;"
           f" mean {inproc_ms:.2f} ms per request over {args.profile_requests} requests in one process")
     for sql in queries:

@@ -28,13 +28,12 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from .common import ROOT, scratch_database, setup_django
+from .common import ROOT, closed_loop, scratch_database, setup_django
 
 BURST, RATE = 50, 2.0
 
@@ -172,43 +171,11 @@ def _rest_part(args: argparse.Namespace) -> None:
 
 # -- part 2: intake throughput under gunicorn ------------------------------------------------------------
 def _load(url: str, make: Any, seconds: float, concurrency: int) -> dict[str, Any]:
-    import requests
+    def send(session: Any, unique: str) -> int:
+        data, headers = make(unique)
+        return int(session.post(url, data=data, headers=headers, timeout=30).status_code)
 
-    latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
-    stop_at = time.monotonic() + seconds
-    nonce = uuid.uuid4().hex[:10]
-
-    def run(tid: int) -> None:
-        session = requests.Session()
-        own: list[float] = []
-        bad = 0
-        counter = 0
-        while time.monotonic() < stop_at:
-            counter += 1
-            data, headers = make(f"{nonce}{tid:03d}{counter:09d}")
-            started = time.perf_counter()
-            response = session.post(url, data=data, headers=headers, timeout=30)
-            own.append(time.perf_counter() - started)
-            bad += response.status_code >= 300
-        with lock:
-            latencies.extend(own)
-            errors[0] += bad
-
-    started = time.monotonic()
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.monotonic() - started
-    latencies.sort()
-
-    def pct(p: float) -> float:
-        return latencies[min(int(len(latencies) * p / 100), len(latencies) - 1)] * 1000 if latencies else 0.0
-
-    return {"requests": len(latencies), "seconds": elapsed, "errors": errors[0], "p50": pct(50), "p99": pct(99)}
+    return closed_loop(send, seconds, concurrency)
 
 
 def _intake_part(args: argparse.Namespace) -> None:
@@ -267,8 +234,8 @@ def _intake_part(args: argparse.Namespace) -> None:
                 total = sum(r["requests"] for r in done)
                 seconds = sum(r["seconds"] for r in done)
                 rows[label] = {"requests": total, "rps": total / seconds, "errors": sum(r["errors"] for r in done),
-                               "p50": sorted(r["p50"] for r in done)[len(done) // 2],
-                               "p99": max(r["p99"] for r in done)}
+                               "p50": sorted(r["p50_ms"] for r in done)[len(done) // 2],
+                               "p99": max(r["p99_ms"] for r in done)}
             stored = {"jobs": SyncJob.objects.count(), "messages": Message.objects.count()}
             _stop(gunicorn)
             gunicorn = None

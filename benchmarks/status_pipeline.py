@@ -64,6 +64,13 @@ def stage_rates(messages: int, done_at: Mapping[str, float | None]) -> list[tupl
     return out
 
 
+def push_bound(per_portal: int, burst: float, rate: float) -> float:
+    """Seconds one portal's statuses need at least under the rate limit: ceil(n/50) batch calls, the first
+    `burst` at once, the rest at `rate` per second."""
+    calls = math.ceil(per_portal / 50)
+    return max(calls - burst, 0) / rate if rate else 0.0
+
+
 def split_evenly(items: Sequence[Any], parts: int) -> list[list[Any]]:
     """`items` dealt round-robin into at most `parts` non-empty lists."""
     parts = max(1, min(parts, len(items)))
@@ -298,6 +305,9 @@ def main(argv: list[str]) -> int:
                     delivery.dispatch_status_polls.delay()
                     delivery.dispatch_status_pushes.delay()
 
+            # The progress query counts every row: at 100,000 messages four times a second it would take a
+            # good part of a core from the system measured, so a large run looks once a second.
+            monitor_interval = 0.25 if total <= 10_000 else 1.0
             beat_thread = threading.Thread(target=beat, daemon=True)
             beat_thread.start()
             try:
@@ -316,7 +326,7 @@ def main(argv: list[str]) -> int:
                             done_at[stage] = now
                     if done_at["in portals"] is not None:
                         break
-                    time.sleep(0.25)
+                    time.sleep(monitor_interval)
                 peaks = _peaks(p.pid for p in workers)  # before the workers stop
             finally:
                 stop_beat.set()
@@ -369,7 +379,7 @@ def main(argv: list[str]) -> int:
           f"{args.acceptors} accepting processes (messageservice.sending.accept); {args.workers} Celery worker(s) "
           f"× prefork {args.concurrency} on queue {queue}; stand-in beat every {args.beat_interval:g} s; fake SMS.ru "
           f"delivers at once; fake portals' bucket burst {args.burst}, {args.rate:g} req/s (our limiter: burst "
-          f"{bucket.burst}, {bucket.rate:g} req/s)")
+          f"{bucket.burst}, {bucket.rate:g} req/s); progress read every {monitor_interval:g} s")
     print(f"  stored by the acceptors: {stored}")
     print(f"\n{'stage (last message through it)':<34} {'s from start':>12} {'messages/s':>11} {'count':>8}")
     for stage, seconds, rate in stage_rates(total, done_at):
@@ -381,6 +391,9 @@ def main(argv: list[str]) -> int:
         print(f"\nend to end: {total} messages in {wall:.1f} s = {total / wall:.0f} messages/s")
     print(f"REST requests per portal: {min(batch_requests)}-{max(batch_requests)} batch (target ceil({per_portal}/50) "
           f"= {math.ceil(per_portal / 50)}), {single_requests} single calls; 503s: {rejected} (target 0)")
+    print(f"bound from the portals' limits: {push_bound(per_portal, bucket.burst, bucket.rate):.1f} s of pushing per "
+          f"portal at least (ceil({per_portal}/50) batch calls, our limiter's burst {bucket.burst} then "
+          f"{bucket.rate:g} req/s; portals are pushed in parallel)")
     print(f"carrier requests: {carrier_sends} send, {carrier_status_requests} status "
           f"(SMS.ru: 100 ids each → {math.ceil(total / 100)} minimum)")
     print("\nworker peak RSS (VmHWM, read before stopping):")

@@ -19,7 +19,7 @@ from typing import Any
 
 from django.core.validators import RegexValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -80,13 +80,37 @@ class ProviderAccount(models.Model):
                            base_url=self.base_url or None, options=self.options or {})
 
 
+def forward_status_fields(status: DeliveryStatus | str, *, raw_status: str = "", error: str | None = None,
+                          now: datetime | None = None) -> dict[str, Any]:
+    """The columns a forward move to `status` writes, each as a CASE on "is it forward for this row?", so a
+    status move can ride in another UPDATE of the same rows (the send task's outcome) instead of its own
+    statements. A row whose status is already at or past `status` keeps its values. `push_due` is set for a
+    moved message Bitrix24 knows whose status it has not been told yet."""
+    status = DeliveryStatus(status)
+    now = now or timezone.now()
+    moves = Q(status__isnull=True) | Q(status__in=behind(status))
+    values: dict[str, Any] = {"status": Value(status.value), "status_changed_at": Value(now)}
+    if raw_status:
+        values["carrier_status"] = Value(raw_status[:64])
+    if error:
+        values["last_error"] = Value(error[:500])
+    if RANK[status] == max(RANK.values()):
+        values.update(final_at=Value(now), next_poll_at=Value(None, output_field=models.DateTimeField()))
+    fields: dict[str, Any] = {column: Case(When(moves, then=value), default=F(column))
+                              for column, value in values.items()}
+    fields["push_due"] = Case(
+        When(moves & Q(origin__in=Message.BITRIX24_ORIGINS) & ~Q(pushed_status=status.value), then=Value(True)),
+        default=F("push_due"))
+    return fields
+
+
 class MessageQuerySet(models.QuerySet["Message"]):
     def advance_status(self, status: DeliveryStatus | str, *, raw_status: str = "", error: str | None = None,
                        now: datetime | None = None, extra: Mapping[str, Any] | None = None) -> int:
         """Move the delivery status of these messages forward (never back: Bitrix24 would accept a late
         `sent` over `delivered`). One conditional UPDATE for the whole group, so concurrent pollers cannot
-        regress it. Marks `push_due` for messages Bitrix24 knows, sets `final_at` and stops polling on a
-        final status. Returns how many moved."""
+        regress it. Marks `push_due` for messages Bitrix24 knows (unless it was already told this status),
+        sets `final_at` and stops polling on a final status. Returns how many moved."""
         status = DeliveryStatus(status)
         now = now or timezone.now()
         fields: dict[str, Any] = {"status": status, "status_changed_at": now, "updated_at": now, **(extra or {})}
@@ -96,11 +120,11 @@ class MessageQuerySet(models.QuerySet["Message"]):
             fields["last_error"] = error[:500]
         if RANK[status] == max(RANK.values()):
             fields.update(final_at=now, next_poll_at=None)
-        moved = self.filter(Q(status__isnull=True) | Q(status__in=behind(status))).update(**fields)
-        if moved:
-            self.filter(status=status, origin__in=Message.BITRIX24_ORIGINS).exclude(
-                pushed_status=status).update(push_due=True)
-        return moved
+        # push_due in the same statement: only the rows this UPDATE moves are considered.
+        fields["push_due"] = Case(
+            When(Q(origin__in=Message.BITRIX24_ORIGINS) & ~Q(pushed_status=status.value), then=Value(True)),
+            default=F("push_due"))
+        return self.filter(Q(status__isnull=True) | Q(status__in=behind(status))).update(**fields)
 
 
 class Message(models.Model):

@@ -33,7 +33,7 @@ from tenants.models import JournalEntry, Portal
 
 from .carriers import CarrierError, SendOutcomeUnknown
 from .consent import is_opted_out
-from .models import Message, ProviderAccount
+from .models import Message, ProviderAccount, forward_status_fields
 from .phones import InvalidPhoneNumber, normalize_phone
 from .senders import reconcile_senders, sync_account_sender
 from .status import DeliveryStatus
@@ -58,11 +58,16 @@ def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
     return max(delay, float(retry_after or 0))
 
 
-def _settle(message: Message, **fields: Any) -> bool:
+def _settle(message: Message, *, status: DeliveryStatus | str | None = None, raw_status: str = "",
+            error: str | None = None, **fields: Any) -> bool:
     """Write the outcome of THIS attempt; a row that moved on meanwhile (staff) is left alone. The sweeper
-    may have moved a slow attempt to needs_review: the real outcome still wins over that guess."""
+    may have moved a slow attempt to needs_review: the real outcome still wins over that guess. A delivery
+    `status` moves forward in the same statement (`forward_status_fields`), never back."""
+    now = timezone.now()
     fields.setdefault("claimed_at", None)
-    fields["updated_at"] = timezone.now()
+    fields["updated_at"] = now
+    if status is not None:  # this attempt's own fields (carrier_status, last_error) win over the move's
+        fields = {**forward_status_fields(status, raw_status=raw_status, error=error, now=now), **fields}
     updated = Message.objects.filter(pk=message.pk, attempts=message.attempts,
                                      state__in=[State.SENDING, State.NEEDS_REVIEW]).update(**fields)
     if not updated:
@@ -72,8 +77,8 @@ def _settle(message: Message, **fields: Any) -> bool:
 
 
 def _fail(message: Message, reason: str) -> str:
-    if _settle(message, state=State.FAILED, last_error=reason[:500], next_attempt_at=None):
-        message.advance_status(DeliveryStatus.FAILED, error=reason)
+    _settle(message, state=State.FAILED, last_error=reason[:500], next_attempt_at=None,
+            status=DeliveryStatus.FAILED, error=reason)
     logger.info("SMS failed", extra={"message_id": message.message_id, "reason": reason})
     return "failed"
 
@@ -87,26 +92,37 @@ def _needs_review(message: Message, reason: str, **fields: Any) -> str:
 
 @shared_task(bind=True, acks_late=True, max_retries=None)
 def send_message(self: Any, message_pk: int) -> str:
-    now = timezone.now()
-    claimed = Message.objects.filter(pk=message_pk, state__in=Message.SENDABLE).update(
-        state=State.SENDING, attempts=F("attempts") + 1, claimed_at=now, next_attempt_at=None, updated_at=now)
-    if claimed != 1:
+    # Read first, then claim with a conditional UPDATE that also stores the normalized number: the claim
+    # is what stops a second worker (it matches only the sendable state and the attempt count just read).
+    message = Message.objects.select_related("portal", "account").filter(
+        pk=message_pk, state__in=Message.SENDABLE).first()
+    if message is None:
         return "not claimable"  # already sent, being sent by another worker, failed or cancelled
-    message = Message.objects.select_related("portal", "account").get(pk=message_pk)
-    with log_context(member_id=message.portal.member_id, sms_message_id=message.message_id):
-        return _send_claimed(self, message)
+    portal = message.portal
+    try:
+        to, unusable = normalize_phone(message.recipient_raw, portal.phone_region or None), ""
+    except InvalidPhoneNumber as exc:
+        to, unusable = "", exc.reason
+    now = timezone.now()
+    claim: dict[str, Any] = {"recipient": to} if to else {}
+    claimed = Message.objects.filter(pk=message_pk, state__in=Message.SENDABLE, attempts=message.attempts).update(
+        state=State.SENDING, attempts=F("attempts") + 1, claimed_at=now, next_attempt_at=None, updated_at=now,
+        **claim)
+    if claimed != 1:
+        return "not claimable"
+    message.state, message.attempts, message.claimed_at = State.SENDING, message.attempts + 1, now
+    message.recipient = to or message.recipient
+    with log_context(member_id=portal.member_id, sms_message_id=message.message_id):
+        return _send_claimed(self, message, unusable)
 
 
-def _send_claimed(task: Any, message: Message) -> str:
+def _send_claimed(task: Any, message: Message, unusable_number: str) -> str:
     portal, account = message.portal, message.account
     if not portal.is_operational:
         return _fail(message, f"portal is not active ({portal.get_status_display()})")
-    try:
-        to = normalize_phone(message.recipient_raw, portal.phone_region or None)
-    except InvalidPhoneNumber as exc:
-        return _fail(message, f"invalid recipient number: {exc.reason}")
-    Message.objects.filter(pk=message.pk).update(recipient=to)
-    message.recipient = to
+    if unusable_number:
+        return _fail(message, f"invalid recipient number: {unusable_number}")
+    to = message.recipient
     if is_opted_out(portal, to):
         return _fail(message, OPTED_OUT)
     try:
@@ -128,10 +144,11 @@ def _send_claimed(task: Any, message: Message) -> str:
         return _needs_review(message, f"unexpected error while sending: {type(exc).__name__}")
 
     now = timezone.now()
-    if _settle(message, state=State.HANDED_TO_CARRIER, carrier_message_id=result.carrier_message_id[:128], sent_at=now,
-               carrier_status=result.raw_status[:64], cost=(result.cost or "")[:20], last_error="",
-               next_poll_at=now + timedelta(seconds=settings.SMS_FIRST_POLL_SECONDS)):
-        message.advance_status(result.status, raw_status=result.raw_status, now=now)
+    # One statement: the outcome of this attempt and the carrier's first status (forward only).
+    _settle(message, state=State.HANDED_TO_CARRIER, carrier_message_id=result.carrier_message_id[:128], sent_at=now,
+            carrier_status=result.raw_status[:64], cost=(result.cost or "")[:20], last_error="",
+            next_poll_at=now + timedelta(seconds=settings.SMS_FIRST_POLL_SECONDS),
+            status=result.status, raw_status=result.raw_status)
     return "sent"
 
 

@@ -133,7 +133,7 @@ class RecordAdmin(ReadOnlyAdmin):
     show_full_result_count = False
     ordering = ("-id",)
     fields = ("portal", "external_id", "lead_id", "stage", "last_outcome", "last_error", "reply_queue", "api_key",
-              "last_written", "last_written_at", "created_at", "updated_at")
+              "last_written", "own_multifields", "last_written_at", "created_at", "updated_at")
     readonly_fields = fields
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet[Record], search_term: str

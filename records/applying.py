@@ -6,6 +6,8 @@ them as one `batch` (one REST request, one limiter permit):
 - per record in order: a record with an unfinished earlier job (running, or waiting for a retry) waits;
   a create is sent alone (its record's updates wait for it); consecutive updates and moves of one record
   coalesce into one `crm.lead.update`;
+- an update that changes a PHONE / EMAIL first reads the lead (one `crm.lead.get` batch for the round) and
+  replaces the value we wrote by its ID; values a person added stay, a value already there is not sent again;
 - a lead is created with ORIGINATOR_ID / ORIGIN_ID; a create tried before (its answer may have been lost:
   a timeout, a 5xx, a worker that died) first looks the lead up by them with `crm.lead.list`, so it is found
   and not added twice;
@@ -34,7 +36,16 @@ from oauth.errors import B24BadResponse, B24Error, B24RetryLater, B24TransientEr
 from tenants.models import Portal
 
 from .channels import own_write_params
-from .leads import lead_fields, merged_payload, origin_fields, without_repeated_multifields
+from .leads import (
+    MULTIFIELDS,
+    lead_fields,
+    merged_payload,
+    origin_fields,
+    own_multifield,
+    own_multifields,
+    replacing_multifield,
+    without_repeated_multifields,
+)
 from .models import Outcome, Record, StageMapping, SyncJob
 from .replies import do_queue_replies, job_reply_body
 
@@ -57,6 +68,8 @@ class Group:
     job_ids: list[int] = field(default_factory=list)
     jobs: list[SyncJob] = field(default_factory=list)
     sent_fields: dict[str, Any] = field(default_factory=dict)  # what the command writes to the lead
+    current_multifields: dict[str, list[Any]] | None = None  # the lead's PHONE / EMAIL read before an update
+    multifield_ids: dict[str, str] = field(default_factory=dict)  # the IDs of our multi-field values
 
     @property
     def first(self) -> SyncJob:
@@ -145,6 +158,10 @@ def _command_key(group: Group) -> str:
     return f"rec{group.record_id}"
 
 
+def _read_key(group: Group) -> str:
+    return f"read{group.record_id}"
+
+
 def apply_round(portal: Portal, client: PortalClient | None = None) -> RoundResult:
     """Claim, send one batch, settle. Returns what happened (claimed 0: nothing due)."""
     now = timezone.now()
@@ -157,6 +174,7 @@ def apply_round(portal: Portal, client: PortalClient | None = None) -> RoundResu
     own_writes = own_write_params(portal.pk)  # offline events: our writes do not come back (records.offline)
     try:
         _find_lost_creates(portal, client, groups, result)
+        _read_multifields(client, groups)
         commands: dict[str, tuple[str, dict[str, Any]]] = {}
         for group in list(groups):
             command = _command(group, mapping)
@@ -216,6 +234,30 @@ def _find_lost_creates(portal: Portal, client: PortalClient, groups: list[Group]
             logger.info("lead of a retried create found by ORIGIN_ID", extra={"record": record.pk, "lead": ids[0]})
 
 
+def _read_multifields(client: PortalClient, groups: list[Group]) -> None:
+    """Multi-field values are replaced by their ID: read the PHONE / EMAIL of each lead whose update changes
+    one (at most one `crm.lead.get` per group, so one batch). A read that fails leaves the update as it was."""
+    readers = []
+    for group in groups:
+        record = group.first.record
+        payload = merged_payload([job.payload for job in group.jobs])
+        if record.lead_id is not None and ("phone" in payload or "email" in payload):
+            readers.append(group)
+    if not readers:
+        return
+    answer = client.batch({_read_key(g): ("crm.lead.get", {"id": g.first.record.lead_id}) for g in readers})
+    for group in readers:
+        lead = answer.results.get(_read_key(group))
+        if isinstance(lead, dict):
+            group.current_multifields = {name: list(_as_items(lead.get(name))) for name in MULTIFIELDS}
+
+
+def _as_items(value: Any) -> list[Any]:
+    if isinstance(value, dict):  # a PHP-encoded list
+        return list(value.values())
+    return value if isinstance(value, list) else []
+
+
 def _command(group: Group, mapping: dict[str, str]) -> tuple[str, dict[str, Any]] | None:
     record = group.first.record
     payload = merged_payload([job.payload for job in group.jobs])
@@ -225,7 +267,21 @@ def _command(group: Group, mapping: dict[str, str]) -> tuple[str, dict[str, Any]
                                 "params": {"REGISTER_SONET_EVENT": "N"}}
     if record.lead_id is None:
         return None
-    fields = without_repeated_multifields(fields, record.last_written)
+    if group.current_multifields is None:
+        fields = without_repeated_multifields(fields, record.last_written)
+    else:
+        fields = dict(fields)
+        for name in MULTIFIELDS:
+            if name in fields:
+                entries, our_id = replacing_multifield(fields[name][0], group.current_multifields[name],
+                                                       own_multifield(name, record.own_multifields,
+                                                                      record.last_written))
+                if our_id:
+                    group.multifield_ids[name] = our_id
+                if entries is None:
+                    del fields[name]
+                else:
+                    fields[name] = entries
     return "crm.lead.update", {"id": record.lead_id, "fields": fields, "params": {"REGISTER_SONET_EVENT": "N"}}
 
 
@@ -240,7 +296,9 @@ def _finish(group: Group, state: str, *, lead_id: int | None, error: str, result
         if state == SyncJob.State.SUCCEEDED:
             payload = merged_payload([job.payload for job in group.jobs])
             written = {**record.last_written, **group.sent_fields}
-            record_changes.update(lead_id=lead_id, last_written=written, last_written_at=now)
+            record_changes.update(lead_id=lead_id, last_written=written, last_written_at=now,
+                                  own_multifields=own_multifields(group.sent_fields, record.own_multifields,
+                                                                  group.multifield_ids))
             if "stage" in payload:
                 record_changes["stage"] = payload["stage"]
         Record.objects.filter(pk=record.pk).update(**record_changes)

@@ -7,8 +7,10 @@ from typing import Any
 
 from django.conf import settings
 
-# Multi-fields (PHONE, EMAIL) are lists of {VALUE, VALUE_TYPE}; a value without an ID is added to the lead.
+# Multi-fields (PHONE, EMAIL) are lists of {ID, VALUE, VALUE_TYPE}: a value sent without an ID is added to the
+# lead, one with an ID changes that value (an empty VALUE deletes it).
 MULTIFIELD_TYPE = "WORK"
+MULTIFIELDS = ("PHONE", "EMAIL")
 
 
 def split_name(full_name: str) -> tuple[str, str]:
@@ -62,3 +64,42 @@ def without_repeated_multifields(fields: dict[str, Any], last_written: Mapping[s
         if name in out and out[name] == last_written.get(name):
             del out[name]
     return out
+
+
+def own_multifields(fields: Mapping[str, Any], known: Mapping[str, Any],
+                    ids: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Record.own_multifields after writing `fields`: per multi-field, the value we wrote and its ID in the
+    lead when we know it (`ids`; a value we added gets its ID learned at the next change)."""
+    out = {name: dict(value) for name, value in known.items()}
+    for name in MULTIFIELDS:
+        if fields.get(name):
+            out[name] = {"value": str(fields[name][0]["VALUE"]), "id": ids.get(name)}
+    return out
+
+
+def own_multifield(name: str, known: Mapping[str, Any], last_written: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Our value of a multi-field: as kept, else (a record synced before we kept it) our last single write."""
+    if name in known:
+        return dict(known[name])
+    written = last_written.get(name)
+    if isinstance(written, list) and len(written) == 1 and isinstance(written[0], Mapping):
+        return {"value": str(written[0].get("VALUE")), "id": None}
+    return None
+
+
+def replacing_multifield(new: Mapping[str, Any], current: list[Any],
+                         own: Mapping[str, Any] | None) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """How to make the lead's multi-field (`current`, as read from it) hold `new` in place of the value we wrote
+    (`own`: {"value", "id"}) without touching values a person added: (the entries to send or None when the
+    lead already has `new`, the ID of our value when known). Ours is found by its ID, else by its value; if it
+    is gone, `new` is added."""
+    items = [item for item in current if isinstance(item, Mapping) and item.get("ID")]
+    for item in items:
+        if str(item.get("VALUE")) == str(new["VALUE"]):
+            return None, str(item["ID"])  # already there (a repeated update, or a person typed it)
+    own = own or {}
+    ours = next((item for item in items if own.get("id") and str(item["ID"]) == str(own["id"])), None) \
+        or next((item for item in items if own.get("value") and str(item.get("VALUE")) == own["value"]), None)
+    if ours is None:
+        return [dict(new)], None
+    return [{"ID": str(ours["ID"]), **new}], str(ours["ID"])

@@ -74,6 +74,8 @@ class Record(models.Model):
     # What we last wrote to the lead (lead field names), so a CRM change event can tell our own write.
     last_written = models.JSONField(default=dict, blank=True)
     last_written_at = models.DateTimeField(null=True, blank=True)
+    # Per multi-field (PHONE, EMAIL) the value we wrote and its ID in the lead, so a change replaces it.
+    own_multifields = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 

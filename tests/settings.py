@@ -19,10 +19,17 @@ os.environ["B24_WEBHOOK_ALLOW_HTTP"] = "true"
 os.environ.setdefault("DEBUG", "false")
 
 from b24portal.settings import *  # noqa: F403
+from b24portal.settings import INSTALLED_APPS as BASE_APPS
 
+# The sandbox app is installed for its tests; its views answer 404 unless SANDBOX_ENABLED (off here, as
+# DEBUG is): a test that tours it turns the setting on.
+INSTALLED_APPS = [*BASE_APPS, *([] if "sandbox" in BASE_APPS else ["sandbox"])]
 WHITENOISE_USE_FINDERS = True
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BROKER_URL = os.environ["REDIS_URL"]
+# The tests' real workers run tasks in pool threads that end with the worker: a connection kept for reuse
+# would outlive the test and hold the test database open. Celery closes it after each task instead.
+CELERY_DB_REUSE_MAX = None
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405

@@ -21,6 +21,12 @@ def test_status_field_kb_reads_the_peak_and_is_zero_when_absent():
     assert status_pipeline.status_field_kb("VmHWM:\n") == 0
 
 
+def test_push_bound_is_the_batch_calls_beyond_the_burst_at_the_limiters_rate():
+    assert status_pipeline.push_bound(1000, burst=40, rate=1.6) == 0.0  # 20 calls fit in the burst
+    assert status_pipeline.push_bound(5000, burst=40, rate=1.6) == (100 - 40) / 1.6
+    assert status_pipeline.push_bound(101, burst=0, rate=2.0) == 1.5  # ceil(101/50) = 3 calls
+
+
 def test_stage_rates_are_messages_over_the_time_to_each_stage_and_none_when_not_reached():
     rates = status_pipeline.stage_rates(1000, {"accepted": 2.0, "sent": 4.0, "polled": 5.0, "pushed": None})
     assert rates[:4] == [("accepted", 2.0, 500.0), ("sent", 4.0, 250.0), ("polled", 5.0, 200.0),

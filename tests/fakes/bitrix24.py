@@ -103,6 +103,7 @@ __all__ = [
     "FakeBitrix24Cloud",
     "FakePortal",
     "FakeUser",
+    "HttpAnswer",
     "MethodHandler",
     "OAuthRecord",
     "Paged",
@@ -415,7 +416,19 @@ class _HttpResponse:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-_App = Callable[[_HttpRequest, "_Server"], _HttpResponse]
+HttpAnswer = _HttpResponse  # what ``dispatch`` returns: status, body, content_type, headers
+
+_App = Callable[[_HttpRequest, Any], _HttpResponse]
+
+
+def _run_app(app: _App, request: _HttpRequest, server: Any, on_crash: Callable[[str], None]) -> _HttpResponse:
+    try:
+        return app(request, server)
+    except Exception as exc:  # a bug in the fake: answer 500 and keep it for the test to see
+        on_crash(traceback.format_exc())
+        return _json_response(
+            500, {"error": "INTERNAL_SERVER_ERROR", "error_description": f"Internal server error ({exc!r})"}
+        )
 
 
 def _json_response(status: int, payload: Any) -> _HttpResponse:
@@ -431,14 +444,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length > 0 else b""
         parts = urlsplit(self.path)
         request = _HttpRequest(self.command, parts.path, parts.query, dict(self.headers.items()), body)
-        try:
-            response = self.server.app(request, self.server)
-        except Exception as exc:  # a bug in the fake: answer 500 and keep it for the test to see
-            self.server.on_crash(traceback.format_exc())
-            response = _json_response(
-                500,
-                {"error": "INTERNAL_SERVER_ERROR", "error_description": f"Internal server error ({exc!r})"},
-            )
+        response = _run_app(self.server.app, request, self.server, self.server.on_crash)
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(response.body)))
@@ -474,6 +480,10 @@ class _Server(ThreadingHTTPServer):
     def domain(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.domain}"
+
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
@@ -483,6 +493,22 @@ class _Server(ThreadingHTTPServer):
         if isinstance(sys.exc_info()[1], BrokenPipeError | ConnectionResetError):
             return
         super().handle_error(request, client_address)
+
+
+class _Mount:
+    """An address another server answers for (e.g. a web app's view calling ``dispatch``): no socket, no
+    thread. ``domain`` is what Bitrix24 sends as DOMAIN; ``base_url`` may carry a path prefix."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.domain = urlsplit(self.base_url).netloc
+
+    def stop(self) -> None:
+        pass
+
+
+def _request(verb: str, path: str, query: str, headers: Mapping[str, str] | None, body: bytes) -> _HttpRequest:
+    return _HttpRequest(verb.upper(), path, query, dict(headers or {}), body)
 
 
 def _decode_params(request: _HttpRequest) -> dict[str, Any]:
@@ -721,8 +747,15 @@ class FakeBitrix24Cloud:
     """The auth server (``oauth.bitrix.info`` stand-in) plus every portal; a context manager."""
 
     def __init__(
-        self, *, client_id: str | None = None, client_secret: str | None = None, clock: Clock | None = None
+        self,
+        *,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        clock: Clock | None = None,
+        mount: str | None = None,
     ) -> None:
+        """``mount``: a base URL (``http://host:port/prefix``) where another server answers for the auth
+        server by calling :meth:`dispatch` with the path below the prefix; no server is started then."""
         self.lock = threading.RLock()
         # Every expiry, bucket and window reads this clock. Default: running (real time, plus advance());
         # unit tests pass Clock.manual() so time moves only when they advance it.
@@ -749,13 +782,15 @@ class FakeBitrix24Cloud:
         self.redirect_uris: dict[str, str] = {}
         self._extra_methods: dict[str, _MethodSpec] = {}
         self._closed = False
-        self._server = _Server(self._handle_http, self._on_crash)
+        self._server: _Server | _Mount = (
+            _Mount(mount) if mount is not None else _Server(self._handle_http, self._on_crash)
+        )
 
     # -- public API -----------------------------------------------------------------------------------
 
     @property
     def base_url(self) -> str:
-        return f"http://{self._server.domain}"
+        return self._server.base_url
 
     @property
     def oauth_url(self) -> str:
@@ -769,6 +804,13 @@ class FakeBitrix24Cloud:
     def portals(self) -> list[FakePortal]:
         with self.lock:
             return list(self._portals.values())
+
+    def dispatch(
+        self, verb: str, path: str, query: str = "", headers: Mapping[str, str] | None = None, body: bytes = b""
+    ) -> HttpAnswer:
+        """Answer one HTTP request to the auth server (``path`` below the mount prefix, e.g.
+        ``/oauth/token/``) as its own server would: for a cloud created with ``mount``."""
+        return _run_app(self._handle_http, _request(verb, path, query, headers, body), self._server, self._on_crash)
 
     def now(self) -> float:
         """The fake clock's unix time (see :attr:`clock`)."""
@@ -813,8 +855,10 @@ class FakeBitrix24Cloud:
         language: str = "en",
         member_id: str | None = None,
         scopes: Iterable[str] = DEFAULT_SCOPES,
+        mount: str | None = None,
     ) -> FakePortal:
-        """Start a portal with its own REST server and return it."""
+        """Start a portal with its own REST server and return it. ``mount`` (``http://host:port``): another
+        server answers ``<mount>/rest/...`` by calling the portal's :meth:`~FakePortal.dispatch`."""
         with self.lock:
             if self._closed:
                 raise RuntimeError("cloud is closed")
@@ -831,6 +875,7 @@ class FakeBitrix24Cloud:
                 language=language,
                 member_id=member_id,
                 scopes=scopes,
+                mount=mount,
             )
             self._portals[member_id] = portal
             return portal
@@ -953,7 +998,7 @@ class FakeBitrix24Cloud:
             record.at = self.now()
             self.oauth_requests.append(record)
 
-    def _handle_http(self, request: _HttpRequest, server: _Server) -> _HttpResponse:
+    def _handle_http(self, request: _HttpRequest, server: _Server | _Mount) -> _HttpResponse:
         is_token = request.path.rstrip("/") == "/oauth/token"
         if is_token:
             with self.lock:
@@ -1079,6 +1124,7 @@ class FakePortal:
         language: str,
         member_id: str,
         scopes: Iterable[str],
+        mount: str | None = None,
     ) -> None:
         self.cloud = cloud
         self.lock = cloud.lock
@@ -1123,8 +1169,10 @@ class FakePortal:
         self._bucket_level = 0.0
         self._bucket_at = cloud.now()
         self._handler_ids = 0
-        self._server = _Server(self._handle_http, cloud._on_crash)
-        self._servers: list[_Server] = [self._server]
+        self._server: _Server | _Mount = (
+            _Mount(mount) if mount is not None else _Server(self._handle_http, cloud._on_crash)
+        )
+        self._servers: list[_Server | _Mount] = [self._server]
         self.add_user(1, name="Admin", last_name="Adminov", email="admin@example.com", is_admin=True)
 
     # -- addresses ------------------------------------------------------------------------------------
@@ -1141,6 +1189,13 @@ class FakePortal:
     @property
     def client_endpoint(self) -> str:
         return f"{self.base_url}/rest/"
+
+    def dispatch(
+        self, verb: str, path: str, query: str = "", headers: Mapping[str, str] | None = None, body: bytes = b""
+    ) -> HttpAnswer:
+        """Answer one HTTP request to ``/rest/...`` as the portal's own server would (for a mounted portal)."""
+        request = _request(verb, path, query, headers, body)
+        return _run_app(self._handle_http, request, self._server, self.cloud._on_crash)
 
     @property
     def license_type(self) -> str:
@@ -1484,6 +1539,8 @@ class FakePortal:
         and state, and every old server answers REST calls with ``302 Found`` + ``Location`` on the new one.
         Returns this same portal object, whose ``domain``/``base_url`` now are the new ones."""
         with self.lock:
+            if isinstance(self._server, _Mount):
+                raise RuntimeError("a mounted portal cannot move: its address belongs to another server")
             new_server = _Server(self._handle_http, self.cloud._on_crash)
             self.former_domains.append(self._server.domain)
             self._server = new_server
@@ -1789,7 +1846,7 @@ class FakePortal:
             record.at = self.cloud.now()
             self.requests.append(record)
 
-    def _handle_http(self, request: _HttpRequest, server: _Server) -> _HttpResponse:
+    def _handle_http(self, request: _HttpRequest, server: _Server | _Mount) -> _HttpResponse:
         if request.path.rstrip("/") == "/oauth/authorize" and server is self._server:
             return self._authorize(request)
         match = _REST_PATH.match(request.path)

@@ -144,7 +144,9 @@ class _FakeCarrier:
     #: failure name -> raw carrier code (or a generic name handled by `_generic_failure`)
     FAILURES: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, clock: Clock | None = None) -> None:
+    def __init__(self, clock: Clock | None = None, *, mount: str | None = None) -> None:
+        """``mount``: a base URL where another server answers for this carrier by calling :meth:`handle`
+        (no server of its own is started then)."""
         self.clock = clock if clock is not None else Clock()
         self._lock = threading.RLock()
         self._messages: list[FakeMessage] = []
@@ -156,6 +158,10 @@ class _FakeCarrier:
         self.down: bool | str = False
         self.max_concurrent: int | None = None
         self.response_delay: float = 0.0
+        self._server: _Server | None = None
+        if mount is not None:
+            self.base_url = mount.rstrip("/")
+            return
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self
         host, port = self._server.server_address[:2]
@@ -168,6 +174,8 @@ class _FakeCarrier:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def close(self) -> None:
+        if self._server is None:
+            return
         self._server.shutdown()
         self._server.server_close()
         with self._lock:  # also drop kept-alive connections, or pooled clients could still reach us
@@ -285,6 +293,11 @@ class _FakeCarrier:
             self._failures = [e for e in self._failures if e[0] > 0]
             return kind
         return None
+
+    def handle(self, method: str, path: str, params: dict[str, str], headers: dict[str, str]) -> Reply:
+        """Answer one request (path below the base URL, query and form merged) as the carrier's server would.
+        ``RESET`` means: drop the connection unanswered."""
+        return self._handle(method, path, params, headers)
 
     def _handle(self, method: str, path: str, params: dict[str, str], headers: dict[str, str]) -> Reply:
         req = FakeRequest(method, path, params, headers, self._endpoint(path))
@@ -498,11 +511,12 @@ class FakeSmsRu(_FakeCarrier):
     #: on send these are reported in the recipient's entry, not for the whole request
     PER_NUMBER: ClassVar[frozenset[int]] = frozenset({202, 207, 209, 230, 231, 232})
 
-    def __init__(self, api_id: str = API_ID, *, balance: float = 100.0, clock: Clock | None = None) -> None:
+    def __init__(self, api_id: str = API_ID, *, balance: float = 100.0, clock: Clock | None = None,
+                 mount: str | None = None) -> None:
         self.api_id = api_id
         self.balance = balance
         self._ids = itertools.count(1)
-        super().__init__(clock)
+        super().__init__(clock, mount=mount)
 
     @property
     def credentials(self) -> dict[str, str]:

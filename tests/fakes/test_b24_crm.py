@@ -140,3 +140,22 @@ def test_a_lost_answer_still_did_the_work(portal: FakePortal, token: str) -> Non
     assert response.status_code == 502 and "text/html" in response.headers["Content-Type"]
     assert len(b24_crm.all_leads(portal)) == 1
     assert "result" in call(portal, "crm.lead.add", token, fields={"TITLE": "B"})
+
+
+def test_multifield_values_get_ids_and_change_or_go_by_id_while_ones_without_an_id_are_added(
+        portal: FakePortal, token: str) -> None:
+    lead_id = add(portal, token, PHONE=[{"VALUE": "+1", "VALUE_TYPE": "WORK"}, {"VALUE": "+2", "VALUE_TYPE": "HOME"}],
+                  EMAIL=[{"VALUE": "a@example.com", "VALUE_TYPE": "WORK"}])
+    lead = call(portal, "crm.lead.get", token, id=lead_id)["result"]
+    first, second = lead["PHONE"]
+    assert first["ID"] != second["ID"] and lead["EMAIL"][0]["ID"] not in (first["ID"], second["ID"])
+    assert (second["VALUE"], second["VALUE_TYPE"], second["TYPE_ID"]) == ("+2", "HOME", "PHONE")
+    call(portal, "crm.lead.update", token, id=lead_id, fields={
+        "PHONE": [{"ID": first["ID"], "VALUE": "+3", "VALUE_TYPE": "WORK"}, {"ID": second["ID"], "VALUE": ""}],
+        "EMAIL": [{"VALUE": "b@example.com", "VALUE_TYPE": "WORK"}]})
+    lead = call(portal, "crm.lead.get", token, id=lead_id)["result"]
+    assert [(p["ID"], p["VALUE"]) for p in lead["PHONE"]] == [(first["ID"], "+3")]  # changed in place, one gone
+    assert [e["VALUE"] for e in lead["EMAIL"]] == ["a@example.com", "b@example.com"]  # no ID: added
+    call(portal, "crm.lead.update", token, id=lead_id, fields={"PHONE": [{"ID": first["ID"], "VALUE": ""}]})
+    lead = call(portal, "crm.lead.get", token, id=lead_id)["result"]
+    assert lead["PHONE"] == [] and lead["HAS_PHONE"] == "N"

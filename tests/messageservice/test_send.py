@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from messageservice import accounts, sending, staff
 from messageservice.consent import do_set_consent
-from messageservice.models import Message
+from messageservice.models import Message, forward_status_fields
 from messageservice.tasks import (
     OPTED_OUT,
     backoff_seconds,
@@ -149,6 +149,35 @@ def test_the_delivery_status_only_moves_forward(sms_portal):
     message.refresh_from_db()
     assert message.status == "delivered" and message.carrier_status == "103"
     assert message.final_at is not None and message.next_poll_at is None and message.push_due
+
+
+def test_sending_a_message_takes_four_statements(sms_portal, fake_smsru, django_assert_num_queries):
+    message = accept(sms_portal, to="8 (999) 123-45-67")
+    # read, claim (with the normalized number), opt-out check, outcome with the first status
+    with django_assert_num_queries(4):
+        assert send_message.apply(args=[message.pk]).get() == "sent"
+    message.refresh_from_db()
+    assert message.recipient == PHONE and message.status == "queued" and message.push_due
+
+
+def test_the_status_in_a_send_outcome_only_moves_forward(sms_portal):
+    fresh, delivered = accept(sms_portal), accept(sms_portal)
+    Message.objects.filter(pk=delivered.pk).update(status="delivered", pushed_status="delivered", push_due=False)
+    Message.objects.filter(pk__in=[fresh.pk, delivered.pk]).update(**forward_status_fields("sent", raw_status="102"))
+    fresh.refresh_from_db()
+    delivered.refresh_from_db()
+    assert fresh.status == "sent" and fresh.carrier_status == "102" and fresh.push_due
+    assert delivered.status == "delivered" and delivered.carrier_status == "" and not delivered.push_due
+
+
+def test_advancing_a_status_marks_the_push_in_the_same_statement(sms_portal, django_assert_num_queries):
+    crm, widget, told = accept(sms_portal), accept(sms_portal), accept(sms_portal)
+    Message.objects.filter(pk=widget.pk).update(origin=Message.Origin.WIDGET)
+    Message.objects.filter(pk=told.pk).update(pushed_status="delivered")
+    with django_assert_num_queries(1):
+        assert Message.objects.filter(pk__in=[crm.pk, widget.pk, told.pk]).advance_status("delivered") == 3
+    due = dict(Message.objects.filter(pk__in=[crm.pk, widget.pk, told.pk]).values_list("pk", "push_due"))
+    assert due == {crm.pk: True, widget.pk: False, told.pk: False}
 
 
 def test_backoff_grows_exponentially_with_jitter_and_respects_retry_after(settings):

@@ -312,3 +312,100 @@ def test_a_full_limiter_puts_the_jobs_back_without_counting_an_attempt(installed
     for job in SyncJob.objects.all():
         assert job.state == "pending" and job.attempts == 0 and "RATE_LIMIT_WAIT" in job.last_error
         assert job.next_attempt_at > timezone.now() + timedelta(minutes=5)
+
+
+def values(lead: dict[str, Any], name: str) -> list[str]:
+    return [item["VALUE"] for item in lead.get(name) or []]
+
+
+def add_by_hand(fake: FakePortal, external_id: str, name: str, value: str) -> None:
+    """A person adds a value to the lead's multi-field in Bitrix24."""
+    with fake.lock:
+        (lead,) = [row for row in b24_crm.leads(fake).values() if row.get("ORIGIN_ID") == external_id]
+        lead[name] = [*lead.get(name, []), {"ID": str(b24_crm._next_id(fake)), "VALUE": value,
+                                            "VALUE_TYPE": "MOBILE", "TYPE_ID": name}]
+
+
+def test_changing_a_phone_replaces_our_value_and_keeps_one_added_by_hand(
+        installed_portal: Any, fake_portal: FakePortal, django_capture_on_commit_callbacks: Any):
+    accept_quietly(django_capture_on_commit_callbacks, installed_portal, ("create", "1", person(1)))
+    run_apply(installed_portal)
+    (before,) = leads_of(fake_portal, "1")
+    add_by_hand(fake_portal, "1", "PHONE", "+77005554433")
+    accept_quietly(django_capture_on_commit_callbacks, installed_portal, ("update", "1", {"phone": "+77009998877"}))
+    run_apply(installed_portal)
+    (lead,) = leads_of(fake_portal, "1")
+    assert values(lead, "PHONE") == ["+77009998877", "+77005554433"]
+    assert lead["PHONE"][0]["ID"] == before["PHONE"][0]["ID"]  # changed in place, by its ID
+    assert fake_portal.count("crm.lead.get", in_batch=True) == 1
+    assert Record.objects.get().own_multifields["PHONE"] == {"value": "+77009998877",
+                                                             "id": before["PHONE"][0]["ID"]}
+    assert set(SyncJob.objects.values_list("state", flat=True)) == {"succeeded"}
+
+
+def test_a_repeated_phone_change_keeps_one_copy(installed_portal: Any, fake_portal: FakePortal,
+                                                 django_capture_on_commit_callbacks: Any):
+    accept_quietly(django_capture_on_commit_callbacks, installed_portal, ("create", "1", person(1)))
+    run_apply(installed_portal)
+    for _ in range(2):
+        accept_quietly(django_capture_on_commit_callbacks, installed_portal,
+                       ("update", "1", {"phone": "+77009998877"}))
+        run_apply(installed_portal)
+    Record.objects.update(last_written={})  # even when the last write is not known (e.g. a lost answer)
+    accept_quietly(django_capture_on_commit_callbacks, installed_portal, ("update", "1", {"phone": "+77009998877"}))
+    run_apply(installed_portal)
+    (lead,) = leads_of(fake_portal, "1")
+    assert values(lead, "PHONE") == ["+77009998877"]
+
+
+def test_changing_an_email_replaces_our_value_and_keeps_one_added_by_hand(
+        installed_portal: Any, fake_portal: FakePortal, django_capture_on_commit_callbacks: Any):
+    accept_quietly(django_capture_on_commit_callbacks, installed_portal,
+                   ("create", "1", {**person(1), "email": "ivan@example.com"}))
+    run_apply(installed_portal)
+    add_by_hand(fake_portal, "1", "EMAIL", "home@example.com")
+    for _ in range(2):
+        accept_quietly(django_capture_on_commit_callbacks, installed_portal,
+                       ("update", "1", {"email": "ivan.new@example.com"}))
+        run_apply(installed_portal)
+    (lead,) = leads_of(fake_portal, "1")
+    assert values(lead, "EMAIL") == ["ivan.new@example.com", "home@example.com"]
+    assert values(lead, "PHONE") == ["+77001110001"]  # an email change leaves the phone alone
+
+
+def test_a_new_phone_is_added_when_a_person_deleted_ours(installed_portal: Any, fake_portal: FakePortal,
+                                                         django_capture_on_commit_callbacks: Any):
+    accept_quietly(django_capture_on_commit_callbacks, installed_portal, ("create", "1", person(1)))
+    run_apply(installed_portal)
+    with fake_portal.lock:
+        (row,) = b24_crm.leads(fake_portal).values()
+        row["PHONE"] = []
+    add_by_hand(fake_portal, "1", "PHONE", "+77005554433")
+    accept_quietly(django_capture_on_commit_callbacks, installed_portal, ("update", "1", {"phone": "+77009998877"}))
+    run_apply(installed_portal)
+    (lead,) = leads_of(fake_portal, "1")
+    assert values(lead, "PHONE") == ["+77005554433", "+77009998877"]
+    accept_quietly(django_capture_on_commit_callbacks, installed_portal, ("update", "1", {"phone": "+77001112200"}))
+    run_apply(installed_portal)  # the value we added is ours: the next change replaces it
+    (lead,) = leads_of(fake_portal, "1")
+    assert values(lead, "PHONE") == ["+77005554433", "+77001112200"]
+
+
+def test_an_update_without_a_phone_or_email_does_not_read_the_lead(
+        installed_portal: Any, fake_portal: FakePortal, django_capture_on_commit_callbacks: Any):
+    accept_quietly(django_capture_on_commit_callbacks, installed_portal, ("create", "1", person(1)),
+                   ("update", "1", {"comment": "called back"}))
+    run_apply(installed_portal)
+    assert fake_portal.count("crm.lead.get", in_batch=True) == 0
+
+
+def test_a_record_synced_before_its_values_were_kept_has_its_phone_replaced_too(
+        installed_portal: Any, fake_portal: FakePortal, django_capture_on_commit_callbacks: Any):
+    accept_quietly(django_capture_on_commit_callbacks, installed_portal, ("create", "1", person(1)))
+    run_apply(installed_portal)
+    Record.objects.update(own_multifields={})  # as the migration leaves existing records
+    add_by_hand(fake_portal, "1", "PHONE", "+77005554433")
+    accept_quietly(django_capture_on_commit_callbacks, installed_portal, ("update", "1", {"phone": "+77009998877"}))
+    run_apply(installed_portal)
+    (lead,) = leads_of(fake_portal, "1")
+    assert values(lead, "PHONE") == ["+77009998877", "+77005554433"]
