@@ -289,9 +289,14 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'd
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     VAR_DIR.mkdir(exist_ok=True)
-    # Web, worker and beat share the file: wait for the write lock instead of failing at once.
+    # Web, worker and beat share the file: wait for the write lock instead of failing at once. A deferred
+    # transaction that reads and then writes cannot wait (SQLite answers "database is locked" at once when
+    # another process holds the lock), so transactions take the write lock when they begin (IMMEDIATE), and
+    # WAL lets readers go on while one process writes.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    DATABASES["default"].setdefault("OPTIONS", {}).update({
+        "timeout": 20, "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"})
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
