@@ -29,6 +29,8 @@ from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
 from django.db import transaction
 from django.http import QueryDict
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from b24portal.domains import domain_of_endpoint, is_allowed_domain, split_host_port
 from b24portal.intake import MEMBER_ID_RE, TOKEN_RE, Rejected, text_field
@@ -49,8 +51,9 @@ SIGNED_IN_KEY = "b24portal.signed_in"
 # How long a user may spend on the portal's authorize page (log in, decide) before the state lapses.
 STATE_MAX_AGE = 600
 AFTER_SIGNIN_URL = "/cabinet/"
-INSTALL_HINT = ("Ask an administrator of your Bitrix24 to install the b24portal app (Applications → Market, "
-                "or the app link from your integrator), open it once inside Bitrix24, then sign in here again.")
+INSTALL_HINT = gettext_lazy("Ask an administrator of your Bitrix24 to install the b24portal app (Applications → "
+                            "Market, or the app link from your integrator), open it once inside Bitrix24, then sign "
+                            "in here again.")
 
 # The clock the state's age is measured with (tests replace it).
 now = time.time
@@ -76,32 +79,34 @@ class SignedIn:
 def normalize_address(address: Any) -> str:
     """What a user types ("https://shop.bitrix24.com/crm/", "Shop.Bitrix24.com") → the host[:port]."""
     if not isinstance(address, str) or not address.strip():
-        raise SigninRefused("Enter your Bitrix24 address, for example yourcompany.bitrix24.com.")
+        raise SigninRefused(_("Enter your Bitrix24 address, for example yourcompany.bitrix24.com."))
     text = address.strip()
     if len(text) > 300:
-        raise SigninRefused("That is not a Bitrix24 address.")
+        raise SigninRefused(_("That is not a Bitrix24 address."))
     if "://" not in text:
         text = "https://" + text
     try:
         host = urlsplit(text).netloc.lower()
     except ValueError:
-        raise SigninRefused("That is not a Bitrix24 address.") from None
+        raise SigninRefused(_("That is not a Bitrix24 address.")) from None
     if "@" in host or split_host_port(host) is None:
-        raise SigninRefused("That is not a Bitrix24 address.")
+        raise SigninRefused(_("That is not a Bitrix24 address."))
     return host
 
 
 def portal_for_address(address: Any) -> Portal:
     domain = normalize_address(address)
     if not is_allowed_domain(domain):
-        raise SigninRefused(f"{domain} is not a Bitrix24 portal this service works with.", 403)
+        raise SigninRefused(_("%(domain)s is not a Bitrix24 portal this service works with.") % {"domain": domain},
+                            403)
     # A webhook-connected portal has no app installed: nobody can sign in to it with OAuth.
     portal = Portal.objects.filter(domain=domain, connection=Portal.Connection.APP).first()
     if portal is None:
-        raise SigninRefused(f"The b24portal app is not installed on {domain}.", 404, install_hint=True)
+        raise SigninRefused(_("The b24portal app is not installed on %(domain)s.") % {"domain": domain}, 404,
+                            install_hint=True)
     if not portal.is_operational:
-        raise SigninRefused(f"The b24portal app is not active on {domain} ({portal.get_status_display()}).",
-                            403, install_hint=True)
+        raise SigninRefused(_("The b24portal app is not active on %(domain)s (%(status)s).") % {
+            "domain": domain, "status": portal.get_status_display()}, 403, install_hint=True)
     return portal
 
 
@@ -118,12 +123,12 @@ def begin(session: SessionBase, portal: Portal) -> str:
 
 def _check_state(saved: Any, given: str) -> dict[str, Any]:
     if not given:
-        raise SigninRefused("The answer from Bitrix24 carries no state. Start the sign-in again.", 400)
+        raise SigninRefused(_("The answer from Bitrix24 carries no state. Start the sign-in again."), 400)
     if not isinstance(saved, dict) or not hmac.compare_digest(str(saved.get("state", "")), given):
-        raise SigninRefused("This sign-in was not started in this browser, or it was already used. "
-                            "Start the sign-in again.", 403)
+        raise SigninRefused(_("This sign-in was not started in this browser, or it was already used. "
+                              "Start the sign-in again."), 403)
     if now() - int(saved.get("at") or 0) > STATE_MAX_AGE:
-        raise SigninRefused("The sign-in took too long. Start it again.", 400)
+        raise SigninRefused(_("The sign-in took too long. Start it again."), 400)
     return saved
 
 
@@ -131,14 +136,14 @@ def _exchange_code(code: str) -> dict[str, Any]:
     try:
         return request_oauth({"grant_type": "authorization_code", "code": code})
     except B24TokensRevoked:
-        raise SigninRefused("The sign-in code has expired or was already used (it lives 30 seconds). "
-                            "Sign in again.", 400) from None
+        raise SigninRefused(_("The sign-in code has expired or was already used (it lives 30 seconds). "
+                              "Sign in again."), 400) from None
     except B24PaymentRequired:
-        raise SigninRefused("The app's subscription on this portal has run out; an administrator can renew "
-                            "it in Bitrix24.", 403) from None
+        raise SigninRefused(_("The app's subscription on this portal has run out; an administrator can renew "
+                              "it in Bitrix24."), 403) from None
     except B24Error as exc:
         logger.warning("authorization code exchange failed", extra={"error": exc.code})
-        raise SigninRefused("Bitrix24's sign-in server could not be asked just now. Try again in a minute.",
+        raise SigninRefused(_("Bitrix24's sign-in server could not be asked just now. Try again in a minute."),
                             502) from None
 
 
@@ -147,28 +152,29 @@ def complete(session: SessionBase, query: QueryDict) -> SignedIn:
     saved = session.pop(STATE_KEY, None)  # single use: gone whatever happens next
     error = text_field(query, "error", required=False, max_length=100)
     if error == "access_denied":
-        raise SigninRefused("You did not allow b24portal access in Bitrix24, so you are not signed in.", 403)
+        raise SigninRefused(_("You did not allow b24portal access in Bitrix24, so you are not signed in."), 403)
     if error:
-        raise SigninRefused(f"Bitrix24 did not sign you in ({error}).", 400)
+        raise SigninRefused(_("Bitrix24 did not sign you in (%(error)s).") % {"error": error}, 400)
     saved_state = _check_state(saved, text_field(query, "state", required=False, max_length=200))
     code = text_field(query, "code", pattern=TOKEN_RE)
     domain = text_field(query, "domain").lower()
     member_id = text_field(query, "member_id", pattern=MEMBER_ID_RE)
     if domain != saved_state["domain"]:
-        raise SigninRefused("Bitrix24 answered for another portal than the one you asked to sign in to.", 403)
+        raise SigninRefused(_("Bitrix24 answered for another portal than the one you asked to sign in to."), 403)
     portal = Portal.objects.filter(pk=saved_state["portal"], domain=domain, connection=Portal.Connection.APP).first()
     if portal is None or portal.member_id != member_id or not portal.is_operational:
-        raise SigninRefused(f"The b24portal app is not installed on {domain}.", 403, install_hint=True)
+        raise SigninRefused(_("The b24portal app is not installed on %(domain)s.") % {"domain": domain}, 403,
+                            install_hint=True)
 
     payload = _exchange_code(code)
     if str(payload.get("member_id") or "") != portal.member_id:
-        raise SigninRefused("Bitrix24's sign-in server answered for another portal.", 403)
+        raise SigninRefused(_("Bitrix24's sign-in server answered for another portal."), 403)
     client_endpoint = str(payload.get("client_endpoint") or "")
     if client_endpoint and domain_of_endpoint(client_endpoint) != portal.domain:
-        raise SigninRefused("Bitrix24's sign-in server names another portal address.", 403)
+        raise SigninRefused(_("Bitrix24's sign-in server names another portal address."), 403)
     access_token = str(payload["access_token"])
     if not TOKEN_RE.match(access_token) or not TOKEN_RE.match(str(payload["refresh_token"])):
-        raise SigninRefused("Bitrix24's sign-in server answered with malformed tokens.", 502)
+        raise SigninRefused(_("Bitrix24's sign-in server answered with malformed tokens."), 502)
     user_id, is_admin = prove_user_token(portal, portal.domain, access_token)
     try:
         expires_in = min(max(int(payload.get("expires_in") or 3600), 60), 86400)
