@@ -24,6 +24,7 @@ from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import render
 from django.utils import translation
+from django.utils.translation import gettext_noop
 from django.views.decorators.csrf import csrf_exempt
 
 from b24portal.intake import Rejected, frame_response, read_form
@@ -57,7 +58,7 @@ class Visit:
 
 def _token_visit(token: Any, *, framed: bool) -> Visit:
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
-        raise Rejected("invalid frame token", 401)
+        raise Rejected(gettext_noop("invalid frame token"), 401)
     return Visit(read_frame_token(token), framed=framed, token=token)
 
 
@@ -79,6 +80,8 @@ def read_visit(request: HttpRequest) -> Visit | None:
 
 
 def _refused(request: HttpRequest, reason: str, status: int) -> HttpResponse:
+    # The reason is translated on the page (the token reasons are marked with gettext_noop where raised):
+    # the same English text stays in the log and in the JSON API's errors.
     response = render(request, "cabinet/signed_out.html", {"reason": reason}, status=status)
     response["Cache-Control"] = "no-store"
     return response
@@ -94,7 +97,7 @@ def cabinet_view(view: CabinetView) -> Callable[..., HttpResponse]:
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if request.method not in ("GET", "HEAD", "POST"):
-            return _refused(request, "method not allowed", 405)
+            return _refused(request, gettext_noop("method not allowed"), 405)
         try:
             visit = read_visit(request)
         except Rejected as exc:

@@ -29,6 +29,7 @@ from django.core import signing
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import translation
+from django.utils.translation import gettext_noop
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
@@ -125,16 +126,16 @@ def read_frame_token(token: str) -> FramePrincipal:
         data = signing.TimestampSigner(salt=FRAME_TOKEN_SALT).unsign_object(
             token, max_age=config.frame_token_max_age())
     except signing.SignatureExpired:
-        raise Rejected("frame token expired; reopen the widget", 401) from None
+        raise Rejected(gettext_noop("frame token expired; reopen the widget"), 401) from None
     except (signing.BadSignature, ValueError, TypeError):
-        raise Rejected("invalid frame token", 401) from None
+        raise Rejected(gettext_noop("invalid frame token"), 401) from None
     if not isinstance(data, dict) or not isinstance(data.get("p"), int) or not isinstance(data.get("u"), int):
-        raise Rejected("invalid frame token", 401)
+        raise Rejected(gettext_noop("invalid frame token"), 401)
     portal = Portal.objects.filter(pk=data["p"], member_id=data.get("m")).first()
     if portal is None or not portal.is_operational:
-        raise Rejected("the portal is not active", 403)
+        raise Rejected(gettext_noop("the portal is not active"), 403)
     if data.get("g") != portal.install_generation:
-        raise Rejected("the app was reinstalled since this page opened; reopen the widget", 401)
+        raise Rejected(gettext_noop("the app was reinstalled since this page opened; reopen the widget"), 401)
     item = data.get("i")
     scoped = (str(item[0]), int(item[1])) if isinstance(item, list) and len(item) == 2 else None
     is_admin = bool(data.get("a"))
