@@ -6,11 +6,14 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 PALETTE = ("#c0392b", "#d35400", "#8e44ad", "#2c3e50", "#16a085", "#7f8c8d", "#b7950b", "#1f618d")
 
@@ -34,7 +37,7 @@ def daily_series(rows: Iterable[Mapping[str, Any]], *, key: str, value: str, day
 
 
 def stacked_bars_svg(days: Sequence[ChartDay], *, title: str, colours: Mapping[str, str] | None = None,
-                     order: Sequence[str] = (), labels: Mapping[str, str] | None = None,
+                     order: Sequence[str] = (), labels: Mapping[str, StrOrPromise] | None = None,
                      width: int = 900, height: int = 240) -> SafeString:
     """A stacked bar per day. Series in `order` come first with their `colours`; any other series gets a
     palette colour. Every interpolated text is escaped."""

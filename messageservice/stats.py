@@ -9,6 +9,7 @@ from typing import Any
 from django.db.models import Count, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from b24portal.charts import daily_series, stacked_bars_svg
 from tenants.models import Portal
@@ -38,7 +39,7 @@ def delivery_stats(*, days: int = 30, portal_id: int | None = None, carrier: str
     per_carrier = _pivot(queryset.values("carrier", "status").annotate(n=Count("id")), "carrier")
     per_portal = _pivot(queryset.values("portal__domain", "status").annotate(n=Count("id")), "portal__domain")
     return {
-        "chart": stacked_bars_svg(series, title="SMS per day by delivery status", colours=CHART_COLOURS,
+        "chart": stacked_bars_svg(series, title=gettext("SMS per day by delivery status"), colours=CHART_COLOURS,
                                   order=CHART_ORDER, labels=CHART_LABELS),
         "per_carrier": per_carrier,
         "per_portal": sorted(per_portal, key=lambda row: -row["total"])[:50],

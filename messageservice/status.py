@@ -13,9 +13,13 @@ pipeline instead (`display_status`).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from django.db import models
 from django.utils.translation import gettext_lazy as _
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 
 class DeliveryStatus(models.TextChoices):
@@ -91,5 +95,6 @@ def display_status(status: str | None, state: str) -> str:
 CHART_ORDER: list[str] = ["", *DeliveryStatus.values]
 CHART_COLOURS: Mapping[str, str] = {"": "#adb5bd", "queued": "#74c0fc", "sent": "#1c7ed6", "delivered": "#2b8a3e",
                                     "undelivered": "#e8590c", "failed": "#c92a2a"}
-CHART_LABELS: Mapping[str, str] = {"": "not sent yet",
-                                   **{value: str(label) for value, label in DeliveryStatus.choices}}
+# Lazy: a page shows them in its user's language (forcing them here would fix them in English at import).
+CHART_LABELS: Mapping[str, StrOrPromise] = {"": _("not sent yet"),
+                                            **{value: label for value, label in DeliveryStatus.choices}}
