@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from messageservice.accounts import accounts_for, do_deactivate_account
 from messageservice.sending import messages_by_author
@@ -33,6 +34,9 @@ MESSAGES_PER_PAGE = 25
 JOBS_PER_PAGE = 50
 STATS_DAYS = 14
 OWNER_TYPES = {entity.owner_type_id: entity for entity in ENTITIES.values()}
+# How a message's CRM item is named in its link (Bitrix24's own words for them).
+ENTITY_LABELS = {"LEAD": gettext_lazy("Lead"), "DEAL": gettext_lazy("Deal"), "CONTACT": gettext_lazy("Contact"),
+                 "COMPANY": gettext_lazy("Company")}
 
 
 def _tabs(visit: Visit, current: str) -> list[dict[str, str]]:
@@ -80,6 +84,7 @@ def my_messages(request: HttpRequest, visit: Visit) -> HttpResponse:
     page = Paginator(rows, MESSAGES_PER_PAGE).get_page(_page_number(request))
     lines = [{"message": message, "crm_items": [
         {"entity": OWNER_TYPES[link.owner_type_id].code, "id": link.owner_id,
+         "label": ENTITY_LABELS.get(OWNER_TYPES[link.owner_type_id].code, OWNER_TYPES[link.owner_type_id].code),
          "url": f"{visit.portal.origin}/crm/{OWNER_TYPES[link.owner_type_id].code.lower()}/details/{link.owner_id}/"}
         for link in message.crm_links.all() if link.owner_type_id in OWNER_TYPES]} for message in page.object_list]
     base = reverse("cabinet-home")
