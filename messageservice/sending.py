@@ -1,6 +1,7 @@
 """Accepting messages: from Bitrix24's handler, from our widget, and staff's test SMS (through
 `accounts.do_send_test_sms`). Each message is stored once per (portal, message_id) and its send is
-dispatched on commit (`tasks.send_message`). Accepted messages are not journaled: the message row is its
+dispatched on commit (`tasks.send_message`), except on the handler's PostgreSQL path, where the row is
+stored as owed a dispatch and the SMS worker's outbox dispatcher publishes it (`outbox`). Accepted messages are not journaled: the message row is its
 own record, and a busy portal sends thousands a day.
 """
 
@@ -24,6 +25,7 @@ from b24portal.dispatch import dispatch_on_commit
 from tenants.models import Portal, hash_application_token
 
 from .models import Message, MessageCrmLink, ProviderAccount, as_bindings
+from .outbox import NOTIFY_CHANNEL, dispatch_pending_sends
 from .phones import InvalidPhoneNumber, normalize_phone
 from .tasks import send_message
 
@@ -144,7 +146,9 @@ _HANDLER_FIELDS: list[Any] = []
 
 def _handler_insert_sql() -> str:
     """One statement: the message row (ON CONFLICT on the idempotency key: a concurrent duplicate waits on
-    the unique index and inserts nothing) and its CRM links from the same values, returning the new id."""
+    the unique index and inserts nothing) and its CRM links from the same values, returning the new id and
+    waking the outbox dispatcher: `pg_notify` runs once per inserted row, so a duplicate notifies nothing,
+    and PostgreSQL delivers it at commit (cheaper than a trigger, and only on this path)."""
     global _HANDLER_INSERT_SQL
     if not _HANDLER_INSERT_SQL:
         fields = [f for f in Message._meta.concrete_fields if not f.primary_key]
@@ -156,7 +160,7 @@ def _handler_insert_sql() -> str:
             f"RETURNING id), "
             f"l AS (INSERT INTO {links} (message_id, portal_id, owner_type_id, owner_id) "
             f"SELECT m.id, %s, x.t, x.o FROM m CROSS JOIN unnest(%s::bigint[], %s::bigint[]) AS x(t, o)) "
-            f"SELECT id FROM m")
+            f"SELECT id, pg_notify(%s, '') FROM m")
         _HANDLER_FIELDS[:] = fields
     return _HANDLER_INSERT_SQL
 
@@ -165,9 +169,11 @@ def accept_from_handler(target: HandlerTarget, *, code: str, message_id: str, to
                         bindings: list[dict[str, Any]], author_user_id: int | None, origin: str,
                         meta: Mapping[str, Any]) -> tuple[int, str, bool]:
     """The handler's accept: (pk, state, created). Same contract as `accept` (stored once per
-    (portal, message_id), committed before this returns, send dispatched on commit, a broker that is down
-    fails nothing) in one statement on PostgreSQL: the INSERT of the message and its CRM links runs in
-    autocommit, so it is durable when the statement returns, with no BEGIN/COMMIT round trips."""
+    (portal, message_id), committed before this returns, a broker that is down fails nothing) in one
+    statement on PostgreSQL: the INSERT of the message and its CRM links runs in autocommit, so it is durable
+    when the statement returns, with no BEGIN/COMMIT round trips. Its send is not published here: the row
+    is stored `dispatch_pending` and the same statement notifies the SMS worker's outbox dispatcher
+    (messageservice.outbox), which publishes it. In eager mode (tests) the outbox is drained right here."""
     message_id = message_id.lower()
     bindings = as_bindings(bindings)
     if connection.vendor != "postgresql":  # SQLite (make run): the ORM path, same contract
@@ -181,16 +187,18 @@ def accept_from_handler(target: HandlerTarget, *, code: str, message_id: str, to
     row = Message(portal_id=target.portal_id, account_id=target.account_id, carrier=target.carrier,
                   message_id=message_id, origin=origin, recipient_raw=to[:64], body=body,
                   author_user_id=author_user_id, bindings=bindings, meta=dict(meta), created_at=now,
-                  updated_at=now, next_attempt_at=now,
+                  updated_at=now, next_attempt_at=now, dispatch_pending=True,
                   send_deadline_at=now + timedelta(minutes=settings.SMS_SEND_DEADLINE_MINUTES))
     params = [f.get_db_prep_save(getattr(row, f.attname), connection) for f in _HANDLER_FIELDS]
-    params += [target.portal_id, [b["OWNER_TYPE_ID"] for b in bindings], [b["OWNER_ID"] for b in bindings]]
+    params += [target.portal_id, [b["OWNER_TYPE_ID"] for b in bindings], [b["OWNER_ID"] for b in bindings],
+               NOTIFY_CHANNEL]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         inserted = cursor.fetchone()
         if inserted is not None:
             pk = int(inserted[0])
-            dispatch_on_commit(send_message, pk)  # outside a transaction: published now, robustly
+            if send_message.app.conf.task_always_eager:
+                dispatch_pending_sends()  # eager: the worker's work runs here, through the same outbox
             return pk, Message.State.ACCEPTED, True
         stored_sql = (f"SELECT id, state, body, recipient_raw FROM {Message._meta.db_table} "  # noqa: S608 (our table)
                       "WHERE portal_id = %s AND message_id = %s")
