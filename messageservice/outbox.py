@@ -167,7 +167,8 @@ class DispatcherStep(bootsteps.StartStopStep):
     def include_if(self, parent: Any) -> bool:
         return runs_dispatcher(parent)
 
-    def create(self, parent: Any) -> OutboxDispatcher:
+    # Celery keeps what `create` returns as the step's `obj` (started and stopped with it); its stubs say None.
+    def create(self, parent: Any) -> OutboxDispatcher:  # type: ignore[override]
         return OutboxDispatcher(poll_seconds=float(settings.SMS_DISPATCH_POLL_SECONDS))
 
 
