@@ -1,8 +1,8 @@
 """The handler's outbox: the send of a message Bitrix24 POSTed is published by a dispatcher, not by the request.
 
 The handler's one INSERT (`sending.accept_from_handler`, PostgreSQL) stores the message with
-`dispatch_pending` set and, in the same statement, `pg_notify(NOTIFY_CHANNEL)`, which PostgreSQL delivers
-at commit. The dispatcher runs as a thread of the SMS worker (`DispatcherStep`, a worker bootstep
+`dispatch_pending` set; a `pg_notify(NOTIFY_CHANNEL)` right after it (a statement of its own: see there why)
+wakes the dispatcher. The dispatcher runs as a thread of the SMS worker (`DispatcherStep`, a worker bootstep
 registered in `MessageserviceConfig.ready`): it LISTENs on a connection of its own and drains the outbox on
 every notification, and every `SMS_DISPATCH_POLL_SECONDS` as a safety net (a notification missed while it
 reconnected, a drain that stopped at a broker outage).
