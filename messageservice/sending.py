@@ -1,8 +1,8 @@
 """Accepting messages: from Bitrix24's handler, from our widget, and staff's test SMS (through
 `accounts.do_send_test_sms`). Each message is stored once per (portal, message_id) and its send is
 dispatched on commit (`tasks.send_message`), except on the handler's PostgreSQL path, where the row is
-stored as owed a dispatch and the SMS worker's outbox dispatcher publishes it (`outbox`). Accepted messages are not journaled: the message row is its
-own record, and a busy portal sends thousands a day.
+stored as owed a dispatch and the SMS worker's outbox dispatcher publishes it (`outbox`). Accepted messages
+are not journaled: the message row is its own record, and a busy portal sends thousands a day.
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def accept_from_handler(target: HandlerTarget, *, code: str, message_id: str, to
                         meta: Mapping[str, Any]) -> tuple[int, str, bool]:
     """The handler's accept: (pk, state, created). Same contract as `accept` (stored once per
     (portal, message_id), committed before this returns, a broker that is down fails nothing) in one
-    statement on PostgreSQL: the INSERT of the message and its CRM links runs in autocommit, so it is durable
+    statement on PostgreSQL (and a NOTIFY): the INSERT of the message and its CRM links runs in autocommit, so it is durable
     when the statement returns, with no BEGIN/COMMIT round trips. Its send is not published here: the row
     is stored `dispatch_pending` and a NOTIFY wakes the SMS worker's outbox dispatcher
     (messageservice.outbox), which publishes it. In eager mode (tests) the outbox is drained right here."""
