@@ -9,6 +9,7 @@ owning app finds the row and dispatches it again once the broker is back.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +35,22 @@ def publish(task: Task, *args: Any, **kwargs: Any) -> bool:
     return True
 
 
+def publish_each(task: Task, args_list: Sequence[Sequence[Any]]) -> int:
+    """Send `task(*args)` for each of `args_list`, in order, over one producer connection (an outbox
+    dispatcher's batch). Stops at the first publish the broker refuses or cannot take (logged as in
+    `publish`) and returns how many were sent before it: the rest stay owed to the next drain."""
+    sent = 0
+    try:
+        with task.app.producer_or_acquire() as producer:
+            for args in args_list:
+                task.apply_async(args=tuple(args), producer=producer)
+                sent += 1
+    except Exception as exc:  # whatever the broker does: the rows stay owed
+        logger.warning("task not dispatched, it stays owed to the next drain",
+                       extra={"task": task.name, "error": type(exc).__name__})
+    return sent
+
+
 def dispatch_on_commit(task: Task, *args: Any, **kwargs: Any) -> None:
     """`task.delay(*args, **kwargs)` after the current transaction commits; never raises into the caller
     because of the broker. `robust=True` also keeps one failing callback from skipping the others registered
@@ -48,14 +65,15 @@ def dispatch_on_commit(task: Task, *args: Any, **kwargs: Any) -> None:
 
 
 def redispatch_late(due: QuerySet[Any], clock_field: str, task: Task, *, now: datetime,
-                    limit: int = 1000) -> int:
+                    limit: int = 1000, claim: dict[str, Any] | None = None) -> int:
     """The sweepers' loop: dispatch `task(pk)` again for the rows of `due` (work whose task was lost),
     oldest `clock_field` first. Each row is claimed by moving its clock to `now` through `due` itself (a
-    conditional UPDATE, so a second sweeper skips it); the loop stops while the broker is still down, and
-    the rows claimed so far come round again after their grace period. Returns how many were dispatched."""
+    conditional UPDATE, so a second sweeper skips it; `claim` adds fields that UPDATE sets too); the loop
+    stops while the broker is still down, and the rows claimed so far come round again after their grace
+    period. Returns how many were dispatched."""
     dispatched = 0
     for pk in list(due.order_by(clock_field).values_list("pk", flat=True)[:limit]):
-        if not due.filter(pk=pk).update(**{clock_field: now}):
+        if not due.filter(pk=pk).update(**{clock_field: now, **(claim or {})}):
             continue  # another sweeper took it
         if not publish(task, pk):
             break

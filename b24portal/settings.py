@@ -170,6 +170,8 @@ SMS_RETRY_BASE_SECONDS = env.int("SMS_RETRY_BASE_SECONDS", default=10)
 SMS_RETRY_MAX_SECONDS = env.int("SMS_RETRY_MAX_SECONDS", default=600)
 SMS_CLAIM_TIMEOUT_SECONDS = env.int("SMS_CLAIM_TIMEOUT_SECONDS", default=300)
 SMS_REDISPATCH_AFTER_SECONDS = env.int("SMS_REDISPATCH_AFTER_SECONDS", default=120)
+# The SMS worker's outbox dispatcher is woken by NOTIFY; it also drains this often, as a safety net.
+SMS_DISPATCH_POLL_SECONDS = env.int("SMS_DISPATCH_POLL_SECONDS", default=5)
 # Widget sends: a CRM timeline comment (outbox row) whose task was lost is dispatched again after this long.
 TIMELINE_REDISPATCH_AFTER_SECONDS = env.int("TIMELINE_REDISPATCH_AFTER_SECONDS", default=120)
 # The sandbox's carrier answers at once: poll it sooner so its timeline moves within seconds.

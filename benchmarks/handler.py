@@ -9,16 +9,22 @@ A scratch PostgreSQL database gets one active portal with one SMS.ru provider ac
 tests.fakes.b24_messageservice.send_from_bitrix24, auth block included, so the application-token check
 runs) and a unique 32-hex message_id per request.
 
+The handler publishes nothing in the request: it stores the message as owed a dispatch and NOTIFYs the
+SMS worker's outbox dispatcher (messageservice.outbox). A dispatcher process runs the same drain loop
+(`OutboxDispatcher`: LISTEN, drain on every notification and every SMS_DISPATCH_POLL_SECONDS) beside
+gunicorn for the whole run, on the same machine, so its CPU counts against the handler; it publishes into
+a queue of its own. After the load the benchmark waits until the outbox is empty, stops the dispatcher and
+only then reads that queue: every stored message must have been published exactly once.
+
 The fair baseline (issue 11) is served by the same gunicorn workers (same settings, same run): the
 simplest Django view (`/bench/django-baseline/<key>/`, through the project's middleware) doing only the
 durable work — read the form, one raw indexed SELECT (portal by handler key joined to the active sender),
 one INSERT into a table with a unique (portal, message_id), commit, one Celery `apply_async` of
-`send_message`. Baseline and handler alternate for `--rounds` rounds; extra lines (one round each): the
-handler with its publish skipped (`/bench/handler-no-publish/<key>/`: an upper bound for moving the
-publish to an outbox dispatcher, whose own cost is not counted), the same work as a bare WSGI function
-without Django (`/bench/baseline/<key>/`) and `GET /health/` (no I/O). Every send goes to a queue of its own that no
-worker reads (deleted at the end). Printed: requests/s and p50/p99 of each, the handler/baseline ratio
-(target ≥ 0.8) and the handler's p99 (target < 50 ms), then a query profile of one handler request.
+`send_message` in the request. Baseline and handler alternate for `--rounds` rounds; extra lines (one round
+each): the same baseline work as a bare WSGI function without Django (`/bench/baseline/<key>/`) and
+`GET /health/` (no I/O). Every send goes to a queue of its own that no worker reads (deleted at the end).
+Printed: requests/s and p50/p99 of each, the handler/baseline ratio (target ≥ 0.8) and the handler's p99
+(target < 50 ms), stored against published messages, then a query profile of one handler request.
 
 `wrk` comes from Debian (`scripts/ensure-wrk.sh`); without it a Python client runs instead (and says so).
 """
@@ -114,42 +120,13 @@ def baseline_view(request: Any, key: str) -> Any:
     return JsonResponse({"ok": True, "message_id": form["message_id"], "duplicate": row_id is None})
 
 
-NO_PUBLISH_PREFIX = "/bench/handler-no-publish/"
-
-
-def _skip_publish(task: Any, *args: Any, **kwargs: Any) -> None:
-    """Stands in for dispatch_on_commit in the no-publish variant: nothing is sent to the broker."""
-
-
-def _handler_without_publish() -> Any:
-    """The real handler with its `send_message` publish skipped: an upper bound for taking the publish off
-    the request path (an outbox drained by a separate dispatcher, whose own cost is not counted here).
-    A measurement only: the messages it stores are never sent. Gunicorn sync workers run one request at
-    a time, so swapping the module attribute for the duration of the call is safe here."""
-    import functools
-
-    from messageservice import sending, views
-
-    @functools.wraps(views.handler)  # keeps @server_to_server's marker (the middleware reads it)
-    def view(request: Any, key: str) -> Any:
-        original = sending.dispatch_on_commit
-        sending.dispatch_on_commit = _skip_publish
-        try:
-            return views.handler(request, key)
-        finally:
-            sending.dispatch_on_commit = original
-
-    return view
-
-
 def _urlpatterns() -> list[Any]:
     from django.urls import path
     from django.views.decorators.csrf import csrf_exempt
 
     from b24portal.urls import urlpatterns as project
 
-    return [path("bench/django-baseline/<str:key>/", csrf_exempt(baseline_view)),
-            path(f"{NO_PUBLISH_PREFIX.strip('/')}/<str:key>/", _handler_without_publish()), *project]
+    return [path("bench/django-baseline/<str:key>/", csrf_exempt(baseline_view)), *project]
 
 
 def __getattr__(name: str) -> Any:  # `urlpatterns`, built on first use (Django is set up by then)
@@ -176,6 +153,54 @@ def wsgi_app() -> Any:
         return django_app(environ, start_response)
 
     return app
+
+
+def run_dispatcher() -> None:
+    """The dispatcher process (`python -c "from benchmarks.handler import run_dispatcher; run_dispatcher()"`):
+    the SMS worker's drain loop, publishing into BENCH_CELERY_QUEUE, until SIGTERM."""
+    import threading
+
+    setup_django()
+    _use_bench_queue(os.environ["BENCH_CELERY_QUEUE"])
+    from django.conf import settings
+
+    from messageservice.outbox import OutboxDispatcher
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    dispatcher = OutboxDispatcher(poll_seconds=float(settings.SMS_DISPATCH_POLL_SECONDS))
+    dispatcher.start()
+    print("listening" if dispatcher.listening.wait(30) else "not listening", flush=True)
+    stop.wait()
+    dispatcher.stop()
+    print(f"published {dispatcher.published} in {dispatcher.drains} drains", flush=True)
+
+
+def _start_dispatcher(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-c", "from benchmarks.handler import run_dispatcher; run_dispatcher()"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out,  # noqa: S603 (our own argv)
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"dispatcher exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        if "listening" in log.read_text():
+            return proc
+        time.sleep(0.2)
+    raise RuntimeError(f"dispatcher did not listen within 30 s:\n{log.read_text()[-3000:]}")
+
+
+def _wait_until_drained(seconds: float) -> int:
+    """Messages still owed a dispatch once the outbox is empty or `seconds` have passed."""
+    from messageservice.models import Message
+
+    deadline = time.monotonic() + seconds
+    while True:
+        owed = Message.objects.filter(dispatch_pending=True).count()
+        if owed == 0 or time.monotonic() > deadline:
+            return owed
+        time.sleep(0.2)
 
 
 def _create_baseline_table() -> None:
@@ -375,6 +400,14 @@ def _queue_length(queue: str) -> int:
         return int(conn.default_channel.client.llen(queue))
 
 
+def _baseline_rows() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {BASELINE_TABLE}")  # noqa: S608 (constant)
+        return int(cursor.fetchone()[0])
+
+
 def _delete_queue(queue: str) -> None:
     from b24portal.celery import app
 
@@ -406,8 +439,10 @@ def main(argv: list[str]) -> int:
 
     have_wrk = shutil.which("wrk") is not None and not args.python_client
     queue = f"bench-handler-{uuid.uuid4().hex[:8]}"
+    outbox_queue = f"{queue}-outbox"  # the dispatcher's publishes, counted apart from the baselines'
     _use_bench_queue(queue)
     gunicorn: subprocess.Popen[bytes] | None = None
+    dispatcher: subprocess.Popen[bytes] | None = None
     results: dict[str, dict[str, Any]] = {}
     workdir = Path(tempfile.mkdtemp(prefix="bench-handler-"))
     try:
@@ -419,7 +454,6 @@ def main(argv: list[str]) -> int:
             handler_path = f"/b24/messageservice/{portal.handler_key}/"
             baseline_path = f"/bench/django-baseline/{portal.handler_key}/"
             bare_path = f"{BASELINE_PREFIX}{portal.handler_key}/"
-            no_publish_path = f"{NO_PUBLISH_PREFIX}{portal.handler_key}/"
             _create_baseline_table()
             connections.close_all()
 
@@ -427,6 +461,7 @@ def main(argv: list[str]) -> int:
             env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "BENCH_CELERY_QUEUE": queue,
                    "TEST_DATABASE_URL": f"{base_url}/{db_name}", "BENCH_DATABASE_NAME": db_name,
                    "PYTHONPATH": ROOT, "DEBUG": "false"}
+            dispatcher = _start_dispatcher({**env, "BENCH_CELERY_QUEUE": outbox_queue}, workdir / "dispatcher.log")
             port = _free_port()
             gunicorn = _start_gunicorn(port, env, args, workdir / "gunicorn.log")
             url_base = f"http://127.0.0.1:{port}"
@@ -441,8 +476,7 @@ def main(argv: list[str]) -> int:
             endpoints = {"GET /health/ (no I/O)": ("GET", "/health/", ""),
                          "bare WSGI baseline": ("POST", bare_path, body_template),
                          "fair baseline": ("POST", baseline_path, body_template),
-                         "POST handler": ("POST", handler_path, body_template),
-                         "handler, no publish": ("POST", no_publish_path, body_template)}
+                         "POST handler": ("POST", handler_path, body_template)}
             for method, path, template in endpoints.values():
                 if args.warmup > 0:
                     load(method, path, template, args.warmup)
@@ -450,7 +484,7 @@ def main(argv: list[str]) -> int:
             for _ in range(args.rounds):
                 for label in ("fair baseline", "POST handler"):
                     rounds[label].append(load(*endpoints[label], args.duration))
-            for label in ("handler, no publish", "bare WSGI baseline", "GET /health/ (no I/O)"):
+            for label in ("bare WSGI baseline", "GET /health/ (no I/O)"):
                 rounds[label].append(load(*endpoints[label], args.duration))
             for label, runs in rounds.items():
                 total = sum(r["requests"] for r in runs)
@@ -461,15 +495,25 @@ def main(argv: list[str]) -> int:
                                   "mean_ms": sum(r["mean_ms"] * r["requests"] for r in runs) / max(total, 1),
                                   "max_ms": max(r["max_ms"] for r in runs), "errors": sum(r["errors"] for r in runs),
                                   "rounds": [round(r["rps"]) for r in runs]}
-            queued = _queue_length(queue)  # read first: the queue is deleted before "stored" is printed
-            stored = Message.objects.filter(portal=portal).count()
             _stop(gunicorn)
             gunicorn = None
+            # Counted only once the dispatcher has drained the outbox and stopped (issue 15: "stored" was
+            # once printed before the queue was read).
+            owed = _wait_until_drained(120)
+            _stop(dispatcher)
+            dispatcher = None
+            dispatcher_said = (workdir / "dispatcher.log").read_text().strip().splitlines()[-1:]
+            stored = Message.objects.filter(portal=portal).count()
+            published = _queue_length(outbox_queue)
+            baseline_rows = _baseline_rows()
+            baseline_queued = _queue_length(queue)
             queries, inproc_ms = _profile_one(handler_path, body_template, args.profile_requests)
     finally:
         _stop(gunicorn)
+        _stop(dispatcher)
         try:
             _delete_queue(queue)
+            _delete_queue(outbox_queue)
         except Exception as exc:  # the report matters more than the clean-up of a throwaway queue
             print(f"warning: could not delete Redis queue {queue}: {exc}", file=sys.stderr)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -490,8 +534,11 @@ def main(argv: list[str]) -> int:
     print(f"handler / fair baseline throughput: {share:.2f}×  (target ≥ 0.8×: {'met' if share >= 0.8 else 'NOT met'})")
     print(f"p99: handler {handler['p99_ms']:.1f} ms, fair baseline {base['p99_ms']:.1f} ms  (handler target < 50 ms: "
           f"{'met' if handler['p99_ms'] < 50 else 'NOT met'})")
-    print(f"messages stored: {stored} (warm-up included); send tasks queued in Redis: {queued} "
-          f"(no worker ran; queue deleted; the no-publish variant queues none)")
+    print(f"handler messages stored: {stored} (warm-up included); published by the dispatcher: {published}; "
+          f"still owed: {owed}  ({'every stored message published once' if published == stored and not owed else 'MISMATCH'}"
+          f"; read after the drain; no worker ran; queue deleted)")
+    print(f"dispatcher process (beside gunicorn for the whole run): {' '.join(dispatcher_said) or 'no report'}")
+    print(f"baseline rows stored: {baseline_rows}; their sends queued in the request: {baseline_queued}")
     mean_bound = 1000 * args.concurrency / handler["rps"] if handler["rps"] else 0.0
     print(f"Little's law (closed loop, {args.concurrency} connections): mean latency = {args.concurrency} / "
           f"throughput: handler {mean_bound:.0f} ms mean at {handler['rps']:.0f} req/s; a mean under 50 ms needs "

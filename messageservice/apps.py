@@ -13,12 +13,13 @@ class MessageserviceConfig(AppConfig):
     verbose_name = "SMS"
 
     def ready(self) -> None:
-        from b24portal.celery import add_periodic
+        from b24portal.celery import add_periodic, app
         from oauth import calllog, capabilities
         from tenants import schedule
         from tenants.signals import portal_purged
 
         from . import senders  # noqa: F401  (registers the "sms_senders" install step)
+        from .outbox import register_dispatcher_step
         from .receivers import purge_portal_sms
 
         capabilities.require_methods("messageservice.sender.add", "messageservice.sender.update",
@@ -43,5 +44,7 @@ class MessageserviceConfig(AppConfig):
                      description="Tells Bitrix24 the delivery statuses it has not been told yet.")
         calllog.count_routine_calls_of("messageservice.tasks.reconcile_portal_senders",
                                        "messageservice.tasks.reconcile_senders_chunk")  # periodic check: successful calls counted, no rows
+        # The handler's outbox is drained inside the SMS worker: no process of its own to deploy.
+        register_dispatcher_step(app)
         portal_purged.connect(purge_portal_sms, dispatch_uid="messageservice-purge")
 

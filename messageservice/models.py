@@ -175,6 +175,10 @@ class Message(models.Model):
     send_deadline_at = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # The transactional outbox of the handler path: True from the INSERT that stored the message until a
+    # dispatcher (messageservice.outbox, in the SMS worker) has published its send task, so the publish is
+    # not paid inside Bitrix24's request and a crash between the commit and the publish loses nothing.
+    dispatch_pending = models.BooleanField(default=False)
 
     # -- delivery status (poll and push work on these)
     # NULL = the carrier has not reported anything yet (distinct from every DeliveryStatus; is_forward(None, x))
@@ -234,6 +238,9 @@ class Message(models.Model):
             # Pusher: per portal, statuses Bitrix24 has not been told yet (dispatch and the batch read).
             models.Index(fields=["portal", "status_changed_at"], name="sms_msg_push_due",
                          condition=Q(push_due=True)),
+            # Outbox dispatcher: the handler's messages whose send is not published yet, oldest first (a
+            # handful of rows at any time; `SELECT ... FOR UPDATE SKIP LOCKED` of messageservice.outbox).
+            models.Index(fields=["id"], name="sms_msg_dispatch_pending", condition=Q(dispatch_pending=True)),
             # Sweepers: stale claims and lost dispatches.
             models.Index(fields=["claimed_at"], name="sms_msg_sending", condition=Q(state="sending")),
             models.Index(fields=["next_attempt_at"], name="sms_msg_waiting",

@@ -105,9 +105,11 @@ def send_message(self: Any, message_pk: int) -> str:
         to, unusable = "", exc.reason
     now = timezone.now()
     claim: dict[str, Any] = {"recipient": to} if to else {}
+    # The claim also settles the outbox: a task published twice (a dispatcher that died before clearing the
+    # flag, the sweeper) finds the row claimed and does nothing, and a row being sent is owed no dispatch.
     claimed = Message.objects.filter(pk=message_pk, state__in=Message.SENDABLE, attempts=message.attempts).update(
         state=State.SENDING, attempts=F("attempts") + 1, claimed_at=now, next_attempt_at=None, updated_at=now,
-        **claim)
+        dispatch_pending=False, **claim)
     if claimed != 1:
         return "not claimable"
     message.state, message.attempts, message.claimed_at = State.SENDING, message.attempts + 1, now
@@ -188,15 +190,16 @@ def sweep_stale_claims() -> int:
 
 @shared_task
 def redispatch_lost_messages() -> int:
-    """Accepted or retrying messages whose task never ran (broker down at commit, worker lost the retry):
-    dispatch them again. The claim makes a duplicate dispatch harmless."""
+    """Accepted or retrying messages whose task never ran (broker down at commit, worker lost the retry, an
+    outbox row whose dispatcher died): dispatch them again, clearing the outbox flag in the same claim. The
+    send task's claim makes a duplicate dispatch harmless."""
     now = timezone.now()
     late = now - timedelta(seconds=settings.SMS_REDISPATCH_AFTER_SECONDS)
     # Index sms_msg_waiting. `next_attempt_at` is set at accept time (and by a retry to its due time), so a
     # message waits at least the grace period before it counts as lost.
     # The send task's own claim (accepted/retrying -> sending) makes a late original task harmless.
     due = Message.objects.filter(state__in=Message.SENDABLE, next_attempt_at__lt=late)
-    return redispatch_late(due, "next_attempt_at", send_message, now=now)
+    return redispatch_late(due, "next_attempt_at", send_message, now=now, claim={"dispatch_pending": False})
 
 
 # -- senders --------------------------------------------------------------------------------------------
