@@ -87,6 +87,8 @@ class ItemMessagesView(ItemMixin, APIView):
         # Read the item again with the user's own token: the number must be one of ITS phones, now.
         try:
             item = load_item(PortalClient(self.portal, user_id=self.principal.user_id), ENTITIES[entity], item_id)
+        except PortalToken.DoesNotExist:
+            raise PermissionDenied("Bitrix24 did not pass your sign-in to the app; reopen the widget") from None
         except ItemUnavailable as exc:
             raise PermissionDenied(exc.reason) from None
         except B24Error as exc:

@@ -101,6 +101,19 @@ def test_a_send_for_an_item_the_user_can_no_longer_read_is_a_403_and_sends_nothi
     assert not Message.objects.exists()
 
 
+def test_a_send_whose_user_token_is_gone_is_a_403_that_says_to_reopen_the_widget(client, installed_portal,
+                                                                                 fake_portal, contact, sms_account):
+    fake_portal.add_user(5, is_admin=False)
+    token = frame_token(open_slider(client, fake_portal, "CONTACT", contact, user_id=5, is_admin=False))
+    PortalToken.objects.filter(portal=installed_portal, user_id=5).delete()
+
+    response = api(client, "POST", f"/b24/placements/api/items/CONTACT/{contact}/messages/", token,
+                   {"account": sms_account.pk, "to": "+79991234567", "body": "x", "client_key": "submission-1"})
+
+    assert response.status_code == 403 and "reopen the widget" in response.json()["detail"]
+    assert not Message.objects.exists()
+
+
 @pytest.mark.parametrize(("code", "http_status", "answer", "retryable"), [
     ("INTERNAL_SERVER_ERROR", 500, 503, True),
     ("ERROR_CORE", 400, 502, False),
