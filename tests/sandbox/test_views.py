@@ -112,6 +112,15 @@ def test_the_actions_need_the_pages_csrf_token(sandbox_on):
         assert browser.post(url, {"kind": "install"}).status_code == 403, url
 
 
+def test_the_wire_endpoints_take_a_servers_post_without_csrf_or_the_browser_middleware(sandbox_on):
+    server = Client(enforce_csrf_checks=True)
+    for url in ["/rest/app.info.json", "/sandbox/oauth/token/", "/sandbox/carrier/smsru/sms/send"]:
+        response = server.post(url, {"x": "1"})
+        assert response.status_code != 403, url  # csrf_exempt
+        assert "Content-Language" not in response, url  # server_to_server: the locale middleware passed it on
+        assert server.put(url).status_code == 405, url  # GET and POST only
+
+
 def test_the_actions_refuse_other_methods(client, sandbox_on):
     assert client.get("/sandbox/frame/").status_code == 405
     assert client.get("/sandbox/reset/").status_code == 405
