@@ -43,6 +43,11 @@ def sandbox_only(view: ViewFunc) -> ViewFunc:
     return wrapper  # type: ignore[return-value]  # functools.wraps keeps the signature
 
 
+def sandbox_page(view: ViewFunc) -> ViewFunc:
+    """A page (or the JSON a page polls) of the sandbox: sandbox only, GET only, never cached."""
+    return sandbox_only(require_GET(never_cache(view)))
+
+
 def wire_endpoint(view: ViewFunc) -> ViewFunc:
     """A wire endpoint that our service and workers call as they call a real portal, auth server or carrier:
     sandbox only, from servers (no session, locale, CSRF, auth or messages middleware), GET or POST."""
@@ -70,9 +75,7 @@ def _on_own_address(request: HttpRequest) -> HttpResponse | None:
 
 # -- pages -------------------------------------------------------------------------------------------------
 
-@sandbox_only
-@require_GET
-@never_cache
+@sandbox_page
 def applications(request: HttpRequest) -> HttpResponse:
     moved = _on_own_address(request)
     if moved is not None:
@@ -80,9 +83,7 @@ def applications(request: HttpRequest) -> HttpResponse:
     return render(request, "sandbox/applications.html", _context(request, "apps"))
 
 
-@sandbox_only
-@require_GET
-@never_cache
+@sandbox_page
 def crm_list(request: HttpRequest, entity: str) -> HttpResponse:
     moved = _on_own_address(request)
     if moved is not None:
@@ -95,9 +96,7 @@ def crm_list(request: HttpRequest, entity: str) -> HttpResponse:
         request, "crm", entity=entity, meta=engine.ENTITIES[entity], rows=rows, menu=sandbox.list_menu(entity)))
 
 
-@sandbox_only
-@require_GET
-@never_cache
+@sandbox_page
 def crm_card(request: HttpRequest, entity: str, item_id: int) -> HttpResponse:
     moved = _on_own_address(request)
     if moved is not None:
@@ -114,9 +113,7 @@ def crm_card(request: HttpRequest, entity: str, item_id: int) -> HttpResponse:
         menu=sandbox.list_menu(entity), senders=sandbox.senders()))
 
 
-@sandbox_only
-@require_GET
-@never_cache
+@sandbox_page
 def log_page(request: HttpRequest) -> HttpResponse:
     moved = _on_own_address(request)
     if moved is not None:
@@ -124,27 +121,21 @@ def log_page(request: HttpRequest) -> HttpResponse:
     return render(request, "sandbox/log.html", _context(request, "log"))
 
 
-@sandbox_only
-@require_GET
-@never_cache
+@sandbox_page
 @rejects_bad_input
 def log_entries(request: HttpRequest) -> HttpResponse:
     after = _int(request.GET.get("after", "0"), "after")
     return JsonResponse({"entries": [e.as_dict() for e in engine.current().log_entries(after)]})
 
 
-@sandbox_only
-@require_GET
-@never_cache
+@sandbox_page
 @rejects_bad_input
 def timeline(request: HttpRequest, entity: str, item_id: int) -> HttpResponse:
     entity = _entity(entity)
     return JsonResponse({"rows": engine.current().timeline(entity, item_id)})
 
 
-@sandbox_only
-@require_GET
-@never_cache
+@sandbox_page
 def registered(request: HttpRequest) -> HttpResponse:
     return JsonResponse(engine.current().registered())
 

@@ -121,6 +121,14 @@ def test_the_wire_endpoints_take_a_servers_post_without_csrf_or_the_browser_midd
         assert server.put(url).status_code == 405, url  # GET and POST only
 
 
+def test_the_pages_are_get_only_and_never_cached(client, sandbox_on):
+    contact = first_contact(sandbox_on)
+    for url in ["/sandbox/", "/sandbox/crm/contact/", f"/sandbox/crm/contact/{contact}/", "/sandbox/log/",
+                "/sandbox/log/entries/", f"/sandbox/crm/contact/{contact}/timeline/", "/sandbox/registered/"]:
+        assert "no-cache" in client.get(url)["Cache-Control"], url
+        assert client.post(url).status_code == 405, url
+
+
 def test_the_actions_refuse_other_methods(client, sandbox_on):
     assert client.get("/sandbox/frame/").status_code == 405
     assert client.get("/sandbox/reset/").status_code == 405
