@@ -66,28 +66,30 @@ def _context(request: HttpRequest, section: str, **extra: Any) -> dict[str, Any]
             "own_app": settings.B24_OAUTH_URL == sandbox.cloud.oauth_url, **extra}
 
 
-def _on_own_address(request: HttpRequest) -> HttpResponse | None:
-    """Our frames name the portal's origin in frame-ancestors: the sandbox page must be on that origin."""
-    if request.get_host() != settings.SANDBOX_DOMAIN:
-        return HttpResponseRedirect(f"{settings.PUBLIC_URL}{request.get_full_path()}")
-    return None
+def on_own_address(view: ViewFunc) -> ViewFunc:
+    """A page opened on another host moves to the sandbox portal's address: our frames name the portal's
+    origin in frame-ancestors, so the page must be on that origin."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.get_host() != settings.SANDBOX_DOMAIN:
+            return HttpResponseRedirect(f"{settings.PUBLIC_URL}{request.get_full_path()}")
+        return view(request, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]  # functools.wraps keeps the signature
 
 
 # -- pages -------------------------------------------------------------------------------------------------
 
 @sandbox_page
+@on_own_address
 def applications(request: HttpRequest) -> HttpResponse:
-    moved = _on_own_address(request)
-    if moved is not None:
-        return moved
     return render(request, "sandbox/applications.html", _context(request, "apps"))
 
 
 @sandbox_page
+@on_own_address
 def crm_list(request: HttpRequest, entity: str) -> HttpResponse:
-    moved = _on_own_address(request)
-    if moved is not None:
-        return moved
     sandbox = engine.current()
     entity = _entity(entity)
     rows = [{"id": int(row["ID"]), "title": _title(row), "phones": sandbox.phones(entity, int(row["ID"]))}
@@ -97,10 +99,8 @@ def crm_list(request: HttpRequest, entity: str) -> HttpResponse:
 
 
 @sandbox_page
+@on_own_address
 def crm_card(request: HttpRequest, entity: str, item_id: int) -> HttpResponse:
-    moved = _on_own_address(request)
-    if moved is not None:
-        return moved
     sandbox = engine.current()
     entity = _entity(entity)
     row = sandbox.item(entity, item_id)
@@ -114,10 +114,8 @@ def crm_card(request: HttpRequest, entity: str, item_id: int) -> HttpResponse:
 
 
 @sandbox_page
+@on_own_address
 def log_page(request: HttpRequest) -> HttpResponse:
-    moved = _on_own_address(request)
-    if moved is not None:
-        return moved
     return render(request, "sandbox/log.html", _context(request, "log"))
 
 

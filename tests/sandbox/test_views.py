@@ -37,6 +37,16 @@ def test_a_page_opened_on_another_host_moves_to_the_sandbox_portal_address(clien
     assert response.status_code == 302 and response["Location"] == "http://testserver/sandbox/crm/contact/?x=1"
 
 
+def test_every_page_opened_on_another_host_moves_and_the_polls_answer_in_place(client, sandbox_on, settings):
+    settings.ALLOWED_HOSTS = ["testserver", "localhost"]
+    contact = first_contact(sandbox_on)
+    for url in ["/sandbox/", "/sandbox/crm/contact/", f"/sandbox/crm/contact/{contact}/", "/sandbox/log/"]:
+        response = client.get(url, HTTP_HOST="localhost")
+        assert response.status_code == 302 and response["Location"] == f"http://testserver{url}", url
+    for url in ["/sandbox/log/entries/", f"/sandbox/crm/contact/{contact}/timeline/", "/sandbox/registered/"]:
+        assert client.get(url, HTTP_HOST="localhost").status_code == 200, url
+
+
 def test_unknown_entities_and_items_answer_404(client, sandbox_on):
     assert client.get("/sandbox/crm/company/").status_code == 404
     assert client.get("/sandbox/crm/contact/999999/").status_code == 404
