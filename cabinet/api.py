@@ -17,11 +17,8 @@ from rest_framework.response import Response
 
 from messageservice.api import validation_response
 from messageservice.sending import MAX_BODY_CHARS
-from oauth.client import PortalClient
-from oauth.errors import B24Error
-from oauth.models import PortalToken
 from placements.auth import TenantScopedMixin
-from placements.crm import ENTITIES, ItemUnavailable, load_item
+from placements.crm import ENTITIES
 
 from .models import SmsTemplate
 from .sms_templates import (
@@ -127,19 +124,11 @@ class TemplateFillView(TemplateAPIMixin):
             raise PermissionDenied("templates are filled in from a CRM item's SMS slider")
         form = FillSerializer(data=request.query_params)
         form.is_valid(raise_exception=True)
-        client = PortalClient(self.portal, user_id=self.principal.user_id)
-        try:
-            item = load_item(client, ENTITIES[scope[0]], scope[1])
-            phones = [phone.value for phone in item.phones]
-            to = (form.validated_data.get("to") or "").strip() or (phones[0] if phones else "")
-            if to and to not in phones:
-                return Response({"to": ["not one of this item's phone numbers"]}, status=status.HTTP_400_BAD_REQUEST)
-            body = fill_for_item(client, template, item, phone=to)
-        except PortalToken.DoesNotExist:
-            raise PermissionDenied("Bitrix24 did not pass your sign-in to the app; reopen the widget") from None
-        except ItemUnavailable as exc:
-            raise PermissionDenied(exc.reason) from None
-        except B24Error as exc:
-            return Response({"detail": f"Bitrix24: {exc.code}", "retryable": exc.retryable},
-                            status=status.HTTP_503_SERVICE_UNAVAILABLE if exc.retryable else status.HTTP_502_BAD_GATEWAY)
+        item = self.load_scoped_item()
+        phones = [phone.value for phone in item.phones]
+        to = (form.validated_data.get("to") or "").strip() or (phones[0] if phones else "")
+        if to and to not in phones:
+            return Response({"to": ["not one of this item's phone numbers"]}, status=status.HTTP_400_BAD_REQUEST)
+        with self.bitrix24_answers():  # a template may read the item's company too
+            body = fill_for_item(self.user_client, template, item, phone=to)
         return Response({"template": template.pk, "body": body})

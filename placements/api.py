@@ -26,12 +26,9 @@ from messageservice.api import MessageSerializer, validation_response
 from messageservice.models import ProviderAccount
 from messageservice.phones import mask_phone
 from messageservice.sending import MAX_BODY_CHARS, messages_for_crm_item, widget_message_by_key
-from oauth.client import PortalClient
-from oauth.errors import B24Error
-from oauth.models import PortalToken
 
 from .auth import FrameAPIMixin, IsFrameAdmin, TenantScopedMixin
-from .crm import ENTITIES, ItemUnavailable, load_item
+from .crm import ENTITIES
 from .models import Binding
 from .sending import do_send_from_item
 
@@ -85,13 +82,7 @@ class ItemMessagesView(ItemMixin, APIView):
         except ProviderAccount.DoesNotExist:
             raise NotFound("no such provider account") from None
         # Read the item again with the user's own token: the number must be one of ITS phones, now.
-        try:
-            item = load_item(PortalClient(self.portal, user_id=self.principal.user_id), ENTITIES[entity], item_id)
-        except ItemUnavailable as exc:
-            raise PermissionDenied(exc.reason) from None
-        except B24Error as exc:
-            return Response({"detail": f"Bitrix24: {exc.code}", "retryable": exc.retryable},
-                            status=status.HTTP_503_SERVICE_UNAVAILABLE if exc.retryable else status.HTTP_502_BAD_GATEWAY)
+        item = self.load_scoped_item()
         to = form.validated_data["to"].strip()
         if to not in {phone.value for phone in item.phones}:
             return Response({"to": ["not one of this item's phone numbers"]}, status=status.HTTP_400_BAD_REQUEST)
@@ -167,6 +158,8 @@ class ConsentView(FrameAPIMixin, APIView):
     hands out an item-bound token): the item is read again with the user's own token, so Bitrix24 decides
     whether they may see it, and only its phones are accepted. Anything else: 403/400, nothing stored."""
 
+    reopen_hint = "reopen the field"
+
     def post(self, request: Request) -> Response:
         scope = self.principal.item
         if scope is None or scope[0] not in ENTITIES:
@@ -174,15 +167,7 @@ class ConsentView(FrameAPIMixin, APIView):
         form = ConsentSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         phone = form.validated_data["phone"].strip()
-        try:
-            item = load_item(PortalClient(self.portal, user_id=self.principal.user_id), ENTITIES[scope[0]], scope[1])
-        except PortalToken.DoesNotExist:
-            raise PermissionDenied("Bitrix24 did not pass your sign-in to the app; reopen the field") from None
-        except ItemUnavailable as exc:
-            raise PermissionDenied(exc.reason) from None
-        except B24Error as exc:
-            return Response({"detail": f"Bitrix24: {exc.code}", "retryable": exc.retryable},
-                            status=status.HTTP_503_SERVICE_UNAVAILABLE if exc.retryable else status.HTTP_502_BAD_GATEWAY)
+        item = self.load_scoped_item()
         try:
             decision = consent_api.do_set_item_consent(
                 self.portal, phone=phone, opted_in=form.validated_data["opted_in"], user_id=self.principal.user_id,

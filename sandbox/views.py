@@ -43,6 +43,17 @@ def sandbox_only(view: ViewFunc) -> ViewFunc:
     return wrapper  # type: ignore[return-value]  # functools.wraps keeps the signature
 
 
+def sandbox_page(view: ViewFunc) -> ViewFunc:
+    """A page (or the JSON a page polls) of the sandbox: sandbox only, GET only, never cached."""
+    return sandbox_only(require_GET(never_cache(view)))
+
+
+def wire_endpoint(view: ViewFunc) -> ViewFunc:
+    """A wire endpoint that our service and workers call as they call a real portal, auth server or carrier:
+    sandbox only, from servers (no session, locale, CSRF, auth or messages middleware), GET or POST."""
+    return sandbox_only(server_to_server(csrf_exempt(require_http_methods(["GET", "POST"])(view))))
+
+
 def _entity(entity: str) -> str:
     if entity not in engine.ENTITIES:
         raise Http404("unknown CRM entity")
@@ -55,32 +66,30 @@ def _context(request: HttpRequest, section: str, **extra: Any) -> dict[str, Any]
             "own_app": settings.B24_OAUTH_URL == sandbox.cloud.oauth_url, **extra}
 
 
-def _on_own_address(request: HttpRequest) -> HttpResponse | None:
-    """Our frames name the portal's origin in frame-ancestors: the sandbox page must be on that origin."""
-    if request.get_host() != settings.SANDBOX_DOMAIN:
-        return HttpResponseRedirect(f"{settings.PUBLIC_URL}{request.get_full_path()}")
-    return None
+def on_own_address(view: ViewFunc) -> ViewFunc:
+    """A page opened on another host moves to the sandbox portal's address: our frames name the portal's
+    origin in frame-ancestors, so the page must be on that origin."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.get_host() != settings.SANDBOX_DOMAIN:
+            return HttpResponseRedirect(f"{settings.PUBLIC_URL}{request.get_full_path()}")
+        return view(request, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]  # functools.wraps keeps the signature
 
 
 # -- pages -------------------------------------------------------------------------------------------------
 
-@sandbox_only
-@require_GET
-@never_cache
+@sandbox_page
+@on_own_address
 def applications(request: HttpRequest) -> HttpResponse:
-    moved = _on_own_address(request)
-    if moved is not None:
-        return moved
     return render(request, "sandbox/applications.html", _context(request, "apps"))
 
 
-@sandbox_only
-@require_GET
-@never_cache
+@sandbox_page
+@on_own_address
 def crm_list(request: HttpRequest, entity: str) -> HttpResponse:
-    moved = _on_own_address(request)
-    if moved is not None:
-        return moved
     sandbox = engine.current()
     entity = _entity(entity)
     rows = [{"id": int(row["ID"]), "title": _title(row), "phones": sandbox.phones(entity, int(row["ID"]))}
@@ -89,13 +98,9 @@ def crm_list(request: HttpRequest, entity: str) -> HttpResponse:
         request, "crm", entity=entity, meta=engine.ENTITIES[entity], rows=rows, menu=sandbox.list_menu(entity)))
 
 
-@sandbox_only
-@require_GET
-@never_cache
+@sandbox_page
+@on_own_address
 def crm_card(request: HttpRequest, entity: str, item_id: int) -> HttpResponse:
-    moved = _on_own_address(request)
-    if moved is not None:
-        return moved
     sandbox = engine.current()
     entity = _entity(entity)
     row = sandbox.item(entity, item_id)
@@ -108,37 +113,27 @@ def crm_card(request: HttpRequest, entity: str, item_id: int) -> HttpResponse:
         menu=sandbox.list_menu(entity), senders=sandbox.senders()))
 
 
-@sandbox_only
-@require_GET
-@never_cache
+@sandbox_page
+@on_own_address
 def log_page(request: HttpRequest) -> HttpResponse:
-    moved = _on_own_address(request)
-    if moved is not None:
-        return moved
     return render(request, "sandbox/log.html", _context(request, "log"))
 
 
-@sandbox_only
-@require_GET
-@never_cache
+@sandbox_page
 @rejects_bad_input
 def log_entries(request: HttpRequest) -> HttpResponse:
     after = _int(request.GET.get("after", "0"), "after")
     return JsonResponse({"entries": [e.as_dict() for e in engine.current().log_entries(after)]})
 
 
-@sandbox_only
-@require_GET
-@never_cache
+@sandbox_page
 @rejects_bad_input
 def timeline(request: HttpRequest, entity: str, item_id: int) -> HttpResponse:
     entity = _entity(entity)
     return JsonResponse({"rows": engine.current().timeline(entity, item_id)})
 
 
-@sandbox_only
-@require_GET
-@never_cache
+@sandbox_page
 def registered(request: HttpRequest) -> HttpResponse:
     return JsonResponse(engine.current().registered())
 
@@ -275,28 +270,19 @@ def _forward(request: HttpRequest, serve: Callable[..., Any], path: str) -> Http
                          _headers(request), body))
 
 
-@sandbox_only
-@server_to_server
-@csrf_exempt
-@require_http_methods(["GET", "POST"])
+@wire_endpoint
 def portal_rest(request: HttpRequest, method: str) -> HttpResponse:
     """``<portal>/rest/<method>``: the sandbox portal's REST API."""
     return _forward(request, engine.current().rest, f"/rest/{method}")
 
 
-@sandbox_only
-@server_to_server
-@csrf_exempt
-@require_http_methods(["GET", "POST"])
+@wire_endpoint
 def oauth_server(request: HttpRequest, path: str) -> HttpResponse:
     """The sandbox auth server: ``/sandbox/oauth/token/`` and ``/sandbox/rest/app.info``."""
     return _forward(request, engine.current().oauth, f"/{path}")
 
 
-@sandbox_only
-@server_to_server
-@csrf_exempt
-@require_http_methods(["GET", "POST"])
+@wire_endpoint
 def carrier(request: HttpRequest, path: str) -> HttpResponse:
     """The sandbox SMS carrier (SMS.ru's protocol)."""
     params = {str(k): str(v) for k, v in request.GET.items()}

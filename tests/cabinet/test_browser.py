@@ -5,8 +5,6 @@ signed-in cabinet is opened with the session cookie the sign-in would have set. 
 
 from __future__ import annotations
 
-import os
-import shutil
 from importlib import import_module
 from typing import Any
 
@@ -17,11 +15,11 @@ from cabinet.access import SESSION_KEY
 from cabinet.models import SmsTemplate
 from messageservice.models import Message, MessageCrmLink
 from placements.frames import issue_frame_token
+from tests.browser import save_screenshot
 from tests.fakes import b24_placements
 from tests.placements import test_browser as placements_browser  # skips this module too without Chromium
 from tests.placements.conftest import APP_URL, LIST_MENU_URL, frame_request
 
-ARTIFACTS, DOCS = placements_browser.ARTIFACTS, placements_browser.DOCS
 # The browser fixtures of the widget tests, used here as they are.
 _sync_playwright_and_django = placements_browser._sync_playwright_and_django
 browser = placements_browser.browser
@@ -31,12 +29,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def shot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
-        DOCS.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, DOCS / f"{name}.png")
+    save_screenshot(page, name, full_page=True)
 
 
 def test_picking_a_template_in_the_slider_fills_the_text_for_the_item_and_sends_it(

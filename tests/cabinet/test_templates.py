@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from cabinet.models import SmsTemplate
+from oauth.models import PortalToken
 from tests.conftest import post_event
 from tests.fakes import b24_placements
 from tests.placements.conftest import api, frame_token, post_frame
@@ -174,6 +175,50 @@ def test_filling_refuses_a_phone_that_is_not_the_items(client, installed_portal,
     response = api(client, "GET", f"{detail(template.pk)}fill/?to=%2B10000000000", token)
 
     assert response.status_code == 400 and "to" in response.json()
+
+
+@pytest.mark.parametrize(("method", "code", "http_status", "answer", "retryable"), [
+    ("crm.contact.get", "INTERNAL_SERVER_ERROR", 500, 503, True),  # reading the slider's item
+    ("crm.contact.get", "ERROR_CORE", 400, 502, False),
+    ("crm.company.get", "INTERNAL_SERVER_ERROR", 500, 503, True),  # reading its company for {company}
+])
+def test_a_bitrix24_error_while_filling_is_a_503_or_502(client, installed_portal, fake_portal, make_template,
+                                                        method, code, http_status, answer, retryable):
+    company = b24_placements.add_crm_item(fake_portal, "company", {"TITLE": "Acme"})
+    contact = b24_placements.add_crm_item(fake_portal, "contact", {"NAME": "Ivan", "COMPANY_ID": company},
+                                          phones=["+79991234567"])
+    template = make_template(installed_portal, None, "Ready", "{name} ({company})")
+    token = slider_token(client, fake_portal, contact, user_id=1, is_admin=True)
+    fake_portal.fail_next(method, code, http_status=http_status)
+
+    response = api(client, "GET", f"{detail(template.pk)}fill/", token)
+
+    assert response.status_code == answer
+    assert response.json() == {"detail": f"Bitrix24: {code}", "retryable": retryable}
+
+
+def test_filling_for_an_item_the_user_can_no_longer_read_is_a_403(client, installed_portal, fake_portal, contact,
+                                                                 make_template):
+    fake_portal.add_user(5, is_admin=False)
+    template = make_template(installed_portal, None)
+    token = slider_token(client, fake_portal, contact, user_id=5)
+    b24_placements.state(fake_portal)["hidden"][("contact", contact)] = {5}  # access taken away meanwhile
+
+    response = api(client, "GET", f"{detail(template.pk)}fill/", token)
+
+    assert response.status_code == 403 and "access" in response.json()["detail"]
+
+
+def test_filling_whose_user_token_is_gone_is_a_403_that_says_to_reopen_the_widget(client, installed_portal,
+                                                                                  fake_portal, contact, make_template):
+    fake_portal.add_user(5, is_admin=False)
+    template = make_template(installed_portal, None)
+    token = slider_token(client, fake_portal, contact, user_id=5)
+    PortalToken.objects.filter(portal=installed_portal, user_id=5).delete()
+
+    response = api(client, "GET", f"{detail(template.pk)}fill/", token)
+
+    assert response.status_code == 403 and "reopen the widget" in response.json()["detail"]
 
 
 def test_an_item_token_sees_only_its_portals_templates(client, installed_portal, fake_portal, contact, outsider,

@@ -5,7 +5,6 @@ Run: ``.venv/bin/pytest tests/fakes -p no:django -q``
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,37 +12,14 @@ import requests
 
 from . import b24_crm, b24_placements
 from .bitrix24 import FakeBitrix24Cloud, FakePortal
-from .clock import Clock
 from .phpquery import build_php_query
 
 
-@pytest.fixture(autouse=True)
-def _b24_settings() -> None:
-    return None
-
-
-@pytest.fixture(autouse=True)
-def _clean_redis() -> None:
-    return None
-
-
 @pytest.fixture
-def cloud() -> Iterator[FakeBitrix24Cloud]:
-    with FakeBitrix24Cloud(clock=Clock.manual()) as c:
-        b24_placements.install(c)
-        b24_crm.install(c)
-        yield c
-        assert c.server_errors == []
-
-
-@pytest.fixture
-def portal(cloud: FakeBitrix24Cloud) -> FakePortal:
-    return cloud.create_portal()
-
-
-@pytest.fixture
-def token(portal: FakePortal) -> str:
-    return str(portal.issue_tokens(user_id=1, is_admin=True)["access_token"])
+def cloud(cloud: FakeBitrix24Cloud) -> FakeBitrix24Cloud:
+    b24_placements.install(cloud)
+    b24_crm.install(cloud)
+    return cloud
 
 
 def call(portal: FakePortal, method: str, token: str, **params: Any) -> dict[str, Any]:

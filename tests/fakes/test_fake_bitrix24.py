@@ -2,8 +2,8 @@
 
 Run: ``.venv/bin/pytest tests/fakes -p no:django -q``
 
-Every cloud here runs on a frozen :class:`Clock` (``Clock.manual()``): time passes only when a test calls
-``cloud.advance(...)``, so no assertion depends on how fast the machine is.
+Every cloud here runs on a frozen :class:`Clock` (``Clock.manual()``, the ``cloud`` fixture of conftest.py):
+time passes only when a test calls ``cloud.advance(...)``, so no assertion depends on how fast the machine is.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -21,35 +20,6 @@ import requests
 from .bitrix24 import B24Error, CallContext, FakeBitrix24Cloud, FakePortal, paginate
 from .clock import Clock
 from .phpquery import build_php_query, flatten_php, listify, parse_php_query
-
-
-# tests/conftest.py has Django-bound autouse fixtures (settings, Redis); this suite needs neither and must
-# run with ``-p no:django``, so override them here with no-ops.
-@pytest.fixture(autouse=True)
-def _b24_settings() -> None:
-    return None
-
-
-@pytest.fixture(autouse=True)
-def _clean_redis() -> None:
-    return None
-
-
-@pytest.fixture
-def cloud() -> Iterator[FakeBitrix24Cloud]:
-    with FakeBitrix24Cloud(clock=Clock.manual()) as c:
-        yield c
-        assert c.server_errors == []
-
-
-@pytest.fixture
-def portal(cloud: FakeBitrix24Cloud) -> FakePortal:
-    return cloud.create_portal()
-
-
-@pytest.fixture
-def token(portal: FakePortal) -> str:
-    return str(portal.issue_tokens(user_id=1, is_admin=True)["access_token"])
 
 
 def call(portal: FakePortal, method: str, token: str | None, **params: Any) -> requests.Response:

@@ -5,24 +5,12 @@ from __future__ import annotations
 import threading
 from email.utils import formatdate, parsedate_to_datetime
 
-import pytest
 import requests
 
 from .carriers import FakeSmsc, FakeSmsRu, FakeTwilio
 from .clock import Clock
 
 START = 1_700_000_000.0
-
-
-# tests/conftest.py has Django-bound autouse fixtures (settings, Redis); these tests need neither.
-@pytest.fixture(autouse=True)
-def _b24_settings() -> None:
-    return None
-
-
-@pytest.fixture(autouse=True)
-def _clean_redis() -> None:
-    return None
 
 
 def smsc_send(fake: FakeSmsc, text: str = "hi") -> dict[str, object]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -10,34 +9,11 @@ import requests
 
 from .b24_offline import enable_offline_events, queue, record_change
 from .bitrix24 import FakeBitrix24Cloud, FakePortal
-from .clock import Clock
-
-
-@pytest.fixture(autouse=True)
-def _b24_settings() -> None:
-    return None
-
-
-@pytest.fixture(autouse=True)
-def _clean_redis() -> None:
-    return None
 
 
 @pytest.fixture
-def cloud() -> Iterator[FakeBitrix24Cloud]:
-    with FakeBitrix24Cloud(clock=Clock.manual()) as c:
-        yield c
-        assert c.server_errors == []
-
-
-@pytest.fixture
-def portal(cloud: FakeBitrix24Cloud) -> FakePortal:
-    return enable_offline_events(cloud.create_portal())
-
-
-@pytest.fixture
-def token(portal: FakePortal) -> str:
-    return str(portal.issue_tokens(user_id=1, is_admin=True)["access_token"])
+def portal(portal: FakePortal) -> FakePortal:
+    return enable_offline_events(portal)
 
 
 def call(portal: FakePortal, method: str, token: str, **params: Any) -> Any:

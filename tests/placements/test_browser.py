@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -23,23 +20,16 @@ import pytest
 
 from messageservice.models import Message
 from tenants.models import InstallRun, Portal
+from tests.browser import launch_chromium, playwright_or_skip, save_screenshot
 from tests.fakes import b24_placements
 
 from .conftest import APP_URL, CONSENT_URL, LIST_MENU_URL, frame_request
 
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts" / "screenshots"
-DOCS = ROOT / "docs" / "screenshots"
 REAL_SDK = "https://api.bitrix24.com/api/v1/**"
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"Chromium not found at {CHROMIUM} (run scripts/ensure-chromium.sh)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+sync_api = playwright_or_skip()
 
 BX24_STUB = """
 (function () {
@@ -85,7 +75,7 @@ def _sync_playwright_and_django() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def browser(_sync_playwright_and_django: None, django_db_setup: Any, django_db_blocker: Any) -> Iterator[Any]:
     with sync_api.sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        instance = launch_chromium(playwright)
         yield instance
         instance.close()
 
@@ -132,14 +122,7 @@ class Portal24:
             timeout=15000)
 
     def screenshot(self, name: str, *, docs: bool = True) -> None:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        path = ARTIFACTS / f"{name}.png"
-        self.page.screenshot(path=str(path))
-        # The README tour's copies are refreshed only on request (UPDATE_SCREENSHOTS=1), so a test run
-        # leaves the work tree clean.
-        if docs and os.environ.get("UPDATE_SCREENSHOTS") == "1":
-            DOCS.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, DOCS / f"{name}.png")
+        save_screenshot(self.page, name, docs=docs)
 
 
 @pytest.fixture
@@ -318,11 +301,6 @@ def test_the_admin_dashboard_for_support_staff(browser, live_server):
         assert page.locator('[data-queue="Messages that need review"] .n').inner_text() == "3"
         assert page.locator("#console-dashboard svg.b24-chart").count() == 2
         assert "shop1.bitrix24.ru" in page.locator("#top-volume").inner_text()
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        path = ARTIFACTS / "dashboard.png"
-        page.screenshot(path=str(path))  # the dashboard; the model list continues below
-        if os.environ.get("UPDATE_SCREENSHOTS") == "1":
-            DOCS.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, DOCS / "dashboard.png")
+        save_screenshot(page, "dashboard")  # the dashboard; the model list continues below
     finally:
         context.close()

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from messageservice.consent import consent_for, do_set_consent
 from messageservice.models import Message, PhoneConsent
+from oauth.models import PortalToken
 from tests.fakes import b24_placements
 
 from .conftest import APP_URL, CONSENT_URL, api, frame_token, post_frame
@@ -114,6 +115,35 @@ def test_an_item_the_user_can_no_longer_read_refuses_consent(client, installed_p
     response = api(client, "POST", CONSENT_API, token, {"phone": "+79991234567", "opted_in": False})
 
     assert response.status_code == 403 and "access" in response.json()["detail"]
+    assert not PhoneConsent.objects.exists()
+
+
+@pytest.mark.parametrize(("code", "http_status", "answer", "retryable"), [
+    ("INTERNAL_SERVER_ERROR", 500, 503, True),
+    ("ERROR_CORE", 400, 502, False),
+])
+def test_a_bitrix24_error_reading_the_item_refuses_consent_with_a_503_or_502(
+        client, installed_portal, fake_portal, contact, code, http_status, answer, retryable):
+    token = frame_token(post_frame(client, CONSENT_URL, fake_portal, "USERFIELD_TYPE", field_options("edit", contact)))
+    fake_portal.fail_next("crm.contact.get", code, http_status=http_status)
+
+    response = api(client, "POST", CONSENT_API, token, {"phone": "+79991234567", "opted_in": False})
+
+    assert response.status_code == answer
+    assert response.json() == {"detail": f"Bitrix24: {code}", "retryable": retryable}
+    assert not PhoneConsent.objects.exists()
+
+
+def test_a_consent_change_whose_user_token_is_gone_is_a_403_that_says_to_reopen_the_field(
+        client, installed_portal, fake_portal, contact):
+    fake_portal.add_user(5, is_admin=False)
+    token = frame_token(post_frame(client, CONSENT_URL, fake_portal, "USERFIELD_TYPE",
+                                   field_options("edit", contact), user_id=5, is_admin=False))
+    PortalToken.objects.filter(portal=installed_portal, user_id=5).delete()
+
+    response = api(client, "POST", CONSENT_API, token, {"phone": "+79991234567", "opted_in": False})
+
+    assert response.status_code == 403 and "reopen the field" in response.json()["detail"]
     assert not PhoneConsent.objects.exists()
 
 

@@ -88,6 +88,49 @@ def test_an_item_token_cannot_read_or_send_for_another_item(client, installed_po
                {"account": sms_account.pk, "to": "+79990001122", "body": "x", "client_key": "submission-1"}).status_code == 403
 
 
+def test_a_send_for_an_item_the_user_can_no_longer_read_is_a_403_and_sends_nothing(client, installed_portal,
+                                                                                  fake_portal, contact, sms_account):
+    fake_portal.add_user(5, is_admin=False)
+    token = frame_token(open_slider(client, fake_portal, "CONTACT", contact, user_id=5, is_admin=False))
+    b24_placements.state(fake_portal)["hidden"][("contact", contact)] = {5}  # access taken away meanwhile
+
+    response = api(client, "POST", f"/b24/placements/api/items/CONTACT/{contact}/messages/", token,
+                   {"account": sms_account.pk, "to": "+79991234567", "body": "x", "client_key": "submission-1"})
+
+    assert response.status_code == 403 and "access" in response.json()["detail"]
+    assert not Message.objects.exists()
+
+
+def test_a_send_whose_user_token_is_gone_is_a_403_that_says_to_reopen_the_widget(client, installed_portal,
+                                                                                 fake_portal, contact, sms_account):
+    fake_portal.add_user(5, is_admin=False)
+    token = frame_token(open_slider(client, fake_portal, "CONTACT", contact, user_id=5, is_admin=False))
+    PortalToken.objects.filter(portal=installed_portal, user_id=5).delete()
+
+    response = api(client, "POST", f"/b24/placements/api/items/CONTACT/{contact}/messages/", token,
+                   {"account": sms_account.pk, "to": "+79991234567", "body": "x", "client_key": "submission-1"})
+
+    assert response.status_code == 403 and "reopen the widget" in response.json()["detail"]
+    assert not Message.objects.exists()
+
+
+@pytest.mark.parametrize(("code", "http_status", "answer", "retryable"), [
+    ("INTERNAL_SERVER_ERROR", 500, 503, True),
+    ("ERROR_CORE", 400, 502, False),
+])
+def test_a_bitrix24_error_reading_the_item_for_a_send_is_a_503_or_502_and_sends_nothing(
+        client, installed_portal, fake_portal, contact, sms_account, code, http_status, answer, retryable):
+    token = frame_token(open_slider(client, fake_portal, "CONTACT", contact))
+    fake_portal.fail_next("crm.contact.get", code, http_status=http_status)
+
+    response = api(client, "POST", f"/b24/placements/api/items/CONTACT/{contact}/messages/", token,
+                   {"account": sms_account.pk, "to": "+79991234567", "body": "x", "client_key": "submission-1"})
+
+    assert response.status_code == answer
+    assert response.json() == {"detail": f"Bitrix24: {code}", "retryable": retryable}
+    assert not Message.objects.exists()
+
+
 def test_a_hidden_item_is_a_clear_message_not_an_error(client, installed_portal, fake_portal):
     fake_portal.add_user(5, is_admin=False)
     secret = b24_placements.add_crm_item(fake_portal, "lead", {"TITLE": "Secret"}, phones=["+79991112233"],

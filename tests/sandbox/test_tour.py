@@ -13,10 +13,8 @@ for the README's "Try it in the sandbox".
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,19 +25,11 @@ from messageservice import delivery
 from messageservice.models import Message
 from sandbox import engine
 from tenants.models import Portal
-
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts" / "screenshots"
-DOCS = ROOT / "docs" / "screenshots"
+from tests.browser import launch_chromium, playwright_or_skip, save_screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"Chromium not found at {CHROMIUM} (run scripts/ensure-chromium.sh)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+sync_api = playwright_or_skip()
 
 
 @pytest.fixture
@@ -80,7 +70,7 @@ def page(worker: None, sandbox: engine.Sandbox) -> Iterator[Any]:
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's loop runs in this thread; the ORM is ours
     try:
         with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            browser = launch_chromium(playwright)
             context = browser.new_context(viewport={"width": 1280, "height": 800})
             yield context.new_page()
             browser.close()
@@ -100,15 +90,6 @@ def play_beat(until: Callable[[], bool], timeout: float = 60.0) -> bool:
     return until()
 
 
-def screenshot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path))
-    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
-        DOCS.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, DOCS / f"{name}.png")
-
-
 def card_statuses(sandbox: engine.Sandbox, contact: int) -> list[str]:
     return [row["status"] for row in sandbox.timeline("contact", contact) if row["kind"] == "sms"]
 
@@ -126,7 +107,7 @@ def test_the_sandbox_tour_install_send_deliver_opt_out_update_uninstall(page, sa
     assert play_beat(lambda: bool(sandbox.senders()) and sandbox.consent_field("contact") is not None)
     page.locator("#senders div").first.wait_for(timeout=10_000)
     assert "CRM_CONTACT.UF_CRM_SMS_CONSENT" in page.locator("#registered").inner_text()
-    screenshot(page, "sandbox-install")
+    save_screenshot(page, "sandbox-install")
     contact = next(int(r["ID"]) for r in sandbox.items("contact") if r["NAME"] == "Ivan")
 
     page.goto(f"{base}/sandbox/crm/contact/")
@@ -139,7 +120,7 @@ def test_the_sandbox_tour_install_send_deliver_opt_out_update_uninstall(page, sa
     slider.locator("#send-body").fill("Your order #42 is ready")
     slider.locator("#send-button").click()
     slider.locator("#send-result.ok").wait_for(timeout=30_000)
-    screenshot(page, "sandbox-slider")
+    save_screenshot(page, "sandbox-slider")
     assert play_beat(lambda: any(c["COMMENT"] and c["ENTITY_ID"] == contact
                                  for c in engine.b24_placements.timeline(sandbox.portal)))
     widget_message = Message.objects.get(portal=portal, body="Your order #42 is ready")
@@ -155,7 +136,7 @@ def test_the_sandbox_tour_install_send_deliver_opt_out_update_uninstall(page, sa
     pushed = [u["STATUS"] for u in engine.b24_messageservice.status_updates(sandbox.portal)]
     assert pushed[-1] == "delivered"  # our pushes, in order (sent on the way when a poll saw it)
     assert page.locator("#timeline li.comment").count() == 1  # the slider's send, written by our worker
-    screenshot(page, "sandbox-card")
+    save_screenshot(page, "sandbox-card")
 
     page.locator("#field-mode").click()
     field = page.frame_locator("#field-frame")
@@ -165,7 +146,7 @@ def test_the_sandbox_tour_install_send_deliver_opt_out_update_uninstall(page, sa
     page.wait_for_function("document.getElementById('field-value').textContent === '+79991234567:N'",
                            timeout=10_000)
     assert sandbox.field_values[("contact", contact)] == "+79991234567:N"
-    screenshot(page, "sandbox-consent")
+    save_screenshot(page, "sandbox-consent")
 
     page.locator("#card-send-body").fill("One more thing")
     page.locator("#card-send").click()
@@ -180,7 +161,7 @@ def test_the_sandbox_tour_install_send_deliver_opt_out_update_uninstall(page, sa
     page.locator("#log tr", has_text="messageservice.message.status.update").first.wait_for(timeout=10_000)
     assert page.locator('#log tr[data-kind="oauth"]').count() >= 1
     assert page.locator("#log tr", has_text="event.bind").count() >= 1
-    screenshot(page, "sandbox-log")
+    save_screenshot(page, "sandbox-log")
 
     # The app's own page, then "Uninstall": ONAPPUNINSTALL reaches our events handler.
     page.goto(f"{base}/sandbox/")

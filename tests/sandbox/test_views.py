@@ -37,6 +37,16 @@ def test_a_page_opened_on_another_host_moves_to_the_sandbox_portal_address(clien
     assert response.status_code == 302 and response["Location"] == "http://testserver/sandbox/crm/contact/?x=1"
 
 
+def test_every_page_opened_on_another_host_moves_and_the_polls_answer_in_place(client, sandbox_on, settings):
+    settings.ALLOWED_HOSTS = ["testserver", "localhost"]
+    contact = first_contact(sandbox_on)
+    for url in ["/sandbox/", "/sandbox/crm/contact/", f"/sandbox/crm/contact/{contact}/", "/sandbox/log/"]:
+        response = client.get(url, HTTP_HOST="localhost")
+        assert response.status_code == 302 and response["Location"] == f"http://testserver{url}", url
+    for url in ["/sandbox/log/entries/", f"/sandbox/crm/contact/{contact}/timeline/", "/sandbox/registered/"]:
+        assert client.get(url, HTTP_HOST="localhost").status_code == 200, url
+
+
 def test_unknown_entities_and_items_answer_404(client, sandbox_on):
     assert client.get("/sandbox/crm/company/").status_code == 404
     assert client.get("/sandbox/crm/contact/999999/").status_code == 404
@@ -110,6 +120,23 @@ def test_the_actions_need_the_pages_csrf_token(sandbox_on):
     browser = Client(enforce_csrf_checks=True)
     for url in ["/sandbox/frame/", "/sandbox/bx24/", "/sandbox/uninstall/", "/sandbox/reset/"]:
         assert browser.post(url, {"kind": "install"}).status_code == 403, url
+
+
+def test_the_wire_endpoints_take_a_servers_post_without_csrf_or_the_browser_middleware(sandbox_on):
+    server = Client(enforce_csrf_checks=True)
+    for url in ["/rest/app.info.json", "/sandbox/oauth/token/", "/sandbox/carrier/smsru/sms/send"]:
+        response = server.post(url, {"x": "1"})
+        assert response.status_code != 403, url  # csrf_exempt
+        assert "Content-Language" not in response, url  # server_to_server: the locale middleware passed it on
+        assert server.put(url).status_code == 405, url  # GET and POST only
+
+
+def test_the_pages_are_get_only_and_never_cached(client, sandbox_on):
+    contact = first_contact(sandbox_on)
+    for url in ["/sandbox/", "/sandbox/crm/contact/", f"/sandbox/crm/contact/{contact}/", "/sandbox/log/",
+                "/sandbox/log/entries/", f"/sandbox/crm/contact/{contact}/timeline/", "/sandbox/registered/"]:
+        assert "no-cache" in client.get(url)["Cache-Control"], url
+        assert client.post(url).status_code == 405, url
 
 
 def test_the_actions_refuse_other_methods(client, sandbox_on):

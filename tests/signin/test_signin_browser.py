@@ -4,8 +4,6 @@ with a session that carries the user's frame token. Sign-out ends it."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,13 +14,11 @@ from django.contrib.sessions.backends.db import SessionStore
 from oauth.models import PortalToken
 from placements.frames import read_frame_token
 from signin import flow
-from tests.placements.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, DOCS
+from tests.browser import launch_chromium, playwright_or_skip, save_screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"Chromium not found at {CHROMIUM} (run scripts/ensure-chromium.sh)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+sync_api = playwright_or_skip()
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +27,7 @@ def chromium(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Any]:
         # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are still sync.
         patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         with sync_api.sync_playwright() as playwright:
-            instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            instance = launch_chromium(playwright)
             yield instance
             instance.close()
 
@@ -57,12 +53,7 @@ def session_of(page: Any) -> dict[str, Any]:
 
 
 def screenshot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path))
-    if name == "signin-home" and os.environ.get("UPDATE_SCREENSHOTS") == "1":  # the README tour's copy
-        DOCS.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, DOCS / f"{name}.png")
+    save_screenshot(page, name, docs=name == "signin-home")  # the README tour has that one only
 
 
 def test_a_user_signs_in_with_bitrix24_in_a_real_browser_and_signs_out(page, live_server, installed_portal,
