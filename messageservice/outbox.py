@@ -41,6 +41,12 @@ SMS_QUEUE = "sms"
 # How long the listener waits for a notification at a time: bounds how long a stopping worker waits for it.
 _WAIT_SLICE_SECONDS = 0.5
 _RECONNECT_SECONDS = 2.0
+#: after a notification, how long the dispatcher lets more messages arrive before it drains: one drain (a
+#: transaction, a publish connection, one UPDATE) then serves tens of messages at a busy handler instead of
+#: two or three, which is what keeps its CPU below the in-request publish it replaces (measured: without
+#: it, 3,127 drains for 8,696 messages cost the handler a third of its throughput on the same 2 CPUs).
+#: An SMS waits at most this much longer for its send.
+GATHER_SECONDS = 0.1
 
 _TABLE = Message._meta.db_table
 # Index sms_msg_dispatch_pending. SKIP LOCKED: dispatchers of several SMS workers take disjoint batches.
@@ -89,8 +95,9 @@ class OutboxDispatcher:
     """The dispatcher thread: LISTEN on its own autocommit connection, drain on every notification and every
     `poll_seconds`. Its drains use this thread's own Django connection, closed when the thread ends."""
 
-    def __init__(self, *, poll_seconds: float, batch: int = DRAIN_BATCH) -> None:
+    def __init__(self, *, poll_seconds: float, batch: int = DRAIN_BATCH, gather_seconds: float = GATHER_SECONDS) -> None:
         self.poll_seconds = poll_seconds
+        self.gather_seconds = gather_seconds
         self.batch = batch
         self.published = 0  # totals, for the tests
         self.drains = 0
@@ -135,6 +142,7 @@ class OutboxDispatcher:
             while not self._stopping.is_set():
                 woken = bool(list(listener.notifies(timeout=_WAIT_SLICE_SECONDS, stop_after=1)))
                 if woken:
+                    self._stopping.wait(self.gather_seconds)
                     list(listener.notifies(timeout=0))  # one drain answers the whole burst
                 if woken or time.monotonic() - last_drain >= self.poll_seconds:
                     self._drain()
