@@ -245,6 +245,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--naive-portals", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=3600, help="give up waiting for the statuses after this")
     args = parser.parse_args(argv)
+    if args.naive < 1:  # a run without its baseline printed a made-up projection from zero messages
+        parser.error("--naive must be at least 1: every run measures its baseline")
 
     setup_django()
     from django.conf import settings
