@@ -18,7 +18,7 @@ class MessageserviceConfig(AppConfig):
         from tenants import schedule
         from tenants.signals import portal_purged
 
-        from . import senders  # noqa: F401  (registers the "sms_senders" install step)
+        from . import senders  # also registers the "sms_senders" install step
         from .outbox import register_dispatcher_step
         from .receivers import purge_portal_sms
 
@@ -27,7 +27,7 @@ class MessageserviceConfig(AppConfig):
                                      "messageservice.message.status.update", scope="messageservice",
                                      app="messageservice")
 
-        schedule.register_check("senders", lambda: timedelta(seconds=settings.SMS_SENDER_RECONCILE_SECONDS))
+        schedule.register_check(senders.SENDERS_CHECK, lambda: timedelta(seconds=settings.SMS_SENDER_RECONCILE_SECONDS))
         add_periodic("messageservice-reconcile-senders", "messageservice.tasks.reconcile_all_senders",
                      settings.B24_DUE_CHECKS_TICK_SECONDS, staff_may_pause=True,
                      description="Checks each due portal's SMS senders in Bitrix24 and registers the missing or "

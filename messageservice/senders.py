@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from installs.steps import StepFailed, install_step
 from oauth.errors import B24Error
+from oauth.periodic import Vanished, check_now, check_now_after_error
 
 from .models import ProviderAccount
 
@@ -24,9 +25,23 @@ if TYPE_CHECKING:
     from oauth.client import PortalClient
     from tenants.models import Portal
 
+#: the periodic check (tenants.schedule kind) that runs `reconcile_senders`
+SENDERS_CHECK = "senders"
+
 #: Bitrix24 answers that mean "already the way we want it"
 ALREADY_THERE = "ERROR_SENDER_ALREADY_INSTALLED"
 ALREADY_GONE = "ERROR_SENDER_NOT_FOUND"
+
+#: Answers to our normal (non-reconcile) calls that mean a sender we registered is gone. Bitrix24 drops all
+#: of an app's senders at once (app update), so one gone sender is a reason to reconcile them all now.
+#: `messageservice.message.status.update` is not listed: CORE checks only the format of its CODE ("Wrong
+#: sender code!" is a malformed code, which a reconcile cannot mend) and finds the message by its id alone
+#: (ERROR_MESSAGE_NOT_FOUND: that message is gone, whatever became of its sender), so no push error says
+#: anything about our sender.
+VANISHED: Vanished = {
+    ("messageservice.sender.delete", ALREADY_GONE): SENDERS_CHECK,
+    ("messageservice.sender.update", ALREADY_GONE): SENDERS_CHECK,
+}
 
 
 def handler_url(portal: Portal) -> str:
@@ -52,13 +67,17 @@ def _mark(account: ProviderAccount, *, state: str, error: str = "", code: str = 
 def sync_account_sender(account: ProviderAccount, client: PortalClient) -> str:
     """Bring one account's sender in line: add/update when active, delete when not; a renamed CODE
     deletes the old one. Raises B24Error (the caller decides on retries)."""
-    handler = handler_url(account.portal)
+    portal = account.portal
+    handler = handler_url(portal)
+    believed_registered = (account.registration_state == ProviderAccount.Registration.REGISTERED
+                           and account.registered_code == account.code)
     if account.registered_code and (account.registered_code != account.code or not account.is_active):
         try:
             client.call("messageservice.sender.delete", {"CODE": account.registered_code})
         except B24Error as exc:
             if exc.code != ALREADY_GONE:
                 raise
+            check_now_after_error(portal, VANISHED, "messageservice.sender.delete", exc)
         _mark(account, state=ProviderAccount.Registration.REMOVED)
     if not account.is_active:
         if account.registration_state != ProviderAccount.Registration.REMOVED:
@@ -67,12 +86,19 @@ def sync_account_sender(account: ProviderAccount, client: PortalClient) -> str:
     try:
         client.call("messageservice.sender.add", _add_params(account, handler))
         action = "added"
+        if believed_registered:  # Bitrix24 took an add of a sender we had registered: it had vanished
+            check_now(portal, SENDERS_CHECK, f"sender {account.code} was missing from the portal")
     except B24Error as exc:
         if exc.code != ALREADY_THERE:
             _mark(account, state=ProviderAccount.Registration.FAILED, error=f"{exc.code}: {exc.description}",
                   code=account.registered_code)
             raise
-        client.call("messageservice.sender.update", {"CODE": account.code, "HANDLER": handler, "NAME": account.name})
+        try:
+            client.call("messageservice.sender.update",
+                        {"CODE": account.code, "HANDLER": handler, "NAME": account.name})
+        except B24Error as update_exc:
+            check_now_after_error(portal, VANISHED, "messageservice.sender.update", update_exc)
+            raise
         action = "updated"
     _mark(account, state=ProviderAccount.Registration.REGISTERED, code=account.code, handler=handler)
     return f"sender {account.code} {action}"
@@ -138,6 +164,14 @@ def reconcile_senders(portal: Portal, client: PortalClient) -> SenderReport:
             raise retryable[0]  # a rate limit inside the batch: let the caller retry the whole reconcile
         raise StepFailed("; ".join(problems))
     return report
+
+
+def note_unknown_sender(portal: Portal, code: str) -> bool:
+    """Bitrix24 POSTed a message for `code`, which is not an active sender of ours in this portal: the
+    portal still has a sender we deleted or deactivated (our delete never reached it), so reconcile now.
+    Call it only for a POST authenticated with the portal's application token: a forged one must not make
+    us call Bitrix24."""
+    return check_now(portal, SENDERS_CHECK, f"a message came for sender {code}, which is not active here")
 
 
 @install_step("sms_senders", title="Register SMS senders", order=50)

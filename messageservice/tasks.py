@@ -35,10 +35,8 @@ from .carriers import CarrierError, SendOutcomeUnknown
 from .consent import is_opted_out
 from .models import Message, ProviderAccount, forward_status_fields
 from .phones import InvalidPhoneNumber, normalize_phone
-from .senders import reconcile_senders, sync_account_sender
+from .senders import SENDERS_CHECK, reconcile_senders, sync_account_sender
 from .status import DeliveryStatus
-
-SENDERS_CHECK = "senders"
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from b24portal.logging import bind_log_context
 from b24portal.middleware import server_to_server
 from tenants.models import Portal
 
-from . import sending
+from . import senders, sending
 from .intake import HANDLER_KEY_RE, parse_handler_payload
 from .models import ProviderAccount
 
@@ -37,6 +37,13 @@ def portal_for_key(key: str) -> Portal:
     return portal
 
 
+def _signed_by(portal: Portal, auth: dict[str, str]) -> bool:
+    """The auth block carries this portal's member_id and its application token (a portal that has no
+    stored token yet cannot prove anything this way)."""
+    return (hmac.compare_digest(auth["member_id"].encode(), portal.member_id.encode())
+            and portal.application_token_matches(auth["application_token"]))
+
+
 @server_to_server  # no session/auth/messages/locale/CSRF middleware work on this path
 @csrf_exempt  # Bitrix24's server POSTs here; the URL key (and the auth block, when present) is the proof
 @require_POST
@@ -49,7 +56,9 @@ def handler(request: HttpRequest, key: str) -> HttpResponse:
     try:
         target = sending.handler_target(key, incoming.code)  # portal and sender columns in one raw query
     except ProviderAccount.DoesNotExist:
-        portal_for_key(key)  # 404 "unknown handler" when the key itself is wrong
+        portal = portal_for_key(key)  # 404 "unknown handler" when the key itself is wrong
+        if portal.is_operational and incoming.auth is not None and _signed_by(portal, incoming.auth):
+            senders.note_unknown_sender(portal, incoming.code)  # it keeps a sender we removed
         raise Rejected(f"unknown sender code {incoming.code!r}", 404) from None
     bind_log_context(member_id=target.member_id)
     if not target.is_operational:

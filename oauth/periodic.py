@@ -5,12 +5,18 @@ B24_DUE_CHECKS_PER_TICK) and they are enqueued B24_DUE_CHECKS_PER_TASK to a task
 `run_for_each`, which loads its portals in one query and checks them one by one. The retry rule applies per
 portal: a retryable error makes that portal's check due again after `retry_delay(exc)` (honouring
 `retry_after`), so one rate-limited portal neither fails nor holds up the others in its chunk.
+
+Triggers: besides the slow sweep, a check runs early when our normal (non-reconcile) work meets a sign that
+what the check keeps registered has vanished. Each app lists those signs as data, a `Vanished` table of
+(method, Bitrix24 error code) -> check kind next to the code that calls the method (the kinds live there,
+above this floor); `check_now_after_error` looks an error up in it and `check_now` makes the check due and
+journals why, once per early run (a repeat while the check is already due writes nothing).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 
 from celery import Task
@@ -19,7 +25,8 @@ from django.utils import timezone
 
 from b24portal.logging import log_context
 from tenants import schedule
-from tenants.models import Portal
+from tenants.journal import journal
+from tenants.models import JournalEntry, Portal
 
 from .client import retry_delay
 from .errors import B24Error
@@ -48,3 +55,25 @@ def run_for_each(kind: str, portal_ids: Sequence[int], check: Callable[[Portal],
                     give_up(portal, exc)
                     outcomes[exc.code] += 1
     return dict(outcomes)
+
+
+#: (REST method, Bitrix24 error code) -> the check kind that error makes due at once
+Vanished = Mapping[tuple[str, str], str]
+
+
+def check_now(portal: Portal, kind: str, reason: str) -> bool:
+    """Make the portal's `kind` check due now (the next beat tick reconciles it in its chunk task) and journal
+    the reason, so staff see why it ran early. Returns False, writing nothing, when it was due already or
+    the check does not apply to the portal. `reason` is shown to staff: never put a secret in it."""
+    if not schedule.mark_due(portal, kind):
+        return False
+    journal(portal, JournalEntry.Kind.BINDING, f"{kind} check due now: {reason}", details={"check": kind})
+    return True
+
+
+def check_now_after_error(portal: Portal, table: Vanished, method: str, error: B24Error) -> bool:
+    """`check_now` when `table` says this method's error means something of ours vanished; False otherwise."""
+    kind = table.get((method, error.code))
+    if kind is None:
+        return False
+    return check_now(portal, kind, f"{method} answered {error.code}")

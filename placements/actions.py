@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from oauth.client import PortalClient
 from oauth.errors import B24Error
+from oauth.periodic import check_now, check_now_after_error
 from tenants.journal import Actor, journal
 from tenants.models import JournalEntry
 
@@ -47,7 +48,7 @@ def do_add_consent_fields(portal: Portal, *, staff_user: User | None = None,
     with transaction.atomic():
         Binding.objects.filter(portal=portal, kind=Binding.Kind.USERFIELD, state=Binding.State.UNBOUND).update(
             state=Binding.State.PENDING)
-    return bindings.sync(portal, client, desired, repair=True, actor=_actor(staff_user))
+    return bindings.sync(portal, client, desired, repair=True, actor=_actor(staff_user), watch_others=True)
 
 
 def do_rebind(binding: Binding, *, staff_user: User | None = None,
@@ -59,7 +60,7 @@ def do_rebind(binding: Binding, *, staff_user: User | None = None,
         journal(portal, JournalEntry.Kind.BINDING, f"rebind {binding.kind} {binding.code} requested",
                 actor=_actor(staff_user), staff_user=staff_user)
     return bindings.sync(portal, client or PortalClient(portal), [bindings.desired_for(binding)], repair=True,
-                         actor=_actor(staff_user))
+                         actor=_actor(staff_user), watch_others=True)
 
 
 def do_unbind(binding: Binding, *, staff_user: User | None = None,
@@ -69,19 +70,31 @@ def do_unbind(binding: Binding, *, staff_user: User | None = None,
     client = client or PortalClient(portal)
     try:
         result = bindings.remove(client, portal, binding)
-    except (B24Error, ValueError) as exc:
-        message = f"{exc.code}: {exc.description}" if isinstance(exc, B24Error) else str(exc)
-        with transaction.atomic():
-            Binding.objects.filter(pk=binding.pk).update(last_error=message[:500], last_checked_at=timezone.now())
-            journal(portal, JournalEntry.Kind.BINDING, f"unbind {binding.code} failed: {message}", level="error",
-                    actor=_actor(staff_user), staff_user=staff_user)
-        return message
+    except B24Error as exc:
+        method = bindings.removal_method(binding)
+        if (method, exc.code) not in bindings.VANISHED:
+            return _unbind_failed(portal, binding, f"{exc.code}: {exc.description}", staff_user)
+        check_now_after_error(portal, bindings.VANISHED, method, exc)
+        result = {"already gone": exc.code}  # what staff asked for; the rest is verified on the next tick
+    except ValueError as exc:
+        return _unbind_failed(portal, binding, str(exc), staff_user)
+    else:
+        if bindings.found_nothing(binding, result):
+            check_now(portal, bindings.BINDINGS_CHECK, f"{binding.code} was no longer bound when staff unbound it")
     with transaction.atomic():
         Binding.objects.filter(pk=binding.pk).update(state=Binding.State.UNBOUND, last_error="",
                                                      last_checked_at=timezone.now())
         journal(portal, JournalEntry.Kind.BINDING, f"unbound {binding.kind} {binding.code}",
                 actor=_actor(staff_user), staff_user=staff_user, details={"result": result})
     return "unbound"
+
+
+def _unbind_failed(portal: Portal, binding: Binding, message: str, staff_user: User | None) -> str:
+    with transaction.atomic():
+        Binding.objects.filter(pk=binding.pk).update(last_error=message[:500], last_checked_at=timezone.now())
+        journal(portal, JournalEntry.Kind.BINDING, f"unbind {binding.code} failed: {message}", level="error",
+                actor=_actor(staff_user), staff_user=staff_user)
+    return message
 
 
 def do_forget_bindings(portal: Portal) -> int:

@@ -17,6 +17,7 @@ class PlacementsConfig(AppConfig):
         from tenants.signals import portal_purged
 
         from . import config, install_steps  # noqa: F401  (registers the install steps)
+        from .bindings import BINDINGS_CHECK
         from .receivers import forget_bindings_on_purge
 
         # Checked at install and daily: an install whose portal lacks them fails with their names.
@@ -30,7 +31,7 @@ class PlacementsConfig(AppConfig):
         calllog.count_routine_calls_of("placements.tasks.reconcile_portal_bindings",
                                        "placements.tasks.reconcile_bindings_chunk")  # periodic check: successful calls counted, no rows
         portal_purged.connect(forget_bindings_on_purge, dispatch_uid="placements-forget-bindings")
-        schedule.register_check("bindings", lambda: timedelta(seconds=config.reconcile_seconds()))
+        schedule.register_check(BINDINGS_CHECK, lambda: timedelta(seconds=config.reconcile_seconds()))
         add_periodic("placements-reconcile-bindings", "placements.tasks.reconcile_all_bindings",
                      settings.B24_DUE_CHECKS_TICK_SECONDS, staff_may_pause=True,
                      description="Checks each due portal's widgets and CRM fields in Bitrix24 and re-creates the "

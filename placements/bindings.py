@@ -16,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from oauth.errors import B24Error
+from oauth.periodic import Vanished, check_now
 from tenants.journal import Actor, journal
 from tenants.models import JournalEntry
 
@@ -27,6 +28,18 @@ if TYPE_CHECKING:
     from tenants.models import Portal
 
 Kind, State = Binding.Kind, Binding.State
+
+#: the periodic check (tenants.schedule kind) that runs the full reconcile (`actions.do_reconcile_portal`)
+BINDINGS_CHECK = "bindings"
+
+#: Answers to our normal (non-reconcile) calls that mean a registration of ours is gone. Bitrix24 drops an
+#: app's widget handlers together (app update), so one gone is a reason to verify them all now. Not listed:
+#: ERROR_PLACEMENT_NOT_FOUND (placement.bind: the portal has no such placement code, e.g. without the crm
+#: scope; a reconcile would meet the same answer) and userfieldtype.update's ERROR_NOT_FOUND (it follows an
+#: add refused because the code or handler is taken, i.e. held by someone else, not vanished).
+VANISHED: Vanished = {
+    ("userfieldtype.delete", "ERROR_NOT_FOUND"): BINDINGS_CHECK,
+}
 
 
 @dataclass(frozen=True)
@@ -145,15 +158,28 @@ def create(client: PortalClient, portal: Portal, desired: Desired) -> None:
         }})
 
 
+def removal_method(binding: Binding) -> str:
+    if binding.kind == Kind.PLACEMENT:
+        return "placement.unbind"
+    if binding.kind == Kind.USERFIELD_TYPE:
+        return "userfieldtype.delete"
+    raise ValueError("CRM fields hold customer data; delete them in Bitrix24 itself")
+
+
 def remove(client: PortalClient, portal: Portal, binding: Binding) -> Any:
+    method = removal_method(binding)
     if binding.kind == Kind.PLACEMENT:
         # With HANDLER only our own record goes; without it Bitrix24 would drop every handler of the code.
-        # The answer's count is found + removed (a documented quirk), so it is kept, not interpreted.
-        return client.call("placement.unbind", {"PLACEMENT": binding.code, "HANDLER": binding.handler})
-    if binding.kind == Kind.USERFIELD_TYPE:
-        return client.call("userfieldtype.delete", {"USER_TYPE_ID": binding.code})
-    else:
-        raise ValueError("CRM fields hold customer data; delete them in Bitrix24 itself")
+        # The answer's count is found + removed (a documented quirk), so it is kept, not interpreted here.
+        return client.call(method, {"PLACEMENT": binding.code, "HANDLER": binding.handler})
+    return client.call(method, {"USER_TYPE_ID": binding.code})
+
+
+def found_nothing(binding: Binding, result: Any) -> bool:
+    """placement.unbind found no record of ours (count 0, while found + removed is 2 per record): the
+    handler had vanished before we asked."""
+    return (binding.kind == Kind.PLACEMENT and isinstance(result, dict)
+            and str(result.get("count", "")).strip() == "0")
 
 
 def _record(portal: Portal, desired: Desired, state: str, *, error: str = "", bound_now: bool = False,
@@ -176,12 +202,28 @@ def _record(portal: Portal, desired: Desired, state: str, *, error: str = "", bo
     return binding
 
 
+def notice_lost(portal: Portal, actual: Actual, fetched: set[str], wanted: list[Desired]) -> list[str]:
+    """Our other registrations of the kinds just fetched that we recorded bound but the portal no longer
+    shows: Bitrix24 dropped them (it drops an app's handlers together), so the full reconcile runs now."""
+    kinds = {Kind.PLACEMENT} & fetched
+    if fetched & {Kind.USERFIELD_TYPE, Kind.USERFIELD}:
+        kinds.add(Kind.USERFIELD_TYPE)
+    wanted_keys = {(d.kind, d.code) for d in wanted}
+    lost = [b.code for b in Binding.objects.filter(portal=portal, state=State.BOUND, kind__in=kinds).order_by("code")
+            if (b.kind, b.code) not in wanted_keys and not is_present(desired_for(b), actual)]
+    if lost:
+        check_now(portal, BINDINGS_CHECK, f"{', '.join(lost)} no longer bound in the portal")
+    return lost
+
+
 def sync(portal: Portal, client: PortalClient, desired: list[Desired], *, repair: bool, actor: Actor = Actor.SYSTEM,
-         first_install: bool = False) -> SyncReport:
+         first_install: bool = False, watch_others: bool = False) -> SyncReport:
     """Compare, create what is missing (when `repair`), verify again, record and journal.
 
     Rows a staff member unbound stay unbound until rebound. A B24Error that is retryable (rate limit, a
-    5xx on a read) propagates so the caller's task can retry; everything else becomes the row's error."""
+    5xx on a read) propagates so the caller's task can retry; everything else becomes the row's error.
+    `watch_others` (a staff action on a few items): what the portal shows of our other registrations is
+    compared too, and one that vanished makes the full reconcile due (`notice_lost`)."""
     report = SyncReport()
     skipped = set(Binding.objects.filter(portal=portal, state=State.UNBOUND).values_list("kind", "code"))
     wanted = [d for d in desired if (d.kind, d.code) not in skipped]
@@ -189,6 +231,8 @@ def sync(portal: Portal, client: PortalClient, desired: list[Desired], *, repair
         return report
     kinds = {d.kind for d in wanted}
     actual = fetch_actual(client, portal, kinds)
+    if watch_others:
+        notice_lost(portal, actual, kinds, wanted)
     created: list[Desired] = []
     missing = [item for item in wanted if not is_present(item, actual)]
     report.bound.extend(item.code for item in wanted if item not in missing)

@@ -22,6 +22,7 @@ from tenants.journal import journal, staff_actor
 from tenants.models import JournalEntry, Portal
 
 from . import actions
+from .bindings import BINDINGS_CHECK
 from .crm import ENTITIES
 from .models import Binding, TimelineComment
 
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-
-BINDINGS_CHECK = "bindings"
 
 
 @shared_task

@@ -73,16 +73,22 @@ def ensure_scheduled(portal_ids: Iterable[int], kinds: Sequence[str], interval: 
     return len(created)
 
 
-def mark_due(portal: Portal, *kinds: str, at: datetime | None = None) -> None:
+def mark_due(portal: Portal, *kinds: str, at: datetime | None = None) -> int:
     """A reason to check now (or at `at`): an app update, an error that suggests something vanished, staff.
-    Kinds that do not apply to the portal (an app-only check of a webhook portal) are ignored."""
+    Kinds that do not apply to the portal (an app-only check of a webhook portal) are ignored. Returns how
+    many checks this made due earlier than they were (0: all were due by then already), so a caller can
+    journal a trigger once instead of on every repeat."""
     due = at or timezone.now()
+    moved = 0
     for kind in kinds:
         if portal.is_webhook and kind not in _webhook_kinds:
             continue
         updated = PortalCheck.objects.filter(portal=portal, kind=kind, due_at__gt=due).update(due_at=due)
         if not updated:
-            PortalCheck.objects.get_or_create(portal=portal, kind=kind, defaults={"due_at": due})
+            _row, created = PortalCheck.objects.get_or_create(portal=portal, kind=kind, defaults={"due_at": due})
+            updated = int(created)
+        moved += updated
+    return moved
 
 
 def claim_due(kind: str, *, interval: timedelta, limit: int, now: datetime | None = None) -> list[int]:
