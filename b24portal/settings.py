@@ -397,8 +397,12 @@ CELERY_DB_REUSE_MAX: int | None = 1000
 # Periodic work; each app adds its own entries in its AppConfig.ready() through b24portal.celery.
 CELERY_BEAT_SCHEDULE: dict = {}
 # Queues by urgency (README "Workers and queues"). A customer's SMS never waits behind housekeeping: the
-# Procfile and docker-compose run a worker that consumes `sms` only, and a general worker for the rest.
-#   sms          send, status poll and push, the sweepers that put a lost or stuck send right
+# Procfile and docker-compose run a worker that consumes `sms` and `sms_status` only, and a general worker
+# for the rest.
+#   sms          send, the sweepers that put a lost or stuck send right
+#   sms_status   status poll and push and the beat dispatchers that enqueue them: the same SMS worker
+#                consumes it beside `sms`, and the Redis transport alternates between the two, so a status
+#                never waits behind a send backlog (tens of thousands of `send_message` in a burst)
 #   lifecycle    install steps, app events, verify, staff actions (rebind, sender sync, ...): someone waits
 #   maintenance  periodic reconciles, capability checks, call-log roll-ups and pruning, cleanups
 # Routed by task name; a task with no route goes to the default queue (consumed by the general worker).
@@ -408,6 +412,8 @@ CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {
         "messageservice.tasks.send_message",
         "messageservice.tasks.sweep_stale_claims",
         "messageservice.tasks.redispatch_lost_messages",
+    )},
+    **{name: {"queue": "sms_status"} for name in (
         "messageservice.delivery.dispatch_status_polls",
         "messageservice.delivery.poll_account",
         "messageservice.delivery.poll_accounts",

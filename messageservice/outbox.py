@@ -159,8 +159,9 @@ class OutboxDispatcher:
 
 
 def runs_dispatcher(worker: Any) -> bool:
-    """A worker runs the dispatcher when it consumes the `sms` queue and the database is PostgreSQL (the
-    SQLite path of `make run` publishes in the request and marks nothing pending)."""
+    """A worker runs the dispatcher when it consumes the `sms` queue (whatever else it consumes: the SMS
+    worker also takes `sms_status`; a worker of `sms_status` alone has no sends to publish) and the database
+    is PostgreSQL (the SQLite path of `make run` publishes in the request and marks nothing pending)."""
     if connections["default"].vendor != "postgresql":
         return False
     return SMS_QUEUE in set(worker.app.amqp.queues.consume_from)

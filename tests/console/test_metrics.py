@@ -79,5 +79,5 @@ def test_the_token_is_accepted_and_the_named_series_are_present(client: Any) -> 
     assert ("b24portal_token_refreshes_total", ()) in found
     assert ("b24portal_tokens_by_refresh_outcome", (("outcome", "refused"),)) in found
     assert found[("b24portal_broker_up", ())] == 1
-    for queue in ("sms", "lifecycle", "maintenance"):
+    for queue in ("sms", "sms_status", "lifecycle", "maintenance"):
         assert found[("b24portal_celery_queue_length", (("queue", queue),))] >= 0

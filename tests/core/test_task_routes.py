@@ -13,14 +13,15 @@ PROJECT_APPS = ("b24portal.", "tenants.", "oauth.", "installs.", "messageservice
 EXPECTED = {
     # SMS: a customer waits.
     "messageservice.tasks.send_message": "sms",
-    "messageservice.delivery.dispatch_status_polls": "sms",
-    "messageservice.delivery.poll_account": "sms",
-    "messageservice.delivery.dispatch_status_pushes": "sms",
-    "messageservice.delivery.push_portal_statuses": "sms",
-    "messageservice.delivery.poll_accounts": "sms",
-    "messageservice.delivery.push_statuses": "sms",
     "messageservice.tasks.sweep_stale_claims": "sms",
     "messageservice.tasks.redispatch_lost_messages": "sms",
+    # SMS statuses: Bitrix24 waits to hear "delivered"; never behind a send backlog (same SMS worker).
+    "messageservice.delivery.dispatch_status_polls": "sms_status",
+    "messageservice.delivery.poll_account": "sms_status",
+    "messageservice.delivery.dispatch_status_pushes": "sms_status",
+    "messageservice.delivery.push_portal_statuses": "sms_status",
+    "messageservice.delivery.poll_accounts": "sms_status",
+    "messageservice.delivery.push_statuses": "sms_status",
     # Lifecycle: an installer or a staff member waits.
     "tenants.tasks.run_install_steps": "lifecycle",
     "tenants.tasks.verify_portal": "lifecycle",
@@ -82,18 +83,30 @@ def test_every_project_task_has_an_explicit_route_and_no_route_names_a_missing_t
     assert set(settings.CELERY_TASK_ROUTES) == tasks
 
 
-def test_every_periodic_task_runs_off_the_sms_queue_unless_it_serves_sms():
-    sms_periodic = {"messageservice.delivery.dispatch_status_polls", "messageservice.delivery.dispatch_status_pushes",
-                    "messageservice.tasks.sweep_stale_claims", "messageservice.tasks.redispatch_lost_messages"}
+def test_every_periodic_task_runs_off_the_sms_queues_unless_it_serves_sms():
+    sms_periodic = {"messageservice.tasks.sweep_stale_claims": "sms",
+                    "messageservice.tasks.redispatch_lost_messages": "sms",
+                    "messageservice.delivery.dispatch_status_polls": "sms_status",
+                    "messageservice.delivery.dispatch_status_pushes": "sms_status"}
     periodic = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
-    assert sms_periodic <= periodic
+    assert set(sms_periodic) <= periodic
     for task_name in periodic:
-        assert queue_of(task_name) == ("sms" if task_name in sms_periodic else "maintenance"), task_name
+        assert queue_of(task_name) == sms_periodic.get(task_name, "maintenance"), task_name
+
+
+def test_status_work_and_only_status_work_has_its_own_queue_consumed_by_the_sms_worker():
+    status_tasks = {name for name, queue in EXPECTED.items() if queue == "sms_status"}
+    assert status_tasks == {name for name in project_tasks() if name.startswith("messageservice.delivery.")}
+    procfile = (settings.BASE_DIR / "Procfile").read_text()
+    compose = (settings.BASE_DIR / "docker" / "docker-compose.yml").read_text()
+    for text in (procfile, compose):
+        assert "worker -Q sms,sms_status -n sms@%h " in text  # one SMS worker consumes both
+        assert "sms_status" not in text.replace("-Q sms,sms_status ", "")  # and no other worker does
 
 
 def test_an_unrouted_task_goes_to_the_default_queue_that_the_general_worker_consumes():
     assert queue_of("some.future.task") == settings.CELERY_TASK_DEFAULT_QUEUE == "lifecycle"
     procfile = (settings.BASE_DIR / "Procfile").read_text()
-    assert "-Q sms " in procfile and "-Q lifecycle,maintenance " in procfile
+    assert "-Q sms,sms_status " in procfile and "-Q lifecycle,maintenance " in procfile
     compose = (settings.BASE_DIR / "docker" / "docker-compose.yml").read_text()
-    assert "-Q sms " in compose and "-Q lifecycle,maintenance " in compose
+    assert "-Q sms,sms_status " in compose and "-Q lifecycle,maintenance " in compose

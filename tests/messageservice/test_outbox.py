@@ -158,7 +158,7 @@ def test_a_dispatcher_that_dies_after_publishing_publishes_again_and_the_carrier
     assert drain() == 1  # the next drain publishes it again
     assert pending() == [] and queued() == 2
 
-    with worker(["sms"]):
+    with worker(["sms", "sms_status"]):
         assert wait_for(lambda: queued() == 0)
         assert wait_for(lambda: Message.objects.get(message_id=payload["message_id"]).state
                         == Message.State.HANDED_TO_CARRIER)
@@ -170,7 +170,7 @@ def test_a_dispatcher_that_dies_after_publishing_publishes_again_and_the_carrier
 def test_an_sms_worker_sends_a_handler_message_woken_by_notify_without_sweeper_or_beat(
         sms_portal, ms_fake_portal, client, not_eager, fake_smsru, settings):
     settings.SMS_DISPATCH_POLL_SECONDS = 3600  # no safety-net drain during the test: only NOTIFY wakes it
-    with worker(["sms"]) as controller:
+    with worker(["sms", "sms_status"]) as controller:
         dispatcher = dispatcher_of(controller)
         assert dispatcher is not None and dispatcher.is_alive
         assert wait_for(lambda: dispatcher.drains >= 1)  # listening, and its catch-up drain is done
@@ -243,6 +243,8 @@ def test_a_worker_built_like_the_celery_command_has_the_step_only_when_it_consum
         assert out.returncode == 0, out.stderr[-3000:]
         return out.stdout.strip().splitlines()[-1]
 
+    assert built("sms,sms_status") == "included"  # the Procfile's worker-sms
     assert built("sms") == "included"
+    assert built("sms_status") == "absent"  # status work only: no sends to publish
     assert built("lifecycle,maintenance") == "absent"
 

@@ -117,9 +117,9 @@ def broker(settings: Any) -> Iterator[Broker]:
 
 @contextmanager
 def real_worker() -> Iterator[None]:
-    # Every queue (sms, lifecycle, maintenance): this worker stands in for all of the Procfile's workers.
+    # Every queue (sms, sms_status, lifecycle, maintenance): this worker stands in for all of the Procfile's workers.
     with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False, loglevel="WARNING",
-                      shutdown_timeout=10, queues=["sms", "lifecycle", "maintenance"]):
+                      shutdown_timeout=10, queues=["sms", "sms_status", "lifecycle", "maintenance"]):
         yield
 
 

@@ -59,7 +59,7 @@ def worker(settings: Any) -> Iterator[None]:
     app.conf.broker_url = settings.CELERY_BROKER_URL
     try:
         with start_worker(app, pool="threads", concurrency=4, perform_ping_check=False, loglevel="WARNING",
-                          shutdown_timeout=10, queues=["sms", "lifecycle", "maintenance"]):
+                          shutdown_timeout=10, queues=["sms", "sms_status", "lifecycle", "maintenance"]):
             yield
     finally:
         app.conf.task_always_eager = True
