@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from celery.contrib.testing.worker import start_worker
 
 from b24portal.celery import app
 from tenants.models import InstallRun, Portal
 from tests.conftest import post_install_frame
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -26,14 +25,6 @@ def real_worker(settings):
     finally:
         app.conf.task_always_eager = True
 
-
-def wait_for(predicate, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_a_worker_runs_the_install_steps_dispatched_on_commit(real_worker, client, fake_portal):

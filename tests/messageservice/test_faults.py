@@ -5,7 +5,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import time
 from datetime import timedelta
 
 import pytest
@@ -15,20 +14,13 @@ from django.utils import timezone
 from messageservice.models import Message
 from messageservice.tasks import send_message, sweep_stale_claims
 from tests.fakes.b24_messageservice import handler_path, send_from_bitrix24
+from tests.waiting import wait_for
 
 from .conftest import SENDER_CODE
 from .killed_worker_proc import run_send
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
-
-def wait_for(predicate, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_a_worker_killed_mid_send_leaves_a_message_for_review_not_a_second_sms(

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -29,6 +29,7 @@ from messageservice.models import Message
 from messageservice.outbox import DispatcherStep, OutboxDispatcher, drain
 from messageservice.tasks import redispatch_lost_messages
 from tests.fakes.b24_messageservice import handler_path, send_from_bitrix24
+from tests.waiting import wait_for
 
 from .conftest import SENDER_CODE
 
@@ -38,14 +39,6 @@ PHONE = "+79991234567"
 STEP = DispatcherStep.name  # "messageservice.outbox.DispatcherStep"
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def queued(queue: str = "sms") -> int:

@@ -11,7 +11,6 @@ hears "delivered" while most of the thousands of sends queued before the poll ar
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -26,6 +25,7 @@ from messageservice.delivery import dispatch_status_polls
 from messageservice.models import Message
 from messageservice.tasks import reconcile_portal_senders, send_message
 from tests.fakes.b24_messageservice import handler_path, send_from_bitrix24, status_updates
+from tests.waiting import wait_for
 
 from .conftest import SENDER_CODE
 
@@ -47,14 +47,6 @@ def purge(queue: str) -> None:
     with app.connection_for_write() as connection:
         connection.default_channel.queue_purge(queue)
 
-
-def wait_for(predicate, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 #: the Procfile's and docker-compose's `worker-sms`

@@ -11,8 +11,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
@@ -32,6 +31,7 @@ from tenants.models import InstallRun, Portal
 from tests.conftest import post_install_frame
 from tests.fakes import b24_placements
 from tests.fakes.b24_messageservice import handler_path, send_from_bitrix24
+from tests.waiting import wait_for
 
 from .conftest import LIST_MENU_URL, api, frame_token, post_frame
 
@@ -43,14 +43,6 @@ pytestmark = [
 
 LONG_AGO = timedelta(hours=1)
 
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def spare_port() -> int:
