@@ -4,8 +4,6 @@ pushes and forged handler POSTs make nothing due."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from django.utils import timezone
 
@@ -16,7 +14,7 @@ from messageservice.tasks import reconcile_all_senders
 from oauth.client import PortalClient
 from oauth.errors import B24Error
 from tenants.journal import Actor
-from tenants.models import JournalEntry, PortalCheck
+from tests import checks
 from tests.fakes.b24_messageservice import handler_path, send_from_bitrix24, senders, state
 from tests.messageservice.conftest import SENDER_CODE, create_account
 
@@ -26,19 +24,10 @@ STAFF = Actor("staff", "tester")
 SECOND = "second.sender"
 
 
-def not_due(portal) -> None:
-    """The sweep has this portal's senders check a day away (as it usually has)."""
-    PortalCheck.objects.update_or_create(portal=portal, kind=SENDERS_CHECK,
-                                         defaults={"due_at": timezone.now() + timedelta(days=1)})
 
 
-def is_due(portal) -> bool:
-    return PortalCheck.objects.filter(portal=portal, kind=SENDERS_CHECK, due_at__lte=timezone.now()).exists()
 
 
-def trigger_entries(portal) -> list[str]:
-    return list(JournalEntry.objects.filter(portal=portal, message__startswith=f"{SENDERS_CHECK} check due now")
-                .values_list("message", flat=True))
 
 
 @pytest.fixture
@@ -47,7 +36,7 @@ def two_senders(sms_account, fake_smsru, django_capture_on_commit_callbacks):
     second = create_account(sms_account.portal, django_capture_on_commit_callbacks, code=SECOND,
                             credentials=fake_smsru.credentials, base_url=fake_smsru.base_url)
     assert second.registration_state == ProviderAccount.Registration.REGISTERED
-    not_due(sms_account.portal)
+    checks.push_away(sms_account.portal, SENDERS_CHECK)
     return sms_account, second
 
 
@@ -61,20 +50,20 @@ def test_a_sender_delete_answered_sender_not_found_makes_the_check_due_and_the_n
         accounts.do_deactivate_account(portal, first, actor=STAFF)  # sender.delete → ERROR_SENDER_NOT_FOUND
 
     assert ms_fake_portal.count("messageservice.sender.delete", error="ERROR_SENDER_NOT_FOUND") == 1
-    assert is_due(portal)
-    assert trigger_entries(portal) == [
+    assert checks.is_due(portal, SENDERS_CHECK)
+    assert checks.trigger_entries(portal, SENDERS_CHECK) == [
         "senders check due now: messageservice.sender.delete answered ERROR_SENDER_NOT_FOUND"]
 
     assert reconcile_all_senders.delay().get() == 1  # the next beat tick
 
     assert list(senders(ms_fake_portal)) == [SECOND]
-    assert not is_due(portal)
+    assert not checks.is_due(portal, SENDERS_CHECK)
 
 
 def test_a_sender_update_answered_sender_not_found_makes_the_check_due_and_the_next_tick_re_registers_it(
         sms_account, ms_fake_portal, django_capture_on_commit_callbacks):
     portal = sms_account.portal
-    not_due(portal)
+    checks.push_away(portal, SENDERS_CHECK)
     # add says the sender is there, then it is gone before the update (Bitrix24 dropped it in between)
     ms_fake_portal.fail_next("messageservice.sender.add", "ERROR_SENDER_ALREADY_INSTALLED", "Sender already installed!")
     state(ms_fake_portal)["senders"].clear()
@@ -85,7 +74,7 @@ def test_a_sender_update_answered_sender_not_found_makes_the_check_due_and_the_n
             "base_url": sms_account.base_url})
 
     assert ms_fake_portal.count("messageservice.sender.update", error="ERROR_SENDER_NOT_FOUND") == 1
-    assert is_due(portal)
+    assert checks.is_due(portal, SENDERS_CHECK)
 
     reconcile_all_senders.delay().get()
 
@@ -105,8 +94,8 @@ def test_a_sync_whose_add_finds_a_registered_sender_gone_makes_the_check_due_and
             "base_url": first.base_url})
 
     assert list(senders(ms_fake_portal)) == [SENDER_CODE]  # the sync re-added only its own
-    assert is_due(portal)
-    assert trigger_entries(portal) == [f"senders check due now: sender {SENDER_CODE} was missing from the portal"]
+    assert checks.is_due(portal, SENDERS_CHECK)
+    assert checks.trigger_entries(portal, SENDERS_CHECK) == [f"senders check due now: sender {SENDER_CODE} was missing from the portal"]
 
     reconcile_all_senders.delay().get()
 
@@ -115,11 +104,11 @@ def test_a_sync_whose_add_finds_a_registered_sender_gone_makes_the_check_due_and
 
 def test_a_sync_of_a_new_sender_makes_nothing_due(sms_account, fake_smsru, ms_fake_portal,
                                                   django_capture_on_commit_callbacks):
-    not_due(sms_account.portal)
+    checks.push_away(sms_account.portal, SENDERS_CHECK)
     create_account(sms_account.portal, django_capture_on_commit_callbacks, code=SECOND,
                    credentials=fake_smsru.credentials, base_url=fake_smsru.base_url)
     assert SECOND in senders(ms_fake_portal)
-    assert not is_due(sms_account.portal) and trigger_entries(sms_account.portal) == []
+    assert not checks.is_due(sms_account.portal, SENDERS_CHECK) and checks.trigger_entries(sms_account.portal, SENDERS_CHECK) == []
 
 
 @pytest.mark.parametrize(("code", "description", "http_status"), [
@@ -129,7 +118,7 @@ def test_a_sync_of_a_new_sender_makes_nothing_due(sms_account, fake_smsru, ms_fa
 def test_an_unrelated_error_of_a_sender_sync_makes_nothing_due(sms_account, ms_fake_portal,
                                                               code, description, http_status):
     portal = sms_account.portal
-    not_due(portal)
+    checks.push_away(portal, SENDERS_CHECK)
     ProviderAccount.objects.filter(pk=sms_account.pk).update(is_active=False)
     sms_account.refresh_from_db()
     ms_fake_portal.fail_next("messageservice.sender.delete", code, description, http_status, times=100)
@@ -138,7 +127,7 @@ def test_an_unrelated_error_of_a_sender_sync_makes_nothing_due(sms_account, ms_f
         sync_account_sender(sms_account, PortalClient(portal, max_wait=0))
 
     assert ms_fake_portal.count("messageservice.sender.delete", error=code) >= 1
-    assert not is_due(portal) and trigger_entries(portal) == []
+    assert not checks.is_due(portal, SENDERS_CHECK) and checks.trigger_entries(portal, SENDERS_CHECK) == []
 
 
 @pytest.mark.parametrize(("code", "description"), [
@@ -156,13 +145,13 @@ def test_a_status_push_error_makes_nothing_due(client, sms_portal, ms_fake_porta
         assert client.post(handler_path(ms_fake_portal, SENDER_CODE), data=payload).status_code == 200
     Message.objects.filter(message_id=payload["message_id"]).update(status="delivered", push_due=True,
                                                                     status_changed_at=timezone.now())
-    not_due(sms_portal)
+    checks.push_away(sms_portal, SENDERS_CHECK)
     ms_fake_portal.fail_next("messageservice.message.status.update", code, description)
 
     delivery.push_statuses.apply(args=[[sms_portal.pk]])
 
     assert ms_fake_portal.count("messageservice.message.status.update", error=code) == 1
-    assert not is_due(sms_portal) and trigger_entries(sms_portal) == []
+    assert not checks.is_due(sms_portal, SENDERS_CHECK) and checks.trigger_entries(sms_portal, SENDERS_CHECK) == []
 
 
 def test_a_push_still_succeeds_after_bitrix24_dropped_our_sender(client, sms_portal, ms_fake_portal,
@@ -190,20 +179,20 @@ def stray_sender(fake, portal_handler_of: str) -> None:
 def test_an_authenticated_message_for_a_sender_we_do_not_have_makes_the_check_due_and_the_tick_deletes_it(
         client, sms_account, ms_fake_portal):
     portal = sms_account.portal
-    not_due(portal)
+    checks.push_away(portal, SENDERS_CHECK)
     stray_sender(ms_fake_portal, SENDER_CODE)
     payload = send_from_bitrix24(ms_fake_portal, "old.sender", "+79991234567", "Hi")
 
     response = client.post(handler_path(ms_fake_portal, "old.sender"), data=payload)
 
     assert response.status_code == 404 and "unknown sender code" in response.json()["error"]
-    assert is_due(portal)
-    assert trigger_entries(portal) == [
+    assert checks.is_due(portal, SENDERS_CHECK)
+    assert checks.trigger_entries(portal, SENDERS_CHECK) == [
         "senders check due now: a message came for sender old.sender, which is not active here"]
     # a second such message while the check is due: neither a second journal line nor an earlier run
     client.post(handler_path(ms_fake_portal, "old.sender"),
                 data=send_from_bitrix24(ms_fake_portal, "old.sender", "+79991234567", "Again"))
-    assert len(trigger_entries(portal)) == 1
+    assert len(checks.trigger_entries(portal, SENDERS_CHECK)) == 1
 
     reconcile_all_senders.delay().get()
 
@@ -213,7 +202,7 @@ def test_an_authenticated_message_for_a_sender_we_do_not_have_makes_the_check_du
 @pytest.mark.parametrize("forgery", ["bad token", "other member", "no auth block"])
 def test_a_forged_handler_post_for_an_unknown_sender_makes_nothing_due(client, sms_account, ms_fake_portal, forgery):
     portal = sms_account.portal
-    not_due(portal)
+    checks.push_away(portal, SENDERS_CHECK)
     stray_sender(ms_fake_portal, SENDER_CODE)
     payload = send_from_bitrix24(ms_fake_portal, "old.sender", "+79991234567", "Hi",
                                  with_auth=forgery != "no auth block")
@@ -226,7 +215,7 @@ def test_a_forged_handler_post_for_an_unknown_sender_makes_nothing_due(client, s
     response = client.post(handler_path(ms_fake_portal, "old.sender"), data=payload)
 
     assert response.status_code == 404
-    assert not is_due(portal) and trigger_entries(portal) == []
+    assert not checks.is_due(portal, SENDERS_CHECK) and checks.trigger_entries(portal, SENDERS_CHECK) == []
     assert len(ms_fake_portal.requests) == calls
 
 
@@ -234,10 +223,10 @@ def test_a_portal_without_a_stored_application_token_cannot_trigger_from_the_han
                                                                                      ms_fake_portal):
     portal = sms_account.portal
     type(portal).objects.filter(pk=portal.pk).update(application_token_hash="")
-    not_due(portal)
+    checks.push_away(portal, SENDERS_CHECK)
     stray_sender(ms_fake_portal, SENDER_CODE)
 
     client.post(handler_path(ms_fake_portal, "old.sender"),
                 data=send_from_bitrix24(ms_fake_portal, "old.sender", "+79991234567", "Hi"))
 
-    assert not is_due(portal)
+    assert not checks.is_due(portal, SENDERS_CHECK)

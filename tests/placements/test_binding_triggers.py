@@ -4,17 +4,14 @@ due."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from django.contrib.auth import get_user_model
-from django.utils import timezone
 
 from oauth.client import PortalClient
 from placements import actions, tasks
 from placements.bindings import BINDINGS_CHECK
 from placements.models import Binding
-from tenants.models import JournalEntry, PortalCheck
+from tests import checks
 from tests.fakes import b24_placements
 
 pytestmark = pytest.mark.django_db
@@ -27,18 +24,10 @@ def bound_codes(fake_portal) -> set[str]:
     return {row["placement"] for row in b24_placements.placements(fake_portal) if row["handler"] == LIST_MENU}
 
 
-def not_due(portal) -> None:
-    PortalCheck.objects.update_or_create(portal=portal, kind=BINDINGS_CHECK,
-                                         defaults={"due_at": timezone.now() + timedelta(days=1)})
 
 
-def is_due(portal) -> bool:
-    return PortalCheck.objects.filter(portal=portal, kind=BINDINGS_CHECK, due_at__lte=timezone.now()).exists()
 
 
-def trigger_entries(portal) -> list[str]:
-    return list(JournalEntry.objects.filter(portal=portal, message__startswith=f"{BINDINGS_CHECK} check due now")
-                .values_list("message", flat=True))
 
 
 @pytest.fixture
@@ -48,7 +37,7 @@ def staff(db):
 
 @pytest.fixture
 def portal(installed_portal):
-    not_due(installed_portal)
+    checks.push_away(installed_portal, BINDINGS_CHECK)
     return installed_portal
 
 
@@ -62,14 +51,14 @@ def test_a_field_type_delete_answered_not_found_makes_the_check_due_and_the_next
 
     assert fake_portal.count("userfieldtype.delete", error="ERROR_NOT_FOUND") == 1
     assert Binding.objects.get(pk=binding.pk).state == Binding.State.UNBOUND
-    assert is_due(portal)
-    assert trigger_entries(portal) == ["bindings check due now: userfieldtype.delete answered ERROR_NOT_FOUND"]
+    assert checks.is_due(portal, BINDINGS_CHECK)
+    assert checks.trigger_entries(portal, BINDINGS_CHECK) == ["bindings check due now: userfieldtype.delete answered ERROR_NOT_FOUND"]
 
     assert tasks.reconcile_all_bindings.delay().get() == 1  # the next beat tick
 
     assert bound_codes(fake_portal) == DEFAULT_CODES
     assert b24_placements.userfield_types(fake_portal) == []  # the staff unbind is respected
-    assert not is_due(portal)
+    assert not checks.is_due(portal, BINDINGS_CHECK)
 
 
 def test_a_widget_unbind_that_finds_nothing_makes_the_check_due_and_the_next_tick_repairs_the_rest(
@@ -79,8 +68,8 @@ def test_a_widget_unbind_that_finds_nothing_makes_the_check_due_and_the_next_tic
 
     assert tasks.unbind_binding.delay(binding.pk, staff.pk).get() == "unbound"
 
-    assert is_due(portal)
-    assert trigger_entries(portal) == [
+    assert checks.is_due(portal, BINDINGS_CHECK)
+    assert checks.trigger_entries(portal, BINDINGS_CHECK) == [
         "bindings check due now: CRM_DEAL_LIST_MENU was no longer bound when staff unbound it"]
     tasks.reconcile_all_bindings.delay().get()
     assert bound_codes(fake_portal) == DEFAULT_CODES - {"CRM_DEAL_LIST_MENU"}
@@ -89,7 +78,7 @@ def test_a_widget_unbind_that_finds_nothing_makes_the_check_due_and_the_next_tic
 def test_a_widget_unbind_that_finds_its_record_makes_nothing_due(portal, fake_portal, staff):
     binding = Binding.objects.get(portal=portal, code="CRM_DEAL_LIST_MENU")
     assert tasks.unbind_binding.delay(binding.pk, staff.pk).get() == "unbound"
-    assert not is_due(portal) and trigger_entries(portal) == []
+    assert not checks.is_due(portal, BINDINGS_CHECK) and checks.trigger_entries(portal, BINDINGS_CHECK) == []
 
 
 def test_a_staff_rebind_that_sees_other_widgets_gone_makes_the_check_due(portal, fake_portal, staff):
@@ -100,8 +89,8 @@ def test_a_staff_rebind_that_sees_other_widgets_gone_makes_the_check_due(portal,
     tasks.rebind_binding.delay(binding.pk, staff.pk).get()
 
     assert bound_codes(fake_portal) == {"CRM_DEAL_LIST_MENU"}  # the rebind repairs only its own
-    assert is_due(portal)
-    (entry,) = trigger_entries(portal)
+    assert checks.is_due(portal, BINDINGS_CHECK)
+    (entry,) = checks.trigger_entries(portal, BINDINGS_CHECK)
     assert "CRM_LEAD_LIST_MENU" in entry and entry.endswith("no longer bound in the portal")
     tasks.reconcile_all_bindings.delay().get()
     assert bound_codes(fake_portal) == DEFAULT_CODES
@@ -112,7 +101,7 @@ def test_a_staff_rebind_with_everything_else_in_place_makes_nothing_due(portal, 
     tasks.unbind_binding.delay(binding.pk, staff.pk).get()
     tasks.rebind_binding.delay(binding.pk, staff.pk).get()
     assert bound_codes(fake_portal) == DEFAULT_CODES
-    assert not is_due(portal) and trigger_entries(portal) == []
+    assert not checks.is_due(portal, BINDINGS_CHECK) and checks.trigger_entries(portal, BINDINGS_CHECK) == []
 
 
 @pytest.mark.parametrize(("method", "kind", "code", "description", "http_status"), [
@@ -130,7 +119,7 @@ def test_an_unrelated_error_of_a_staff_unbind_makes_nothing_due(portal, fake_por
 
     assert result.startswith(code)
     assert Binding.objects.get(pk=binding.pk).state == Binding.State.BOUND
-    assert not is_due(portal) and trigger_entries(portal) == []
+    assert not checks.is_due(portal, BINDINGS_CHECK) and checks.trigger_entries(portal, BINDINGS_CHECK) == []
 
 
 def test_a_rebind_answered_placement_not_found_makes_nothing_due(portal, fake_portal, staff):
@@ -143,4 +132,4 @@ def test_a_rebind_answered_placement_not_found_makes_nothing_due(portal, fake_po
     report = actions.do_rebind(binding, staff_user=staff)
 
     assert "ERROR_PLACEMENT_NOT_FOUND" in report.errors["CRM_DEAL_LIST_MENU"]
-    assert not is_due(portal) and trigger_entries(portal) == []
+    assert not checks.is_due(portal, BINDINGS_CHECK) and checks.trigger_entries(portal, BINDINGS_CHECK) == []
