@@ -131,3 +131,21 @@ def test_a_rate_limited_portal_is_due_again_after_retry_after_while_the_others_a
     assert outcome.get("retry later") == 1
     row = PortalCheck.objects.get(portal=installed_portal, kind="capabilities")
     assert before + timedelta(seconds=1) <= row.due_at <= timezone.now() + timedelta(minutes=10)
+
+
+def test_the_staff_action_makes_the_checks_of_the_chosen_active_portals_due_and_leaves_the_rest(admin_client):
+    chosen, other = PortalFactory(domain="chosen.bitrix24.com"), PortalFactory(domain="other.bitrix24.com")
+    blocked = PortalFactory(domain="blocked.bitrix24.com", status=Portal.Status.BLOCKED)
+    later = timezone.now() + timedelta(hours=5)
+    for portal in (chosen, other, blocked):
+        schedule.ensure_scheduled([portal.pk], list(schedule.registered_kinds()), DAY, now=later - DAY)
+    PortalCheck.objects.update(due_at=later)
+
+    response = admin_client.post("/admin/tenants/portal/", {
+        "action": "run_checks_now", "_selected_action": [chosen.pk, blocked.pk]})
+
+    assert response.status_code == 302
+    now = timezone.now()
+    assert {row.kind for row in PortalCheck.objects.filter(portal=chosen, due_at__lte=now)} >= {
+        "senders", "bindings", "capabilities"}
+    assert not PortalCheck.objects.filter(portal__in=[other, blocked], due_at__lte=now).exists()
