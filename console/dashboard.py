@@ -61,6 +61,12 @@ def _bounded(queryset: QuerySet[Any], cap: int) -> tuple[int, bool]:
     return n, n >= cap
 
 
+def dispatch_stale_seconds() -> int:
+    """How long a handler message may wait for the outbox dispatcher before the dashboard shows it: three
+    of the dispatcher's safety polls, and never under a minute."""
+    return max(60, 3 * int(settings.SMS_DISPATCH_POLL_SECONDS))
+
+
 def attention_queues() -> list[Queue]:
     now = timezone.now()
     cap = int(settings.SMS_ADMIN_COUNT_CAP)
@@ -70,6 +76,15 @@ def attention_queues() -> list[Queue]:
     n, capped = _bounded(Message.objects.filter(state=Message.State.NEEDS_REVIEW), cap)
     queues.append(Queue("Messages that need review", n, _url("messageservice_message", state__exact="needs_review"),
                         capped))
+    # Handler messages the SMS worker's outbox dispatcher has not published (partial index
+    # sms_msg_dispatch_pending, a handful of rows): one that stays owed means no SMS worker runs the
+    # dispatcher. The sweeper sends them after SMS_REDISPATCH_AFTER_SECONDS, but staff should know why.
+    stale_after = dispatch_stale_seconds()
+    owed_since = now - timedelta(seconds=stale_after)
+    n, capped = _bounded(Message.objects.filter(dispatch_pending=True, created_at__lt=owed_since), cap)
+    queues.append(Queue(f"SMS not dispatched after {stale_after} s", n,
+                        _url("messageservice_message", dispatch_pending__exact="1",
+                             created_at__lt=owed_since.isoformat(timespec="seconds")), capped))
     since = now - timedelta(hours=24)
     failed = (Message.objects.filter(state=Message.State.FAILED, created_at__gte=since)
               .values("carrier", "last_error").annotate(n=Count("id")).order_by("-n", "carrier")[:FAILED_GROUPS])

@@ -99,6 +99,9 @@ class ServiceCollector(Collector):
         yield staff
         yield GaugeMetricFamily("b24portal_push_backlog", "Delivery statuses Bitrix24 has not been told yet",
                                 value=Message.objects.filter(push_due=True).count())
+        yield GaugeMetricFamily("b24portal_dispatch_backlog",
+                                "Handler messages the SMS worker's outbox dispatcher has not published yet",
+                                value=Message.objects.filter(dispatch_pending=True).count())
         yield GaugeMetricFamily("b24portal_send_backlog", "Messages waiting to be sent (accepted or retrying)",
                                 value=Message.objects.filter(state__in=Message.SENDABLE).count())
 

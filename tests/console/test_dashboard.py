@@ -13,6 +13,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from console.dashboard import dispatch_stale_seconds
 from messageservice.models import Message, ProviderAccount
 from oauth.models import RestCallDaily
 from placements.models import Binding
@@ -120,3 +121,19 @@ def test_the_charts_cover_fourteen_days() -> None:
     today: date = timezone.now().date()
     assert f"{today - timedelta(days=13):%Y-%m-%d}" not in sms_chart()  # no bars on an empty database
     assert "REST calls per day (14 days)" in rest_chart()
+
+
+def test_handler_messages_the_dispatcher_left_owed_are_counted_once_stale_and_linked(staff_client: Any) -> None:
+    account = make_account(PortalFactory())
+    stale = make_messages(account, 2, state=Message.State.ACCEPTED, status=None, age=timedelta(minutes=5))
+    fresh = make_messages(account, 1, state=Message.State.ACCEPTED, status=None, age=timedelta(seconds=1))
+    make_messages(account, 3, state=Message.State.ACCEPTED, status=None, age=timedelta(minutes=5))  # published
+    Message.objects.filter(pk__in=[m.pk for m in stale + fresh]).update(dispatch_pending=True)
+
+    found = queues(staff_client.get("/admin/").content.decode())
+
+    label = f"SMS not dispatched after {dispatch_stale_seconds()} s"
+    count, href = found[label]
+    assert count == "2"  # the fresh one is the dispatcher's normal work, the published ones are not owed
+    listed = staff_client.get(href).context["cl"].result_list
+    assert {m.pk for m in listed} == {m.pk for m in stale}

@@ -71,6 +71,7 @@ def test_the_token_is_accepted_and_the_named_series_are_present(client: Any) -> 
     assert found[("b24portal_sends_24h", (("carrier", "smsru"),))] == 5
     assert found[("b24portal_send_failures_24h", (("carrier", "smsru"),))] == 2
     assert found[("b24portal_push_backlog", ())] == 0
+    assert found[("b24portal_dispatch_backlog", ())] == 0
     assert found[("b24portal_portals", (("status", "blocked"),))] == 1
     assert found[("b24portal_portals", (("status", "active"),))] == 1
     assert found[("b24portal_install_runs", (("result", "failed"),))] == 1
@@ -81,3 +82,14 @@ def test_the_token_is_accepted_and_the_named_series_are_present(client: Any) -> 
     assert found[("b24portal_broker_up", ())] == 1
     for queue in ("sms", "sms_status", "lifecycle", "maintenance"):
         assert found[("b24portal_celery_queue_length", (("queue", queue),))] >= 0
+
+
+def test_the_dispatch_backlog_counts_the_rows_owed_a_dispatch(client: Any) -> None:
+    account = make_account(PortalFactory(), carrier="smsru")
+    owed = make_messages(account, 3, state=Message.State.ACCEPTED, status=None)
+    make_messages(account, 2, state=Message.State.ACCEPTED, status=None)
+    Message.objects.filter(pk__in=[m.pk for m in owed]).update(dispatch_pending=True)
+
+    found = samples(client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).content.decode())
+
+    assert found[("b24portal_dispatch_backlog", ())] == 3
