@@ -11,7 +11,7 @@ runs) and a unique 32-hex message_id per request.
 
 The handler publishes nothing in the request: it stores the message as owed a dispatch and NOTIFYs the
 SMS worker's outbox dispatcher (messageservice.outbox). A dispatcher process runs the same drain loop
-(`OutboxDispatcher`: LISTEN, drain on every notification and every SMS_DISPATCH_POLL_SECONDS) beside
+(`OutboxDispatcher`: LISTEN, drain 0.1 s after a notification and every SMS_DISPATCH_POLL_SECONDS) beside
 gunicorn for the whole run, on the same machine, so its CPU counts against the handler; it publishes into
 a queue of its own. After the load the benchmark waits until the outbox is empty, stops the dispatcher and
 only then reads that queue: every stored message must have been published exactly once.

@@ -3,9 +3,9 @@
 The handler's one INSERT (`sending.accept_from_handler`, PostgreSQL) stores the message with
 `dispatch_pending` set; a `pg_notify(NOTIFY_CHANNEL)` right after it (a statement of its own: see there why)
 wakes the dispatcher. The dispatcher runs as a thread of the SMS worker (`DispatcherStep`, a worker bootstep
-registered in `MessageserviceConfig.ready`): it LISTENs on a connection of its own and drains the outbox on
-every notification, and every `SMS_DISPATCH_POLL_SECONDS` as a safety net (a notification missed while it
-reconnected, a drain that stopped at a broker outage).
+registered in `MessageserviceConfig.ready`): it LISTENs on a connection of its own and drains the outbox
+`GATHER_SECONDS` after a notification (one drain for a burst), and every `SMS_DISPATCH_POLL_SECONDS` as a
+safety net (a notification missed while it reconnected, a drain that stopped at a broker outage).
 
 Never lost, never sent twice: a row stays pending until the transaction that published its task clears
 it; a dispatcher that dies between the publish and that commit leaves the row pending, so it is published
@@ -92,10 +92,11 @@ def drain(limit: int = DRAIN_BATCH) -> int:
 
 
 class OutboxDispatcher:
-    """The dispatcher thread: LISTEN on its own autocommit connection, drain on every notification and every
-    `poll_seconds`. Its drains use this thread's own Django connection, closed when the thread ends."""
+    """The dispatcher thread: LISTEN on its own autocommit connection, drain `gather_seconds` after a
+    notification and every `poll_seconds`. Its drains use this thread's own Django connection, closed when the thread ends."""
 
-    def __init__(self, *, poll_seconds: float, batch: int = DRAIN_BATCH, gather_seconds: float = GATHER_SECONDS) -> None:
+    def __init__(self, *, poll_seconds: float, batch: int = DRAIN_BATCH,
+                 gather_seconds: float = GATHER_SECONDS) -> None:
         self.poll_seconds = poll_seconds
         self.gather_seconds = gather_seconds
         self.batch = batch
