@@ -37,11 +37,8 @@ def portal_for_key(key: str) -> Portal:
     return portal
 
 
-def _signed_by(portal: Portal, auth: dict[str, str]) -> bool:
-    """The auth block carries this portal's member_id and its application token (a portal that has no
-    stored token yet cannot prove anything this way)."""
-    return (hmac.compare_digest(auth["member_id"].encode(), portal.member_id.encode())
-            and portal.application_token_matches(auth["application_token"]))
+def _same_member(auth: dict[str, str], member_id: str) -> bool:
+    return hmac.compare_digest(auth["member_id"].encode(), member_id.encode())
 
 
 @server_to_server  # no session/auth/messages/locale/CSRF middleware work on this path
@@ -57,14 +54,16 @@ def handler(request: HttpRequest, key: str) -> HttpResponse:
         target = sending.handler_target(key, incoming.code)  # portal and sender columns in one raw query
     except ProviderAccount.DoesNotExist:
         portal = portal_for_key(key)  # 404 "unknown handler" when the key itself is wrong
-        if portal.is_operational and incoming.auth is not None and _signed_by(portal, incoming.auth):
+        # Only a POST signed with the portal's stored application token may make us ask Bitrix24 anything.
+        if (portal.is_operational and incoming.auth is not None and _same_member(incoming.auth, portal.member_id)
+                and portal.application_token_matches(incoming.auth["application_token"])):
             senders.note_unknown_sender(portal, incoming.code)  # it keeps a sender we removed
         raise Rejected(f"unknown sender code {incoming.code!r}", 404) from None
     bind_log_context(member_id=target.member_id)
     if not target.is_operational:
         raise Rejected(f"portal is not active ({target.status})", 409)
     if incoming.auth is not None:
-        same_member = hmac.compare_digest(incoming.auth["member_id"].encode(), target.member_id.encode())
+        same_member = _same_member(incoming.auth, target.member_id)
         # A portal installed from an older install frame (no APPLICATION_TOKEN) and without ONAPPINSTALL has
         # no token to compare yet: the unguessable URL key is the proof then, and a message Bitrix24 will
         # never redeliver is not refused for our missing data.
